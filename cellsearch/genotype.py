@@ -1,0 +1,443 @@
+"""Genotypes: the NASNet search space as plain data.
+
+A genotype is a Normal cell plus a Reduction cell. A cell is a list of blocks; each block takes two
+hidden states, applies one op to each and combines the results by element-wise addition or by
+channel concatenation. Hidden states are indexed as in DARTS: 0 = h_{i-2}, 1 = h_{i-1}, 2 + k =
+output of block k. The cell's output concatenates the states listed in ``concat``.
+
+Parsing lives here (YAML and dict <-> dataclasses, validation, the controller's flat action
+encoding); turning a genotype into modules lives in ``cell.py`` and ``network.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from importlib import resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+# The 13 ops of the NASNet search space (Zoph et al. 2018, sec. 3).
+NASNET_OPS: tuple[str, ...] = (
+    "identity",
+    "conv_1x3_3x1",
+    "conv_1x7_7x1",
+    "dil_conv_3x3",
+    "avg_pool_3x3",
+    "max_pool_3x3",
+    "max_pool_5x5",
+    "max_pool_7x7",
+    "conv_1x1",
+    "conv_3x3",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "sep_conv_7x7",
+)
+COMBINES: tuple[str, ...] = ("add", "concat")
+CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
+NUM_CELL_INPUTS = 2
+
+
+class GenotypeError(ValueError):
+    """A genotype, genotype file or action sequence that does not describe a valid cell."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """Two (input, op) pairs and how their results are combined."""
+
+    inputs: tuple[int, int]
+    ops: tuple[str, str]
+    combine: str = "add"
+
+    def pairs(self) -> tuple[tuple[int, str], tuple[int, str]]:
+        return (self.inputs[0], self.ops[0]), (self.inputs[1], self.ops[1])
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Blocks plus the list of hidden states concatenated into the cell's output."""
+
+    blocks: tuple[Block, ...]
+    concat: tuple[int, ...]
+
+    @property
+    def num_states(self) -> int:
+        return NUM_CELL_INPUTS + len(self.blocks)
+
+    @staticmethod
+    def loose_ends(blocks: Sequence[Block]) -> tuple[int, ...]:
+        """Block outputs that no later block consumes: NASNet's rule for a searched cell's output."""
+        used = {i for block in blocks for i in block.inputs}
+        return tuple(s for s in range(NUM_CELL_INPUTS, NUM_CELL_INPUTS + len(blocks)) if s not in used)
+
+    @classmethod
+    def from_blocks(cls, blocks: Iterable[Block]) -> "Cell":
+        blocks = tuple(blocks)
+        return cls(blocks=blocks, concat=cls.loose_ends(blocks))
+
+    def ops_used(self) -> set[str]:
+        return {op for block in self.blocks for op in block.ops}
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A Normal cell and a Reduction cell. ``name`` and ``source`` are metadata, not architecture."""
+
+    normal: Cell
+    reduce: Cell
+    name: str = field(default="", compare=False)
+    source: str = field(default="", compare=False)
+
+    def cells(self) -> dict[str, Cell]:
+        return {"normal": self.normal, "reduce": self.reduce}
+
+    def ops_used(self) -> set[str]:
+        return self.normal.ops_used() | self.reduce.ops_used()
+
+    # --- plain-data views -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.name:
+            data["name"] = self.name
+        if self.source:
+            data["source"] = self.source
+        for cell_type, cell in self.cells().items():
+            data[cell_type] = {
+                "blocks": [
+                    {"inputs": list(b.inputs), "ops": list(b.ops), "combine": b.combine} for b in cell.blocks
+                ],
+                "concat": list(cell.concat),
+            }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Genotype":
+        """Parse and validate the structure produced by :meth:`to_dict` (and by genotype files)."""
+        return parse_genotype(data)
+
+    def to_json(self) -> str:
+        """Compact one-line text form, used to store genotypes in the trial database."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Genotype":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise GenotypeError(f"genotype text is not valid JSON: {err}") from None
+        return parse_genotype(data)
+
+    def to_yaml(self) -> str:
+        """Readable YAML: one flow-style line per block."""
+        lines = []
+        if self.name:
+            lines.append(f"name: {json.dumps(self.name)}")
+        if self.source:
+            lines.append(f"source: {json.dumps(self.source)}")
+        for cell_type, cell in self.cells().items():
+            lines.append(f"{cell_type}:")
+            lines.append("  blocks:")
+            for b in cell.blocks:
+                lines.append(
+                    f"    - {{inputs: [{b.inputs[0]}, {b.inputs[1]}], ops: [{b.ops[0]}, {b.ops[1]}], combine: {b.combine}}}"
+                )
+            lines.append(f"  concat: [{', '.join(str(i) for i in cell.concat)}]")
+        return "\n".join(lines) + "\n"
+
+    def key(self) -> str:
+        """Canonical text: equal for two genotypes that compute the same function (see canonical())."""
+        canon = self.canonical()
+        return json.dumps({"normal": canon.to_dict()["normal"], "reduce": canon.to_dict()["reduce"]},
+                          separators=(",", ":"), sort_keys=True)
+
+    def canonical(self) -> "Genotype":
+        """Same architecture with each block's two (input, op) pairs in sorted order.
+
+        Both combine methods are symmetric up to a channel permutation, so (a, b) and (b, a) describe
+        the same block; sorting the pairs makes two encodings of one cell compare equal.
+        """
+        def canon_cell(cell: Cell) -> Cell:
+            blocks = []
+            for b in cell.blocks:
+                (ia, oa), (ib, ob) = sorted(b.pairs())
+                blocks.append(Block(inputs=(ia, ib), ops=(oa, ob), combine=b.combine))
+            return Cell(blocks=tuple(blocks), concat=tuple(sorted(cell.concat)))
+
+        return Genotype(canon_cell(self.normal), canon_cell(self.reduce), self.name, self.source)
+
+
+# --- parsing and validation -----------------------------------------------------------------------
+
+def _fail(where: str, message: str) -> GenotypeError:
+    return GenotypeError(f"{where}: {message}")
+
+
+def _parse_block(data: Any, where: str, block_index: int) -> Block:
+    if not isinstance(data, dict):
+        raise _fail(where, f"expected a mapping with keys inputs, ops, combine; got {data!r}")
+    unknown = set(data) - {"inputs", "ops", "combine"}
+    if unknown:
+        raise _fail(where, f"unknown field(s) {sorted(unknown)}; a block has inputs, ops and combine")
+    for key in ("inputs", "ops"):
+        value = data.get(key)
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise _fail(f"{where} field '{key}'", f"expected a list of two entries, got {value!r}")
+    inputs = data["inputs"]
+    num_available = NUM_CELL_INPUTS + block_index
+    for i in inputs:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise _fail(f"{where} field 'inputs'", f"input {i!r} is not an integer state index")
+        if not 0 <= i < num_available:
+            raise _fail(
+                f"{where} field 'inputs'",
+                f"input {i} does not exist yet: block {block_index} may use states 0..{num_available - 1} "
+                f"(0 = h_(i-2), 1 = h_(i-1), 2+k = block k)",
+            )
+    ops = data["ops"]
+    for op in ops:
+        if not isinstance(op, str):
+            raise _fail(f"{where} field 'ops'", f"op {op!r} is not a name")
+    combine = data.get("combine", "add")
+    if combine not in COMBINES:
+        raise _fail(f"{where} field 'combine'", f"unknown combine {combine!r}; choose one of {list(COMBINES)}")
+    return Block(inputs=(int(inputs[0]), int(inputs[1])), ops=(ops[0], ops[1]), combine=combine)
+
+
+def _parse_cell(data: Any, cell_type: str) -> Cell:
+    where = f"{cell_type} cell"
+    if not isinstance(data, dict):
+        raise _fail(where, f"expected a mapping with 'blocks' (and optionally 'concat'); got {data!r}")
+    unknown = set(data) - {"blocks", "concat"}
+    if unknown:
+        raise _fail(where, f"unknown field(s) {sorted(unknown)}; a cell has blocks and concat")
+    raw_blocks = data.get("blocks")
+    if not isinstance(raw_blocks, (list, tuple)) or not raw_blocks:
+        raise _fail(f"{where} field 'blocks'", f"expected a non-empty list of blocks, got {raw_blocks!r}")
+    blocks = tuple(_parse_block(b, f"{where}, block {k}", k) for k, b in enumerate(raw_blocks))
+    if "concat" not in data:
+        return Cell.from_blocks(blocks)
+    concat = data["concat"]
+    if not isinstance(concat, (list, tuple)) or not concat:
+        raise _fail(f"{where} field 'concat'", f"expected a non-empty list of state indices, got {concat!r}")
+    num_states = NUM_CELL_INPUTS + len(blocks)
+    for s in concat:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < num_states:
+            raise _fail(f"{where} field 'concat'", f"state {s!r} does not exist; states are 0..{num_states - 1}")
+    if len(set(concat)) != len(concat):
+        raise _fail(f"{where} field 'concat'", f"repeated state in {list(concat)}")
+    return Cell(blocks=blocks, concat=tuple(int(s) for s in concat))
+
+
+def parse_genotype(data: Any) -> Genotype:
+    """Build a Genotype from plain data, raising GenotypeError that names the cell, block and field."""
+    if not isinstance(data, dict):
+        raise GenotypeError(f"a genotype is a mapping with 'normal' and 'reduce' cells; got {type(data).__name__}")
+    unknown = set(data) - {"name", "source", "normal", "reduce"}
+    if unknown:
+        raise GenotypeError(f"unknown genotype field(s) {sorted(unknown)}; expected name, source, normal, reduce")
+    missing = [c for c in CELL_TYPES if c not in data]
+    if missing:
+        raise GenotypeError(f"genotype is missing the {' and '.join(missing)} cell(s)")
+    normal = _parse_cell(data["normal"], "normal")
+    reduce = _parse_cell(data["reduce"], "reduce")
+    genotype = Genotype(normal, reduce, name=str(data.get("name") or ""), source=str(data.get("source") or ""))
+    check_ops_known(genotype)
+    return genotype
+
+
+def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) -> None:
+    """Raise GenotypeError for an op that is not in ``allowed`` (default: every registered op)."""
+    if allowed is None:
+        from cellsearch.ops import OPS  # local import: the op table pulls in torch
+
+        allowed = sorted(OPS)
+    for cell_type, cell in genotype.cells().items():
+        for k, block in enumerate(cell.blocks):
+            for op in block.ops:
+                if op not in allowed:
+                    raise GenotypeError(
+                        f"{cell_type} cell, block {k} field 'ops': unknown op {op!r}; valid ops are {list(allowed)}"
+                    )
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+def cell_dirs() -> list[Path]:
+    """Folders searched for a genotype given by name, first match wins: ``./cells`` (where exports
+    go), the repository's ``cells/`` and the copy installed with the package."""
+    dirs = [Path.cwd() / "cells", Path(__file__).resolve().parents[1] / "cells"]
+    try:
+        installed = resources.files("cellsearch.cells")
+        dirs.append(Path(str(installed)))
+    except (ModuleNotFoundError, TypeError):
+        pass  # running from a source tree that was not installed
+    unique: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def shipped_cells() -> list[str]:
+    """Names of the genotype files that :func:`load_genotype` finds by name."""
+    return sorted({p.stem for d in cell_dirs() for p in d.glob("*.yaml")})
+
+
+def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
+    """Load a genotype from a shipped name (``'nasnet_a'``) or a YAML file path. Never executes code."""
+    if isinstance(name_or_path, Genotype):
+        return name_or_path
+    text_name = str(name_or_path)
+    path = Path(text_name).expanduser()
+    if not path.is_file():
+        candidates = [d / f"{text_name}.yaml" for d in cell_dirs()]
+        found = [c for c in candidates if c.is_file()]
+        if found:
+            path = found[0]
+        else:
+            raise GenotypeError(
+                f"no genotype named {text_name!r}: not a file, and not a shipped cell "
+                f"(shipped: {', '.join(shipped_cells())})"
+            )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise GenotypeError(f"{path}: not valid YAML: {err}") from None
+    try:
+        genotype = parse_genotype(data)
+    except GenotypeError as err:
+        raise GenotypeError(f"{path}: {err}") from None
+    if not genotype.name:
+        genotype = Genotype(genotype.normal, genotype.reduce, name=path.stem, source=genotype.source)
+    return genotype
+
+
+def save_genotype(genotype: Genotype, path: "str | Path") -> Path:
+    """Write ``genotype`` as YAML; ``load_genotype(path)`` gives it back unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(genotype.to_yaml())
+    return path
+
+
+# --- the search space and the controller's action encoding -----------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    """One choice the controller makes: which cell and block, what is chosen, and how many options."""
+
+    cell: str
+    block: int
+    kind: str  # "input", "op" or "combine"
+    slot: int  # 0 or 1 for the block's first or second (input, op) pair; 0 for combine
+    num_choices: int
+
+    @property
+    def name(self) -> str:
+        suffix = "" if self.kind == "combine" else f"_{'ab'[self.slot]}"
+        return f"{self.cell}.b{self.block}.{self.kind}{suffix}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Which ops, how many blocks per cell, and which combine methods the search may choose."""
+
+    ops: tuple[str, ...] = NASNET_OPS
+    num_blocks: int = 5
+    combines: tuple[str, ...] = COMBINES
+
+    def __post_init__(self) -> None:
+        # Hydra hands lists; keep the dataclass hashable and immutable.
+        object.__setattr__(self, "ops", tuple(self.ops))
+        object.__setattr__(self, "combines", tuple(self.combines))
+        if self.num_blocks < 1:
+            raise GenotypeError(f"num_blocks must be at least 1, got {self.num_blocks}")
+        if not self.ops:
+            raise GenotypeError("the search space needs at least one op")
+        if len(set(self.ops)) != len(self.ops):
+            raise GenotypeError(f"repeated op in {list(self.ops)}")
+        bad = [c for c in self.combines if c not in COMBINES]
+        if bad or not self.combines:
+            raise GenotypeError(f"combines must be a non-empty subset of {list(COMBINES)}, got {list(self.combines)}")
+        from cellsearch.ops import OPS  # local import: the op table pulls in torch
+
+        unknown = [op for op in self.ops if op not in OPS]
+        if unknown:
+            raise GenotypeError(f"unknown op(s) {unknown} in the search space; valid ops are {sorted(OPS)}")
+
+    def decisions(self) -> list[Decision]:
+        """The flat action space, in the order the controller emits it: per cell, per block,
+        input A, input B, op A, op B, combine (NASNet, sec. 3)."""
+        out = []
+        for cell_type in CELL_TYPES:
+            for b in range(self.num_blocks):
+                num_inputs = NUM_CELL_INPUTS + b
+                out.append(Decision(cell_type, b, "input", 0, num_inputs))
+                out.append(Decision(cell_type, b, "input", 1, num_inputs))
+                out.append(Decision(cell_type, b, "op", 0, len(self.ops)))
+                out.append(Decision(cell_type, b, "op", 1, len(self.ops)))
+                out.append(Decision(cell_type, b, "combine", 0, len(self.combines)))
+        return out
+
+    @property
+    def num_decisions(self) -> int:
+        return 2 * 5 * self.num_blocks
+
+    def cell_size(self) -> int:
+        """Number of distinct action sequences for one cell: prod_b (2+b)^2 * |ops|^2 * |combines|."""
+        return math.prod((NUM_CELL_INPUTS + b) ** 2 * len(self.ops) ** 2 * len(self.combines)
+                         for b in range(self.num_blocks))
+
+    def size(self) -> int:
+        return self.cell_size() ** 2
+
+    def encode(self, genotype: Genotype) -> list[int]:
+        """Flat action sequence for ``genotype`` (inverse of :meth:`decode`)."""
+        self.validate(genotype)
+        actions = []
+        for cell in (genotype.normal, genotype.reduce):
+            for b in cell.blocks:
+                actions += [b.inputs[0], b.inputs[1], self.ops.index(b.ops[0]), self.ops.index(b.ops[1]),
+                            self.combines.index(b.combine)]
+        return actions
+
+    def decode(self, actions: Sequence[int]) -> Genotype:
+        """Genotype for a flat action sequence; the output list follows the loose-ends rule."""
+        decisions = self.decisions()
+        if len(actions) != len(decisions):
+            raise GenotypeError(f"expected {len(decisions)} actions for this search space, got {len(actions)}")
+        for d, a in zip(decisions, actions):
+            if not 0 <= int(a) < d.num_choices:
+                raise GenotypeError(f"action for {d.name} is {a}; it must be in 0..{d.num_choices - 1}")
+        cells = []
+        per_cell = 5 * self.num_blocks
+        for c in range(len(CELL_TYPES)):
+            chunk = [int(a) for a in actions[c * per_cell:(c + 1) * per_cell]]
+            blocks = [
+                Block(inputs=(ia, ib), ops=(self.ops[oa], self.ops[ob]), combine=self.combines[cm])
+                for ia, ib, oa, ob, cm in (chunk[i:i + 5] for i in range(0, per_cell, 5))
+            ]
+            cells.append(Cell.from_blocks(blocks))
+        return Genotype(cells[0], cells[1])
+
+    def sample(self, rng: random.Random) -> Genotype:
+        """A genotype drawn uniformly from the space."""
+        return self.decode([rng.randrange(d.num_choices) for d in self.decisions()])
+
+    def validate(self, genotype: Genotype) -> None:
+        """Raise GenotypeError if ``genotype`` lies outside this space."""
+        for cell_type, cell in genotype.cells().items():
+            if len(cell.blocks) != self.num_blocks:
+                raise GenotypeError(
+                    f"{cell_type} cell: has {len(cell.blocks)} blocks, this search space uses {self.num_blocks}"
+                )
+            for k, block in enumerate(cell.blocks):
+                if block.combine not in self.combines:
+                    raise GenotypeError(
+                        f"{cell_type} cell, block {k} field 'combine': {block.combine!r} is not in {list(self.combines)}"
+                    )
+        check_ops_known(genotype, allowed=self.ops)

@@ -1,0 +1,44 @@
+"""Model size: parameter counts and mult-adds (conv and linear layers, as the papers count them)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def count_params(model: nn.Module, exclude_aux: bool = True) -> int:
+    """Number of parameters; the auxiliary head is left out by default, as published counts do."""
+    return sum(
+        p.numel() for name, p in model.named_parameters() if not (exclude_aux and name.startswith("aux_head."))
+    )
+
+
+@torch.no_grad()
+def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int] = (3, 32, 32)) -> int:
+    """Multiply-accumulates of one forward pass of one image through convs and linear layers."""
+    total = 0
+
+    def conv_hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = module.kernel_size
+        total += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+
+    def linear_hook(module: nn.Linear, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        total += module.in_features * module.out_features
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(conv_hook))
+        elif isinstance(module, nn.Linear):
+            handles.append(module.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

@@ -1,0 +1,1 @@
+"""Search strategies: one ask/tell interface, one file per strategy."""
