@@ -251,16 +251,17 @@ def parse_genotype(data: Any) -> Genotype:
 
 def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) -> None:
     """Raise GenotypeError for an op that is not in ``allowed`` (default: every registered op)."""
+    problem = "is not in this search space, whose ops"
     if allowed is None:
         from cellsearch.ops import OPS  # local import: the op table pulls in torch
 
-        allowed = sorted(OPS)
+        allowed, problem = sorted(OPS), "is an unknown op; valid ops"
     for cell_type, cell in genotype.cells().items():
         for k, block in enumerate(cell.blocks):
             for op in block.ops:
                 if op not in allowed:
                     raise GenotypeError(
-                        f"{cell_type} cell, block {k} field 'ops': unknown op {op!r}; valid ops are {list(allowed)}"
+                        f"{cell_type} cell, block {k} field 'ops': {op!r} {problem} are {list(allowed)}"
                     )
 
 

@@ -1,0 +1,26 @@
+"""The describe command prints a cell's blocks, parameters and mult-adds."""
+import subprocess
+import sys
+
+from cellsearch.describe import main
+
+
+def test_describe_prints_blocks_and_sizes(capsys):
+    assert main(["darts_v2", "-N", "6", "-F", "36"]) == 0
+    out = capsys.readouterr().out
+    assert "block3 = identity(h[i-2]) + dil_sep_conv_3x3(block0)" in out
+    assert "parameters: 3,349,342" in out
+    assert "mult-adds:" in out
+
+
+def test_describe_bad_input_exits_2_with_one_line(capsys):
+    assert main(["no_such_cell"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no genotype named 'no_such_cell'") and "Traceback" not in err
+    assert main(["nasnet_a", "-F", "-3"]) == 2
+
+
+def test_describe_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "cellsearch.describe", "nasnet_a", "--skeleton", "imagenet",
+                             "-N", "4", "-F", "44"], capture_output=True, text=True, check=True)
+    assert "parameters: 5,289,978" in result.stdout
