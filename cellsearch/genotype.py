@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -269,16 +268,12 @@ def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) ->
 
 def cell_dirs() -> list[Path]:
     """Folders searched for a genotype given by name, first match wins: ``./cells`` (where exports
-    go), the repository's ``cells/`` and the copy installed with the package."""
-    dirs = [Path.cwd() / "cells", Path(__file__).resolve().parents[1] / "cells"]
-    try:
-        installed = resources.files("cellsearch.cells")
-        dirs.append(Path(str(installed)))
-    except (ModuleNotFoundError, TypeError):
-        pass  # running from a source tree that was not installed
+    go), the copy installed inside the package, and the repository's ``cells/`` (source checkouts)."""
+    package_dir = Path(__file__).resolve().parent
+    dirs = [Path.cwd() / "cells", package_dir / "cells", package_dir.parent / "cells"]
     unique: list[Path] = []
     for d in dirs:
-        if d.is_dir() and d.resolve() not in [u.resolve() for u in unique]:
+        if d.is_dir() and all(d.resolve() != u.resolve() for u in unique):
             unique.append(d)
     return unique
 
