@@ -1,0 +1,259 @@
+"""The ask/tell interface every search strategy implements, and the bookkeeping they share.
+
+A strategy proposes genotypes (:meth:`Strategy.ask`) and is told their rewards
+(:meth:`Strategy.tell`) in any order, while other proposals are still being evaluated. The base
+class keeps the history of every trial (its flat action sequence, reward and status), handles
+de-duplication and failed children, and saves and restores everything a search needs to resume
+exactly: the history, the strategy's own state and its random number generators.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import operator
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cellsearch.genotype import Genotype, SearchSpace
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_PENDING, _OK, _FAILED = 0, 1, 2
+STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed"}
+REWARD_SHAPINGS: tuple[str, ...] = ("accuracy", "cubed")
+
+
+@dataclass
+class Proposal:
+    """A genotype to evaluate; report its reward with ``strategy.tell(trial_id, reward)``."""
+
+    trial_id: int
+    genotype: Genotype
+
+
+def as_search_space(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
+    """Accept a SearchSpace or a plain mapping with its fields (as a Hydra config node gives it)."""
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, Mapping):
+        unknown = set(space) - {"ops", "num_blocks", "combines", "_target_"}
+        if unknown:
+            raise ValueError(f"unknown search space field(s) {sorted(unknown)}; expected ops, num_blocks, combines")
+        return SearchSpace(**{k: v for k, v in space.items() if k != "_target_"})
+    raise TypeError(f"space must be a SearchSpace or a mapping of its fields, got {type(space).__name__}")
+
+
+def shape_reward(reward: float, shaping: str) -> float:
+    """The learning signal for a raw reward: the accuracy itself or its cube (Zoph & Le 2017)."""
+    return reward ** 3 if shaping == "cubed" else reward
+
+
+def check_shaping(shaping: str) -> str:
+    """Raise ValueError for an unknown reward shaping name."""
+    if shaping not in REWARD_SHAPINGS:
+        raise ValueError(f"unknown reward_shaping {shaping!r}; choose one of {list(REWARD_SHAPINGS)}")
+    return shaping
+
+
+def rng_state_to_plain(rng: random.Random) -> dict[str, Any]:
+    """``random.Random`` state as a tensor and numbers (loadable with ``torch.load(weights_only=True)``)."""
+    version, internal, gauss_next = rng.getstate()
+    return {
+        "version": version,
+        "internal": torch.tensor(internal, dtype=torch.int64),
+        "gauss_next": gauss_next,
+    }
+
+
+def rng_state_from_plain(state: Mapping[str, Any]) -> tuple:
+    """Inverse of :func:`rng_state_to_plain`: a tuple for ``random.Random.setstate``."""
+    internal = tuple(int(v) for v in state["internal"].tolist())
+    gauss_next = state["gauss_next"]
+    return (int(state["version"]), internal, None if gauss_next is None else float(gauss_next))
+
+
+@dataclass
+class Trial:
+    """One proposal: its flat actions (in the space of its own block count), reward and status."""
+
+    actions: list[int]
+    genotype: Genotype
+    key: str
+    reward: float | None = None  # raw reward as told; None while pending or when the child failed
+    status: int = _PENDING
+
+
+class Strategy:
+    """Base class: subclasses implement ``_propose`` and optionally the ``_asked``/``_told`` hooks
+    and ``_extra_state``/``_load_extra_state`` for their own state."""
+
+    name = "base"
+
+    def __init__(
+        self,
+        space: SearchSpace | Mapping[str, Any],
+        seed: int = 0,
+        dedupe: bool = False,
+        dedupe_tries: int = 100,
+        failure_reward: float = 0.0,
+    ) -> None:
+        self.space = as_search_space(space)
+        self.seed = int(seed)
+        self.dedupe = bool(dedupe)
+        if dedupe_tries < 1:
+            raise ValueError(f"dedupe_tries must be at least 1, got {dedupe_tries}")
+        self.dedupe_tries = int(dedupe_tries)
+        self.failure_reward = float(failure_reward)
+        self.rng = random.Random(self.seed)
+        self.generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
+        self._trials: list[Trial] = []
+        self._proposed_keys: set[str] = set()
+        self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space}
+
+    # --- the public interface -------------------------------------------------------------------
+    def ask(self) -> Proposal:
+        """Propose the next genotype to evaluate (may be called many times before any tell)."""
+        for _ in range(self.dedupe_tries):
+            actions, info = self._propose()
+            genotype = self.decode(actions)
+            key = genotype.key()
+            if not self.dedupe or key not in self._proposed_keys:
+                break
+        else:
+            logger.warning("%s: no new genotype in %d tries; proposing one already proposed",
+                           self.name, self.dedupe_tries)
+        trial_id = len(self._trials)
+        self._trials.append(Trial(actions=list(actions), genotype=genotype, key=key))
+        self._proposed_keys.add(key)
+        self._asked(trial_id, info)
+        return Proposal(trial_id=trial_id, genotype=genotype)
+
+    def tell(self, trial_id: int, reward: float | None) -> None:
+        """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        try:
+            trial_id = operator.index(trial_id)  # ints from numpy or a database are fine too
+        except TypeError:
+            raise KeyError(f"trial_id must be an integer, got {trial_id!r}") from None
+        if not 0 <= trial_id < len(self._trials):
+            raise KeyError(f"unknown trial_id {trial_id}: this strategy has proposed trials 0..{len(self._trials) - 1}")
+        trial = self._trials[trial_id]
+        if trial.status != _PENDING:
+            raise ValueError(f"trial {trial_id} was already told (status {STATUS_NAMES[trial.status]})")
+        if reward is None or math.isnan(float(reward)):
+            trial.status = _FAILED
+        else:
+            trial.reward = float(reward)
+            trial.status = _OK
+        self._told(trial_id)
+
+    def pending(self) -> list[Proposal]:
+        """Proposals asked and not yet told, in ask order."""
+        return [Proposal(i, t.genotype) for i, t in enumerate(self._trials) if t.status == _PENDING]
+
+    @property
+    def num_asked(self) -> int:
+        return len(self._trials)
+
+    @property
+    def num_told(self) -> int:
+        return sum(t.status != _PENDING for t in self._trials)
+
+    def best(self) -> tuple[int, Genotype, float] | None:
+        """(trial_id, genotype, reward) of the best successful trial so far, or None."""
+        told = [(t.reward, -i) for i, t in enumerate(self._trials) if t.status == _OK]
+        if not told:
+            return None
+        reward, neg_id = max(told)
+        return -neg_id, self._trials[-neg_id].genotype, reward
+
+    # --- helpers for subclasses -----------------------------------------------------------------
+    def space_with_blocks(self, num_blocks: int) -> SearchSpace:
+        """This search space with ``num_blocks`` blocks per cell (progressive search grows cells)."""
+        if num_blocks not in self._spaces:
+            self._spaces[num_blocks] = SearchSpace(self.space.ops, num_blocks, self.space.combines)
+        return self._spaces[num_blocks]
+
+    def decode(self, actions: list[int]) -> Genotype:
+        """Genotype for an action sequence; its length gives the number of blocks (10 actions each)."""
+        return self.space_with_blocks(len(actions) // 10).decode(actions)
+
+    def learning_reward(self, trial_id: int) -> float:
+        """The told reward, or ``failure_reward`` for a failed child."""
+        trial = self._trials[trial_id]
+        if trial.status == _PENDING:
+            raise ValueError(f"trial {trial_id} has not been told yet")
+        return trial.reward if trial.status == _OK else self.failure_reward
+
+    def is_told(self, trial_id: int) -> bool:
+        return self._trials[trial_id].status != _PENDING
+
+    # --- hooks ----------------------------------------------------------------------------------
+    def _propose(self) -> tuple[list[int], Any]:
+        """Return flat actions of a new proposal and any per-trial info for :meth:`_asked`."""
+        raise NotImplementedError
+
+    def _asked(self, trial_id: int, info: Any) -> None:
+        """Called once a proposal got its trial id."""
+
+    def _told(self, trial_id: int) -> None:
+        """Called after the reward (or failure) of ``trial_id`` was recorded."""
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`_extra_state` returned."""
+
+    # --- saving and resuming --------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only."""
+        width = max((len(t.actions) for t in self._trials), default=0)
+        padded = [t.actions + [-1] * (width - len(t.actions)) for t in self._trials]  # progressive: fewer blocks
+        actions = torch.tensor(padded, dtype=torch.int64).reshape(len(self._trials), width)
+        state = {
+            "strategy": self.name,
+            "version": STATE_VERSION,
+            "space": {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
+                      "combines": list(self.space.combines)},
+            "seed": self.seed,
+            "rng": rng_state_to_plain(self.rng),
+            "generator": self.generator.get_state(),
+            "trials": {
+                "actions": actions,
+                "rewards": torch.tensor([math.nan if t.reward is None else t.reward for t in self._trials],
+                                        dtype=torch.float64),
+                "status": torch.tensor([t.status for t in self._trials], dtype=torch.int8),
+            },
+            "extra": self._extra_state(),
+        }
+        return copy.deepcopy(state)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
+        if state.get("strategy") != self.name:
+            raise ValueError(f"this state was saved by the {state.get('strategy')!r} strategy, not {self.name!r}")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported strategy state version {state.get('version')!r}; expected {STATE_VERSION}")
+        saved_space = as_search_space(state["space"])
+        if saved_space != self.space:
+            raise ValueError(f"the saved search was over {saved_space}, this strategy searches {self.space}")
+        self.seed = int(state["seed"])
+        self.rng.setstate(rng_state_from_plain(state["rng"]))
+        self.generator.set_state(state["generator"])
+        trials = state["trials"]
+        self._trials = []
+        self._proposed_keys = set()
+        for row, reward, status in zip(trials["actions"].tolist(), trials["rewards"].tolist(),
+                                       trials["status"].tolist()):
+            actions = [a for a in row if a >= 0]
+            genotype = self.decode(actions)
+            key = genotype.key()
+            self._trials.append(Trial(actions, genotype, key, None if status != _OK else float(reward), int(status)))
+            self._proposed_keys.add(key)
+        self._load_extra_state(state["extra"])

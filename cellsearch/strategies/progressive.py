@@ -1,0 +1,233 @@
+"""Progressive search in the manner of PNAS (Liu et al. 2018, "Progressive Neural Architecture Search").
+
+Cells grow one block at a time. Stage 1 evaluates ``num_initial`` random one-block genotypes. Each
+later stage takes the ``beam_size`` (K) best evaluated cells of the previous size, samples
+``num_expansions`` of their one-block-larger expansions (a new block appended to both cells), ranks
+them with a surrogate trained on every evaluated cell so far, and proposes the top K. Early
+proposals therefore have fewer blocks than the search space: they are valid genotypes of
+``SearchSpace(ops, num_blocks=b, combines)``. PNAS stops once cells have B blocks; to keep
+proposing within a larger budget this strategy then repeats the same step with single-decision
+mutations (as in evolution) of the K best B-block cells in place of expansions.
+
+Differences from the paper: K defaults to 16 (the paper used 256), expansions are sampled rather
+than enumerated (two cells of b blocks have millions of expansions), and the surrogate is a single
+MLP over one-hot decisions of the canonical genotype plus per-cell op counts (PNAS used an
+ensemble of MLPs or LSTMs).
+
+Asynchronous use: a stage is finished when its first K proposals are told. If more proposals are
+asked before that, the next-ranked candidates of the stage are proposed.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import skip_init
+
+from cellsearch.genotype import SearchSpace
+from cellsearch.strategies.base import Strategy
+from cellsearch.strategies.evolution import mutate
+from cellsearch.strategies.random_search import random_actions
+
+
+def canonical_actions(actions: list[int], ops: tuple[str, ...]) -> list[int]:
+    """Actions with each block's two (input, op) pairs sorted as in ``Genotype.canonical``."""
+    out = list(actions)
+    for i in range(0, len(actions), 5):
+        ia, ib, oa, ob, _ = actions[i:i + 5]
+        if (ib, ops[ob]) < (ia, ops[oa]):
+            out[i:i + 4] = [ib, ia, ob, oa]
+    return out
+
+
+class CellFeatures:
+    """Fixed-length surrogate input for genotypes of 1..B blocks: one-hot of every canonical decision
+    (zeros for blocks a smaller cell lacks), each cell's op counts, and the fraction of blocks used."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        decisions = space.decisions()
+        self.offsets = [0]
+        for d in decisions:
+            self.offsets.append(self.offsets[-1] + d.num_choices)
+        self.num_ops = len(space.ops)
+        self.size = self.offsets[-1] + 2 * self.num_ops + 1
+
+    def __call__(self, batch: list[list[int]]) -> torch.Tensor:
+        x = torch.zeros(len(batch), self.size)
+        per_cell_full = 5 * self.space.num_blocks
+        op_base = self.offsets[-1]
+        for row, actions in enumerate(batch):
+            actions = canonical_actions(actions, self.space.ops)
+            num_blocks = len(actions) // 10
+            per_cell = 5 * num_blocks
+            for j, a in enumerate(actions):
+                cell, pos = divmod(j, per_cell)
+                x[row, self.offsets[cell * per_cell_full + pos] + a] = 1.0
+                if pos % 5 in (2, 3):
+                    x[row, op_base + cell * self.num_ops + a] += 1.0 / num_blocks
+            x[row, -1] = num_blocks / self.space.num_blocks
+        return x
+
+
+class Surrogate(nn.Module):
+    """Small MLP regressor from cell features to predicted reward."""
+
+    def __init__(self, in_features: int, hidden: int, generator: torch.Generator) -> None:
+        super().__init__()
+        # skip_init: weights are drawn below from ``generator``, never from the global RNG.
+        self.net = nn.Sequential(skip_init(nn.Linear, in_features, hidden), nn.ReLU(),
+                                 skip_init(nn.Linear, hidden, hidden), nn.ReLU(), skip_init(nn.Linear, hidden, 1))
+        with torch.no_grad():
+            for layer in self.net:
+                if isinstance(layer, nn.Linear):
+                    bound = 1.0 / math.sqrt(layer.in_features)
+                    layer.weight.uniform_(-bound, bound, generator=generator)
+                    layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class ProgressiveSearch(Strategy):
+    """PNAS-style search: grow cells block by block, rank expansions with a learned surrogate."""
+
+    name = "progressive"
+
+    def __init__(
+        self,
+        space: SearchSpace | Mapping[str, Any],
+        seed: int = 0,
+        beam_size: int = 16,
+        num_initial: int = 64,
+        num_expansions: int = 512,
+        surrogate_hidden: int = 64,
+        surrogate_steps: int = 200,
+        surrogate_lr: float = 0.003,
+        surrogate_weight_decay: float = 1e-4,
+        dedupe: bool = False,
+        dedupe_tries: int = 100,
+        failure_reward: float = 0.0,
+    ) -> None:
+        super().__init__(space, seed, dedupe=dedupe, dedupe_tries=dedupe_tries, failure_reward=failure_reward)
+        for name, value in (("beam_size", beam_size), ("num_initial", num_initial),
+                            ("num_expansions", num_expansions), ("surrogate_hidden", surrogate_hidden),
+                            ("surrogate_steps", surrogate_steps)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if surrogate_lr <= 0:
+            raise ValueError(f"surrogate_lr must be positive, got {surrogate_lr}")
+        self.beam_size = int(beam_size)
+        self.num_initial = int(num_initial)
+        self.num_expansions = int(num_expansions)
+        self.surrogate_hidden = int(surrogate_hidden)
+        self.surrogate_steps = int(surrogate_steps)
+        self.surrogate_lr = float(surrogate_lr)
+        self.surrogate_weight_decay = float(surrogate_weight_decay)
+        self.features = CellFeatures(self.space)
+        self.stage_blocks = 0  # blocks per cell of the current stage's proposals; 0 = not started
+        self.num_stages = 0
+        self._queue: list[list[int]] = []  # ranked candidates of the current stage, best first
+        self._parents: list[int] = []  # trial ids the current stage's candidates grew from
+        self._planned: list[int] = []  # the stage's first proposals; the stage ends when all are told
+        self._planned_size = 0
+
+    # --- stages ---------------------------------------------------------------------------------
+    def _stage_complete(self) -> bool:
+        return len(self._planned) >= self._planned_size and all(self.is_told(i) for i in self._planned)
+
+    def _start_stage(self) -> None:
+        self.num_stages += 1
+        self._planned = []
+        if self.stage_blocks == 0:
+            self.stage_blocks = 1
+            self._parents = []
+            self._queue = self._distinct(lambda: random_actions(self.space_with_blocks(1), self.rng),
+                                         self.num_initial)
+            self._planned_size = self.num_initial
+            return
+        told = [i for i, t in enumerate(self._trials) if self.is_told(i) and len(t.actions) == 10 * self.stage_blocks]
+        self._parents = sorted(told, key=self.learning_reward, reverse=True)[:self.beam_size]
+        self.stage_blocks = min(self.stage_blocks + 1, self.space.num_blocks)
+        candidates = self._distinct(self._candidate, self.num_expansions)
+        if candidates:
+            scores = self._fit_surrogate()(self.features(candidates)).tolist()
+            order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+            candidates = [candidates[i] for i in order]
+        self._queue = candidates
+        self._planned_size = self.beam_size
+
+    def _candidate(self) -> list[int]:
+        """An unranked candidate for the current stage: an expansion, or at B blocks a mutation."""
+        parent = self._trials[self.rng.choice(self._parents)].actions
+        b = self.stage_blocks
+        if len(parent) == 10 * b:
+            return mutate(parent, self.space, self.rng)
+        new_blocks = random_actions(self.space_with_blocks(b), self.rng)
+        half = len(parent) // 2
+        return parent[:half] + new_blocks[5 * (b - 1):5 * b] + parent[half:] + new_blocks[-5:]
+
+    def _distinct(self, make, count: int) -> list[list[int]]:
+        """Up to ``count`` candidates from ``make`` that are new (not proposed, not repeated)."""
+        seen: set[str] = set()
+        out = []
+        for _ in range(3 * count):
+            actions = make()
+            key = self.decode(actions).key()
+            if key not in seen and key not in self._proposed_keys:
+                seen.add(key)
+                out.append(actions)
+                if len(out) == count:
+                    break
+        return out
+
+    def _fit_surrogate(self) -> Surrogate:
+        """Train a fresh surrogate on every told trial (rewards standardized)."""
+        told = [i for i in range(self.num_asked) if self.is_told(i)]
+        x = self.features([self._trials[i].actions for i in told])
+        y = torch.tensor([self.learning_reward(i) for i in told])
+        y = (y - y.mean()) / (y.std(unbiased=False) + 1e-6)
+        model = Surrogate(self.features.size, self.surrogate_hidden, self.generator)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.surrogate_lr, weight_decay=self.surrogate_weight_decay)
+        for _ in range(self.surrogate_steps):
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        return model.requires_grad_(False)
+
+    # --- strategy hooks -------------------------------------------------------------------------
+    def _propose(self) -> tuple[list[int], Any]:
+        if self.stage_blocks == 0 or self._stage_complete():
+            self._start_stage()
+        if self._queue:
+            return self._queue.pop(0), None
+        # More asks than ranked candidates: an unranked new candidate, else any cell of this size.
+        fresh = self._distinct(self._candidate, 1) if self._parents else []
+        return (fresh[0] if fresh else random_actions(self.space_with_blocks(self.stage_blocks), self.rng)), None
+
+    def _asked(self, trial_id: int, info: Any) -> None:
+        if len(self._planned) < self._planned_size:
+            self._planned.append(trial_id)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "stage_blocks": self.stage_blocks,
+            "num_stages": self.num_stages,
+            "queue": [list(a) for a in self._queue],
+            "parents": list(self._parents),
+            "planned": list(self._planned),
+            "planned_size": self._planned_size,
+        }
+
+    def _load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.stage_blocks = int(state["stage_blocks"])
+        self.num_stages = int(state["num_stages"])
+        self._queue = [[int(a) for a in actions] for actions in state["queue"]]
+        self._parents = [int(i) for i in state["parents"]]
+        self._planned = [int(i) for i in state["planned"]]
+        self._planned_size = int(state["planned_size"])
