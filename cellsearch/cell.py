@@ -33,6 +33,8 @@ class CellModule(nn.Module):
         reduction_prev: h_{i-2} has twice the spatial size of h_{i-1} (the previous cell reduced).
         preprocess_prev_prev: map h_{i-2} to F channels. NASNet's first ImageNet stem cell has no
             h_{i-2} and reads the raw stem output there instead: pass False for it.
+        always_preprocess: apply the 1x1 ReLU-Conv-BN to h_{i-2} even when it already has F channels
+            (DARTS does; NASNet's reference code skips it).
     """
 
     def __init__(
@@ -44,13 +46,14 @@ class CellModule(nn.Module):
         reduction: bool,
         reduction_prev: bool,
         preprocess_prev_prev: bool = True,
+        always_preprocess: bool = False,
     ):
         super().__init__()
         self.reduction = reduction
         self.drop_prob = 0.0
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(c_prev_prev, channels)
-        elif preprocess_prev_prev and c_prev_prev != channels:
+        elif preprocess_prev_prev and (always_preprocess or c_prev_prev != channels):
             self.preprocess0 = ReLUConvBN(c_prev_prev, channels, 1)
         else:
             self.preprocess0 = nn.Identity()

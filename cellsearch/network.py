@@ -4,33 +4,70 @@ Both are a stem followed by a plan of cells (Zoph et al. 2018, Fig. 2):
 - CIFAR: 3x3 conv stem with 3F channels, then 3 stages of N Normal cells with a Reduction cell
   between stages; filters double at each reduction.
 - ImageNet: 3x3 stride-2 conv stem, two Reduction "stem cells" at F/4 and F/2 filters, then the same
-  3 stages (as in the paper's reference implementation).
+  3 stages (as in the paper's reference implementation). ``stem_type='darts'`` selects DARTS's
+  ImageNet stem instead: three 3x3 stride-2 convs (Liu et al. 2019, reference code).
 The head is a ReLU, global pooling, dropout and a linear classifier; an optional auxiliary head
 reads the last cell of the second stage. ``forward`` returns logits only (timm's contract);
 training code that wants the auxiliary logits calls ``forward_with_aux``.
+
+The networks implement timm's model API (``forward_features``, ``forward_head``,
+``forward_intermediates``, ``feature_info``, ``reset_classifier``, ``group_matcher``,
+``set_grad_checkpointing``); ``cellsearch.models`` registers them with timm.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.layers import create_classifier
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
 from torch import nn
 
 from cellsearch.cell import CellModule
 from cellsearch.genotype import Genotype, load_genotype
-from cellsearch.ops import BN_EPS
+from cellsearch.ops import BN_EPS, ReLUConvBN
+
+STEM_TYPES = ("nasnet", "darts")
 
 
 @dataclass(frozen=True)
 class CellSpec:
-    """Where a cell sits in a network: its type, width and stage."""
+    """Where a cell sits in a network: its type, width and stage.
+
+    ``preprocess_prev_prev=False``: read h_{i-2} as it is (NASNet's first ImageNet stem cell).
+    ``always_preprocess``: map h_{i-2} through a 1x1 conv even when its width is already F (DARTS).
+    ``conv_stem``: not a genotype cell but DARTS's second stem conv (see :class:`ConvStemCell`).
+    """
 
     reduction: bool
     channels: int
     stage: int
     preprocess_prev_prev: bool = True
+    always_preprocess: bool = False
+    conv_stem: bool = False
+
+
+class ConvStemCell(nn.Module):
+    """DARTS's second ImageNet stem (ReLU, 3x3 stride-2 conv, BN) applied to h_{i-1}.
+
+    It sits in the network's cell list so the first genotype cell reads the two stem outputs as
+    (h_{i-2}, h_{i-1}), exactly as in DARTS's ``NetworkImageNet``.
+    """
+
+    reduction = True
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.drop_prob = 0.0  # set by set_drop_path_rate like every cell; a stem conv never drops
+        self.conv = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.out_channels = c_out
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        return self.conv(s1)
 
 
 class AuxiliaryHead(nn.Module):
@@ -49,14 +86,17 @@ class AuxiliaryHead(nn.Module):
             nn.ReLU(),
             nn.Flatten(),
         )
-        self.classifier = nn.Linear(768, num_classes)
+        self.reset_classifier(num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
 
 def stage_plan(cells_per_stage: int, channels: int, reduction_in_stage: bool = False,
-               first_stage: int = 0) -> list[CellSpec]:
+               first_stage: int = 0, always_preprocess: bool = False) -> list[CellSpec]:
     """Three stages of ``cells_per_stage`` Normal cells, a Reduction cell before stages 2 and 3,
     filters doubling at each reduction. With ``reduction_in_stage`` the Reduction cell counts as
     the stage's first cell (PNASNet's layout: 3N cells in all) instead of coming on top (NASNet's)."""
@@ -64,9 +104,11 @@ def stage_plan(cells_per_stage: int, channels: int, reduction_in_stage: bool = F
     for stage in range(3):
         width, normal_cells = channels * 2 ** stage, cells_per_stage
         if stage > 0:
-            plan.append(CellSpec(reduction=True, channels=width, stage=first_stage + stage))
+            plan.append(CellSpec(reduction=True, channels=width, stage=first_stage + stage,
+                                 always_preprocess=always_preprocess))
             normal_cells -= int(reduction_in_stage)
-        plan += [CellSpec(reduction=False, channels=width, stage=first_stage + stage) for _ in range(normal_cells)]
+        plan += [CellSpec(reduction=False, channels=width, stage=first_stage + stage,
+                          always_preprocess=always_preprocess) for _ in range(normal_cells)]
     return plan
 
 
@@ -76,8 +118,20 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+def resolve_genotype(genotype: "Genotype | str | Path | dict") -> Genotype:
+    """A Genotype from a Genotype, a shipped name, a YAML path or plain data (``Genotype.to_dict()``)."""
+    if isinstance(genotype, dict):
+        return Genotype.from_dict(genotype)
+    return load_genotype(genotype)
+
+
 class CellNet(nn.Module):
-    """A stem followed by cells compiled from one genotype, and a classification head."""
+    """A stem followed by cells compiled from one genotype, and a classification head.
+
+    Feature maps (``feature_info``, ``forward_intermediates``, ``features_only``): one per stage,
+    the stem output and the last cell of each resolution, each taken after the ReLU with which
+    the next cell reads it; the last one is ``forward_features``' output.
+    """
 
     def __init__(
         self,
@@ -87,6 +141,7 @@ class CellNet(nn.Module):
         stem_reduction: int,
         plan: list[CellSpec],
         num_classes: int,
+        in_chans: int,
         auxiliary: bool,
         drop_rate: float,
         drop_path_rate: float,
@@ -96,27 +151,26 @@ class CellNet(nn.Module):
         _positive_int("num_classes", num_classes, minimum=0)  # 0: no classifier (timm convention)
         self.genotype = genotype
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.drop_path_rate = drop_path_rate
+        self.grad_checkpointing = False
         self.stem = stem
 
         self.cells = nn.ModuleList()
-        self.feature_info = [dict(num_chs=stem_channels, reduction=stem_reduction, module="stem")]
-        c_prev_prev, c_prev, reduction_prev, reduction = stem_channels, stem_channels, False, stem_reduction
+        c_prev_prev, c_prev, reduction_prev = stem_channels, stem_channels, False
         for spec in plan:
-            cell_genotype = genotype.reduce if spec.reduction else genotype.normal
-            cell = CellModule(cell_genotype, c_prev_prev, c_prev, spec.channels, spec.reduction,
-                              reduction_prev, spec.preprocess_prev_prev)
+            if spec.conv_stem:
+                cell: nn.Module = ConvStemCell(c_prev, spec.channels)
+            else:
+                cell_genotype = genotype.reduce if spec.reduction else genotype.normal
+                cell = CellModule(cell_genotype, c_prev_prev, c_prev, spec.channels, spec.reduction,
+                                  reduction_prev, spec.preprocess_prev_prev, spec.always_preprocess)
             self.cells.append(cell)
-            reduction *= 2 if spec.reduction else 1
             c_prev_prev, c_prev, reduction_prev = c_prev, cell.out_channels, spec.reduction
-        # A feature map per stage: the last cell before each change of resolution, and the last cell.
-        for i, cell in enumerate(self.cells):
-            is_last = i == len(self.cells) - 1
-            if is_last or self.cells[i + 1].reduction:
-                stride = stem_reduction * 2 ** sum(c.reduction for c in self.cells[: i + 1])
-                self.feature_info.append(dict(num_chs=cell.out_channels, reduction=stride, module=f"cells.{i}"))
-        self.num_features = self.head_hidden_size = c_prev
+        self._cell_stages = [spec.stage for spec in plan]
+        self.num_features = c_prev
+        self._init_feature_info(stem_channels, stem_reduction)
 
         # The auxiliary head reads the last cell before the final reduction (2/3 of the depth).
         reduction_indices = [i for i, spec in enumerate(plan) if spec.reduction]
@@ -126,8 +180,32 @@ class CellNet(nn.Module):
 
         self.final_act = nn.ReLU()
         self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
         self.head_drop = nn.Dropout(drop_rate)
         self.set_drop_path_rate(drop_path_rate)
+        self._recorded_model_args: dict[str, Any] = {}
+
+    def _init_feature_info(self, stem_channels: int, stem_reduction: int) -> None:
+        """A feature map per stage: the stem, the last cell before each reduction, and the last cell.
+
+        ``_feature_layers`` holds the layer of each feature (-1 = stem, i = cell i). The hookable
+        module that sees the same tensor is the ReLU of the next layer that reads it as h_{i-1}.
+        """
+        layers = [-1] + [i for i in range(len(self.cells))
+                         if i == len(self.cells) - 1 or self.cells[i + 1].reduction]
+        self._feature_layers = layers
+        self.feature_info = []
+        for layer in layers:
+            reduction = stem_reduction * 2 ** sum(int(c.reduction) for c in self.cells[: layer + 1])
+            channels = stem_channels if layer < 0 else self.cells[layer].out_channels
+            self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=self._reader_act(layer)))
+
+    def _reader_act(self, layer: int) -> str:
+        """Name of the ReLU that applies to layer ``layer``'s output as the next layer reads it."""
+        if layer == len(self.cells) - 1:
+            return "final_act"
+        reader = self.cells[layer + 1]
+        return f"cells.{layer + 1}." + ("conv.0" if isinstance(reader, ConvStemCell) else "preprocess1.0")
 
     # --- training helpers ----------------------------------------------------------------------
     def set_drop_path_rate(self, rate: float) -> None:
@@ -135,20 +213,41 @@ class CellNet(nn.Module):
         (NASNet's ScheduledDropPath). Trainers ramp ``rate`` linearly from 0 over training."""
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
+        self.drop_path_rate = rate
         for i, cell in enumerate(self.cells):
             cell.drop_prob = rate * (i + 1) / len(self.cells)
 
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each cell's activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Parameter groups for layer-wise learning-rate decay: the stem, then one group per cell
+        (per stage when ``coarse``); the auxiliary and classifier heads come last."""
+        if coarse:
+            stages = enumerate(self._cell_stages)
+            return dict(stem=r"^stem", blocks=[(rf"^cells\.{i}\.", (stage,)) for i, stage in stages])
+        return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
+
     # --- forward -------------------------------------------------------------------------------
+    def _cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint(cell, s0, s1)
+        return cell(s0, s1)
+
     def _run_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0 = s1 = self.stem(x)
         aux_input = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
+            s0, s1 = s1, self._cell(cell, s0, s1)
             if i == self.aux_index:
                 aux_input = s1
         return self.final_act(s1), aux_input
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Unpooled features of the last cell, after the final ReLU."""
         return self._run_cells(x)[0]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -164,14 +263,102 @@ class CellNet(nn.Module):
         aux_logits = self.aux_head(aux_input) if self.aux_head is not None and self.training else None
         return self.forward_head(features), aux_logits
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final features and the feature maps of ``feature_info`` (timm's API).
+
+        Args:
+            indices: the last n feature maps if an int, all if None, else these indices.
+            norm: unused (no final norm layer).
+            stop_early: stop after the last requested feature map.
+            output_fmt: only 'NCHW'.
+            intermediates_only: return only the feature maps.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        take_layers = {self._feature_layers[i] for i in take_indices}
+        last_layer = self._feature_layers[max_index] if stop_early else len(self.cells) - 1
+
+        intermediates = []
+        s0 = s1 = self.stem(x)
+        if -1 in take_layers:
+            intermediates.append(F.relu(s1))
+        for i, cell in enumerate(self.cells[: last_layer + 1]):
+            s0, s1 = s1, self._cell(cell, s0, s1)
+            if i in take_layers:
+                intermediates.append(F.relu(s1))
+        if intermediates_only:
+            return intermediates
+        return self.final_act(s1), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the cells after the last feature map in ``indices`` (and the head); returns the
+        absolute indices kept, as timm's feature extraction expects."""
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        num_cells = self._feature_layers[max_index] + 1
+        prune_end = num_cells < len(self.cells)
+        self.cells = self.cells[:num_cells]
+        self._cell_stages = self._cell_stages[:num_cells]
+        if self.aux_index is not None and self.aux_index >= num_cells:
+            self.aux_index, self.aux_head = None, None
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or prune_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
     # --- classifier ----------------------------------------------------------------------------
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier (``num_classes=0`` removes it; ``global_pool=''`` removes pooling)."""
+        _positive_int("num_classes", num_classes, minimum=0)
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=pool_type)
+        reference = next(self.parameters())
+        self.global_pool, self.classifier = create_classifier(
+            self.num_features, num_classes, pool_type=pool_type, device=reference.device, dtype=reference.dtype)
+        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
+        self.global_pool.train(self.training)
+        self.classifier.train(self.training)
+        if self.aux_head is not None:  # the auxiliary head predicts the same classes
+            self.aux_head.reset_classifier(num_classes)
+            self.aux_head.classifier.to(device=reference.device, dtype=reference.dtype)
+
+    # --- reconstruction ------------------------------------------------------------------------
+    def architecture_args(self) -> dict[str, Any]:
+        """Constructor arguments as plain data (genotype as a dict): enough to rebuild this model."""
+        args = dict(self._architecture)
+        args.update(genotype=self.genotype.to_dict(), num_classes=self.num_classes, in_chans=self.in_chans,
+                    global_pool=self.global_pool.pool_type)
+        return args
+
+    # timm's create_model records the caller's keyword arguments in ``_model_args`` and its
+    # export helpers (save_for_hf, push_to_hf_hub) write them to config.json. A Genotype object
+    # or a path to a local file would not survive that trip, so the arguments are reported with
+    # the architecture as plain data.
+    @property
+    def _model_args(self) -> dict[str, Any]:
+        return {**self._recorded_model_args, **self.architecture_args()}
+
+    @_model_args.setter
+    def _model_args(self, args: dict[str, Any]) -> None:
+        self._recorded_model_args = dict(args)
 
 
 class CellNetCifar(CellNet):
@@ -183,7 +370,7 @@ class CellNetCifar(CellNet):
 
     def __init__(
         self,
-        genotype: "Genotype | str | Path" = "nasnet_a",
+        genotype: "Genotype | str | Path | dict" = "nasnet_a",
         cells_per_stage: int = 6,
         channels: int = 32,
         num_classes: int = 10,
@@ -203,8 +390,10 @@ class CellNetCifar(CellNet):
             nn.BatchNorm2d(stem_channels, eps=BN_EPS),
         )
         plan = stage_plan(n, f, reduction_in_stage)
-        super().__init__(load_genotype(genotype), stem, stem_channels, 1, plan, num_classes, auxiliary,
-                         drop_rate, drop_path_rate, global_pool)
+        super().__init__(resolve_genotype(genotype), stem, stem_channels, 1, plan, num_classes, in_chans,
+                         auxiliary, drop_rate, drop_path_rate, global_pool)
+        self._architecture = dict(cells_per_stage=n, channels=f, stem_multiplier=stem_multiplier,
+                                  auxiliary=auxiliary, reduction_in_stage=reduction_in_stage)
 
 
 class CellNetImageNet(CellNet):
@@ -214,36 +403,62 @@ class CellNetImageNet(CellNet):
     NASNet-A Mobile is ``cells_per_stage=4, channels=44, stem_channels=32``; Large is
     ``cells_per_stage=6, channels=168, stem_channels=96``. PNASNet-5 Large is
     ``cells_per_stage=4, channels=216, stem_channels=96, reduction_in_stage=True``.
+
+    ``stem_type='darts'``: DARTS's stem instead, 3x3 stride-2 convs to S/2 and S channels, then a
+    ReLU-conv-BN stride-2 conv to S (S = ``stem_channels``, default F), and every cell maps h_{i-2}
+    through a 1x1 conv as DARTS does. DARTS V2 ImageNet is ``genotype='darts_v2', cells_per_stage=4,
+    channels=48, stem_type='darts'``.
     """
 
     def __init__(
         self,
-        genotype: "Genotype | str | Path" = "nasnet_a",
+        genotype: "Genotype | str | Path | dict" = "nasnet_a",
         cells_per_stage: int = 4,
         channels: int = 44,
         num_classes: int = 1000,
         in_chans: int = 3,
-        stem_channels: int = 32,
+        stem_channels: int | None = None,
         auxiliary: bool = False,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         global_pool: str = "avg",
         reduction_in_stage: bool = False,
+        stem_type: str = "nasnet",
     ):
         n = _positive_int("cells_per_stage", cells_per_stage)
         f = _positive_int("channels", channels)
-        if f < 4:
-            raise ValueError(f"channels must be at least 4 for the ImageNet skeleton (stem cells use F/4), got {f}")
-        stem_channels = _positive_int("stem_channels", stem_channels)
-        stem = nn.Sequential(
-            nn.Conv2d(_positive_int("in_chans", in_chans), stem_channels, 3, stride=2, padding=0, bias=False),
-            nn.BatchNorm2d(stem_channels, eps=BN_EPS),
-        )
-        # The first stem cell has no h_{i-2}: it reads the raw stem output there (reference code).
-        plan = [
-            CellSpec(reduction=True, channels=f // 4, stage=0, preprocess_prev_prev=False),
-            CellSpec(reduction=True, channels=f // 2, stage=0),
-        ]
-        plan += stage_plan(n, f, reduction_in_stage, first_stage=1)
-        super().__init__(load_genotype(genotype), stem, stem_channels, 2, plan, num_classes, auxiliary,
-                         drop_rate, drop_path_rate, global_pool)
+        _positive_int("in_chans", in_chans)
+        if stem_type == "nasnet":
+            if f < 4:
+                raise ValueError(f"channels must be at least 4 for the NASNet ImageNet stem (stem cells use F/4), "
+                                 f"got {f}")
+            s = _positive_int("stem_channels", 32 if stem_channels is None else stem_channels)
+            stem = nn.Sequential(
+                nn.Conv2d(in_chans, s, 3, stride=2, padding=0, bias=False),
+                nn.BatchNorm2d(s, eps=BN_EPS),
+            )
+            # The first stem cell has no h_{i-2}: it reads the raw stem output there (reference code).
+            plan = [
+                CellSpec(reduction=True, channels=f // 4, stage=0, preprocess_prev_prev=False),
+                CellSpec(reduction=True, channels=f // 2, stage=0),
+            ]
+            plan += stage_plan(n, f, reduction_in_stage, first_stage=1)
+            stem_reduction = 2
+        elif stem_type == "darts":
+            s = _positive_int("stem_channels", f if stem_channels is None else stem_channels, minimum=2)
+            stem = nn.Sequential(
+                nn.Conv2d(in_chans, s // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(s // 2, eps=BN_EPS),
+                nn.ReLU(),
+                nn.Conv2d(s // 2, s, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(s, eps=BN_EPS),
+            )
+            plan = [CellSpec(reduction=True, channels=s, stage=0, conv_stem=True)]
+            plan += stage_plan(n, f, reduction_in_stage, first_stage=1, always_preprocess=True)
+            stem_reduction = 4
+        else:
+            raise ValueError(f"unknown stem_type {stem_type!r}; choose one of {list(STEM_TYPES)}")
+        super().__init__(resolve_genotype(genotype), stem, s, stem_reduction, plan, num_classes, in_chans,
+                         auxiliary, drop_rate, drop_path_rate, global_pool)
+        self._architecture = dict(cells_per_stage=n, channels=f, stem_channels=s, auxiliary=auxiliary,
+                                  reduction_in_stage=reduction_in_stage, stem_type=stem_type)
