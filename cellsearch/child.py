@@ -1,0 +1,412 @@
+"""Train one child network with Lightning and report its reward (validation accuracy).
+
+A child is the CIFAR skeleton (:class:`~cellsearch.network.CellNetCifar`) built from a genotype with
+N cells per stage and F filters. NASNet's proxy task trains it on CIFAR-10 with 5,000 training images
+held out, for 20 epochs with a cosine learning-rate schedule and momentum 0.9 (Zoph et al. 2018):
+the defaults of :class:`ChildConfig` and :class:`~cellsearch.data.DataConfig`. The same
+LightningModule serves final retraining: auxiliary head loss, scheduled drop path, label smoothing,
+weight decay, gradient clipping and cutout are all settings.
+
+:func:`evaluate_child` never raises for a failure of the child itself (a diverging loss, running out
+of memory, any exception while building or training it): it returns a ``ChildResult`` with
+``status='failed'``. Configuration errors (unknown dataset, missing files, impossible numbers or
+trainer settings) raise :class:`~cellsearch.data.ConfigError`, before anything trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
+
+from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, \
+    dataclass_from_config, describe_dataset
+from cellsearch.genotype import Genotype, load_genotype
+from cellsearch.network import CellNetCifar
+from cellsearch.profile import count_mult_adds, count_params
+
+__all__ = [
+    "ChildConfig", "ChildDiverged", "ChildModule", "ChildResult", "ConfigError", "as_child_config",
+    "build_trainer", "build_training", "check_config", "evaluate_child",
+]
+
+LOGGERS: tuple[str, ...] = ("csv", "tensorboard")
+_NONFINITE_CHECK_EVERY = 20  # steps between checks for a diverged loss (each check syncs the device)
+
+
+@dataclass
+class ChildConfig:
+    """How one child is built and trained. Defaults: NASNet's proxy child and schedule (N=2, F=16,
+    20 epochs, SGD with Nesterov momentum 0.9, cosine schedule), validating once at the end."""
+
+    cells_per_stage: int = 2
+    channels: int = 16
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.05
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-4
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.0
+    drop_path_rate: float = 0.0
+    grad_clip: float = 5.0
+    val_every_n_epochs: int | None = None
+    accelerator: str = "auto"
+    devices: int | str | list[int] = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = False
+    limit_train_batches: int | float = 1.0
+    limit_val_batches: int | float = 1.0
+    logger: str | None = "csv"
+    log_dir: str = "logs"
+    log_every_n_steps: int = 50
+    enable_progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("cells_per_stage", "channels", "epochs", "batch_size", "log_every_n_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"child.{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "lr_min", "momentum", "weight_decay", "label_smoothing", "auxiliary_weight",
+                     "drop_path_rate", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"child.{name} must be a number >= 0, got {value!r}")
+        if self.lr == 0:
+            raise ConfigError("child.lr must be positive")
+        if self.lr_min > self.lr:
+            raise ConfigError(f"child.lr_min ({self.lr_min}) must not exceed child.lr ({self.lr})")
+        if self.label_smoothing >= 1 or self.drop_path_rate >= 1:
+            raise ConfigError("child.label_smoothing and child.drop_path_rate must be below 1")
+        if self.val_every_n_epochs is not None:
+            every = self.val_every_n_epochs
+            if isinstance(every, bool) or not isinstance(every, int) or every < 1 or self.epochs % every:
+                raise ConfigError(f"child.val_every_n_epochs must be a positive divisor of child.epochs "
+                                  f"({self.epochs}) so that the last epoch is validated, got {every!r}")
+        for name in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
+                    isinstance(value, float) and value > 1):
+                raise ConfigError(f"child.{name} must be a fraction in (0, 1] or a number of batches >= 1, "
+                                  f"got {value!r}")
+        if self.logger is not None and self.logger not in LOGGERS:
+            raise ConfigError(f"unknown child.logger {self.logger!r}; choose one of {list(LOGGERS)} or null")
+
+    @property
+    def check_val_every_n_epoch(self) -> int:
+        return self.val_every_n_epochs or self.epochs
+
+
+def as_child_config(config: "ChildConfig | Mapping[str, Any]") -> ChildConfig:
+    """Accept a ChildConfig or a plain mapping of its fields (a Hydra config node)."""
+    return dataclass_from_config(ChildConfig, config, "child")
+
+
+@dataclass
+class ChildResult:
+    """Outcome of one child: its reward (validation accuracy) and size, or why it failed."""
+
+    status: str
+    reward: float | None
+    val_accuracy: float | None
+    params: int | None
+    mult_adds: int | None
+    seconds: float
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ChildDiverged(RuntimeError):
+    """The training loss (or the validation loss) became NaN or infinite."""
+
+
+class ChildModule(pl.LightningModule):
+    """Trains ``self.model`` (a CellNetCifar) with SGD + cosine schedule; logs ``val_acc`` and ``test_acc``.
+
+    Constructor arguments are plain values, saved with ``save_hyperparameters`` (the genotype as a
+    dict), so ``ChildModule.load_from_checkpoint(path).model`` rebuilds the trained network.
+    """
+
+    def __init__(
+        self,
+        genotype: "Genotype | Mapping[str, Any] | str" = "nasnet_a",
+        cells_per_stage: int = 2,
+        channels: int = 16,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        auxiliary_weight: float = 0.0,
+        drop_path_rate: float = 0.0,
+        label_smoothing: float = 0.0,
+        lr: float = 0.05,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = True,
+        weight_decay: float = 3e-4,
+        channels_last: bool = False,
+    ):
+        super().__init__()
+        genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
+        self.save_hyperparameters(ignore=["genotype"])
+        self.hparams["genotype"] = genotype.to_dict()
+        self.model = CellNetCifar(genotype, cells_per_stage=cells_per_stage, channels=channels,
+                                  num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._nonfinite = torch.zeros((), dtype=torch.bool)
+        self._eval_sums: torch.Tensor | None = None  # correct, seen, loss sum
+        self.val_accuracy: float | None = None  # of the latest validation, exact (the logged copy is float32)
+
+    @classmethod
+    def from_config(cls, genotype: "Genotype | str", child: ChildConfig, info: DatasetInfo) -> "ChildModule":
+        """The module for ``genotype`` trained as ``child`` says on data described by ``info``."""
+        return cls(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                   num_classes=info.num_classes, in_chans=info.in_chans, auxiliary_weight=child.auxiliary_weight,
+                   drop_path_rate=child.drop_path_rate, label_smoothing=child.label_smoothing, lr=child.lr,
+                   lr_min=child.lr_min, momentum=child.momentum, nesterov=child.nesterov,
+                   weight_decay=child.weight_decay, channels_last=child.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    # --- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # ScheduledDropPath: the rate ramps linearly from 0 to drop_path_rate over training.
+        progress = self.current_epoch / max(1, self.trainer.max_epochs or 1)
+        self.model.set_drop_path_rate(self.hparams.drop_path_rate * progress)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits, aux_logits = self.model.forward_with_aux(self._prepare(x))
+        smoothing = self.hparams.label_smoothing
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        if aux_logits is not None:
+            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux_logits, y, label_smoothing=smoothing)
+        self._nonfinite = self._nonfinite.to(loss.device) | ~torch.isfinite(loss.detach())
+        if batch_idx % _NONFINITE_CHECK_EVERY == 0:
+            self._raise_if_diverged()
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _raise_if_diverged(self) -> None:
+        if bool(self._nonfinite):
+            raise ChildDiverged(f"training loss became NaN or infinite by epoch {self.current_epoch}, "
+                                f"step {self.global_step}: the child diverged (lower child.lr or set child.grad_clip)")
+
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_diverged()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
+                                    nesterov=hp.nesterov and hp.momentum > 0, weight_decay=hp.weight_decay)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=hp.lr_min)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def _eval_start(self) -> None:
+        self._eval_sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self.model(self._prepare(x))
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
+        correct = (logits.argmax(dim=1) == y).sum()
+        self._eval_sums += torch.stack([correct.double(), y.new_tensor(len(y), dtype=torch.float64), loss.double()])
+
+    def _eval_end(self, prefix: str) -> None:
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+        correct, seen, loss_sum = sums.tolist()
+        if seen == 0:
+            return
+        if prefix == "val" and self.trainer.state.fn == "fit" and not torch.isfinite(torch.tensor(loss_sum)):
+            raise ChildDiverged(f"validation loss is NaN or infinite after epoch {self.current_epoch}: "
+                                f"the child diverged (lower child.lr or set child.grad_clip)")
+        if prefix == "val":
+            self.val_accuracy = correct / seen
+        self.log(f"{prefix}_acc", correct / seen, prog_bar=True)
+        self.log(f"{prefix}_loss", loss_sum / seen)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":
+            self._raise_if_diverged()
+        self._eval_start()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._eval_start()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+
+# --- trainer -----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's informational console messages and its advice warnings (for search children)."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning_fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=PossibleUserWarning)
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _make_logger(child: ChildConfig, run_name: str) -> Any:
+    if child.logger is None:
+        return False
+    if child.logger == "csv":
+        return pl.loggers.CSVLogger(save_dir=child.log_dir, name=run_name)
+    try:
+        return pl.loggers.TensorBoardLogger(save_dir=child.log_dir, name=run_name)
+    except ModuleNotFoundError as err:
+        raise ConfigError("child.logger=tensorboard needs the tensorboard package: "
+                          "pip install 'cellsearch[tensorboard]' (or use child.logger=csv)") from err
+
+
+def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bool = False,
+                  callbacks: Sequence[pl.Callback] = (), quiet: bool = False) -> pl.Trainer:
+    """A Lightning Trainer for ``child``; invalid trainer settings raise ConfigError.
+
+    ``checkpointing`` keeps ``checkpoints/best-*.ckpt`` (highest ``val_acc``) and ``checkpoints/last.ckpt``
+    (the latest epoch, to resume from) in the logger's version folder (retraining); search children run
+    without checkpoints and, with ``quiet``, without a model summary.
+    """
+    child = as_child_config(child)
+    callbacks = list(callbacks)
+    if checkpointing:  # the best epoch by val_acc, and last.ckpt (overwritten every epoch) to resume from
+        callbacks.append(pl.callbacks.ModelCheckpoint(monitor="val_acc", mode="max", save_top_k=1,
+                                                      filename="best-epoch{epoch:03d}-val_acc{val_acc:.4f}",
+                                                      auto_insert_metric_name=False))
+        callbacks.append(pl.callbacks.ModelCheckpoint(filename="last", save_top_k=1))
+    try:
+        return pl.Trainer(
+            accelerator=child.accelerator,
+            devices=child.devices,
+            strategy=child.strategy,
+            precision=child.precision,
+            max_epochs=child.epochs,
+            gradient_clip_val=child.grad_clip or None,
+            gradient_clip_algorithm="norm",
+            check_val_every_n_epoch=child.check_val_every_n_epoch,
+            limit_train_batches=child.limit_train_batches,
+            limit_val_batches=child.limit_val_batches,
+            num_sanity_val_steps=0 if quiet else 2,
+            logger=_make_logger(child, run_name),
+            log_every_n_steps=child.log_every_n_steps,
+            enable_checkpointing=checkpointing,
+            enable_progress_bar=child.enable_progress_bar,
+            enable_model_summary=not quiet,
+            default_root_dir=child.log_dir,
+            callbacks=callbacks,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(f"invalid trainer settings (accelerator={child.accelerator!r}, devices={child.devices!r}, "
+                          f"strategy={child.strategy!r}, precision={child.precision!r}): {err}") from err
+
+
+def check_config(child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]") -> DatasetInfo:
+    """Validate both configs and the dataset (downloading it if allowed) before any child trains."""
+    child, data = as_child_config(child), as_data_config(data)
+    info = describe_dataset(data)
+    with quiet_lightning():
+        build_trainer(ChildConfig(**{**asdict(child), "logger": None}), quiet=True)
+    return info
+
+
+def build_training(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
+                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "retrain",
+                   checkpointing: bool = True,
+                   callbacks: Sequence[pl.Callback] = ()) -> tuple[pl.Trainer, ChildModule, ImageDataModule]:
+    """Trainer, module and datamodule for training ``genotype`` (final retraining: ``trainer.fit(module,
+    datamodule=dm, ckpt_path=...)`` then ``trainer.test``); checkpoints go under ``child.log_dir``."""
+    child, data = as_child_config(child), as_data_config(data)
+    info = describe_dataset(data)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    trainer = build_trainer(child, run_name=run_name, checkpointing=checkpointing, callbacks=callbacks)
+    module = ChildModule.from_config(load_genotype(genotype), child, info)
+    datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
+    return trainer, module, datamodule
+
+
+def describe_error(err: BaseException) -> str:
+    """One line: the exception and the innermost place it came from."""
+    text = "".join(traceback.format_exception_only(type(err), err)).strip()
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
+
+
+def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
+                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> ChildResult:
+    """Train one child and return its reward; a failing child gives ``status='failed'``, never an exception.
+
+    Raises ConfigError for configuration problems (checked before training starts).
+    """
+    start = time.perf_counter()
+    child, data = as_child_config(child), as_data_config(data)
+    info = describe_dataset(data)
+    params = mult_adds = None
+    trainer = module = datamodule = None
+    try:
+        with quiet_lightning():
+            trainer = build_trainer(child, run_name=run_name, checkpointing=False, quiet=True)
+            pl.seed_everything(seed, workers=True, verbose=False)
+            module = ChildModule.from_config(genotype, child, info)
+            params = count_params(module.model)
+            mult_adds = count_mult_adds(module.model, input_size=info.input_size)
+            datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
+            trainer.fit(module, datamodule=datamodule)
+        metric = trainer.callback_metrics.get("val_acc")  # set in this process under spawn-based strategies too
+        if metric is None:
+            raise RuntimeError("training ended without a validation accuracy")
+        accuracy = module.val_accuracy if module.val_accuracy is not None else float(metric)
+        return ChildResult("ok", accuracy, accuracy, params, mult_adds, time.perf_counter() - start)
+    except ConfigError:
+        raise
+    except Exception as err:  # the child failed: record it, the search goes on
+        prefix = "out of memory: " if isinstance(err, torch.cuda.OutOfMemoryError) else ""
+        return ChildResult("failed", None, None, params, mult_adds, time.perf_counter() - start,
+                           prefix + describe_error(err))
+    finally:
+        del trainer, module, datamodule
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

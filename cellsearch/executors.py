@@ -1,0 +1,435 @@
+"""Evaluate many children: in this process, one worker process per device, or on a Ray cluster.
+
+All executors share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
+``(trial_id, ChildResult)`` pairs that have finished, in the order they finish. A child that fails
+comes back with ``status='failed'``; a worker process that dies is replaced and its child retried
+once, then recorded as failed. Configuration errors (checked in the constructor, before any child
+trains) raise :class:`~cellsearch.data.ConfigError`.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import multiprocessing
+import os
+import time
+import weakref
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait as wait_for_ready
+from typing import Any, Iterator, Mapping
+
+import torch
+
+from cellsearch.child import ChildConfig, ChildResult, as_child_config, check_config, describe_error, evaluate_child
+from cellsearch.data import ConfigError, DataConfig, as_data_config
+from cellsearch.genotype import Genotype
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
+
+
+def _run_name(trial_id: int) -> str:
+    return f"trial_{trial_id:05d}"
+
+
+def _failed(error: str, seconds: float = 0.0) -> ChildResult:
+    return ChildResult("failed", None, None, None, None, seconds, error)
+
+
+class Executor(ABC):
+    """Runs child evaluations; keep ``capacity`` children in flight and collect them with ``wait``."""
+
+    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                 seed: int = 0):
+        self.child = as_child_config(child)
+        self.data = as_data_config(data)
+        self.seed = seed
+        check_config(self.child, self.data)  # configuration errors surface here, before any child trains
+
+    @abstractmethod
+    def submit(self, trial_id: int, genotype: Genotype) -> None:
+        """Queue ``genotype`` for evaluation under ``trial_id``."""
+
+    @abstractmethod
+    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+        """Finished ``(trial_id, result)`` pairs: at least one, unless ``timeout`` passed or nothing is in flight."""
+
+    @abstractmethod
+    def num_running(self) -> int:
+        """Children submitted and not yet returned by ``wait``."""
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int:
+        """How many children to keep in flight."""
+
+    def close(self) -> None:
+        """Release workers (idempotent)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- in-process --------------------------------------------------------------------------------------
+
+class LocalExecutor(Executor):
+    """Trains children one at a time in this process (``wait`` trains the next queued child; no timeout)."""
+
+    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                 seed: int = 0):
+        super().__init__(child, data, seed)
+        self._queue: collections.deque[tuple[int, Genotype]] = collections.deque()
+
+    def submit(self, trial_id: int, genotype: Genotype) -> None:
+        self._queue.append((trial_id, genotype))
+
+    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+        if not self._queue:
+            return []
+        trial_id, genotype = self._queue.popleft()
+        return [(trial_id, evaluate_child(genotype, self.child, self.data, self.seed, run_name=_run_name(trial_id)))]
+
+    def num_running(self) -> int:
+        return len(self._queue)
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+
+# --- one worker process per device -------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block (for processes started in it)."""
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _pool_worker(conn: Connection, child: ChildConfig, data: DataConfig, seed: int, threads: int) -> None:
+    """Worker process loop: receive ``(trial_id, genotype)``, send back ``(kind, trial_id, payload)``."""
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the parent went away
+            return
+        if task is None:
+            return
+        trial_id, genotype = task
+        try:
+            message = ("result", trial_id, evaluate_child(genotype, child, data, seed, run_name=_run_name(trial_id)))
+        except ConfigError as err:
+            message = ("config_error", trial_id, str(err))
+        except Exception as err:  # evaluate_child records child failures; this is a last resort
+            message = ("result", trial_id, _failed(describe_error(err)))
+        conn.send(message)
+
+
+@dataclass
+class _Task:
+    trial_id: int
+    genotype: Genotype
+    attempts: int = 0
+    started: float = 0.0
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    gpu: int | None
+    task: _Task | None = None
+
+
+def _stop_workers(workers: list[_Worker]) -> None:
+    for worker in workers:
+        try:
+            worker.conn.send(None)
+        except (OSError, ValueError):
+            pass
+    deadline = time.monotonic() + 5.0
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join(5.0)
+        worker.conn.close()
+
+
+class PoolExecutor(Executor):
+    """One worker process per GPU (each sees only its own), or ``num_workers`` CPU workers with
+    ``cores // num_workers`` torch threads each. Processes use the ``spawn`` start method.
+
+    A worker that dies (killed, segfault) is replaced; its child is retried ``max_retries`` times
+    (default once) and then recorded as failed.
+    """
+
+    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                 seed: int = 0, num_workers: int | None = None, gpus: list[int] | None = None,
+                 threads_per_worker: int | None = None, max_retries: int = 1):
+        super().__init__(child, data, seed)
+        if self.child.devices not in (1, "1", [0]) or self.child.strategy not in ("auto", "single_device"):
+            raise ConfigError("PoolExecutor trains each child on one device; for one child on several devices "
+                              "use LocalExecutor with child.devices > 1 and a DDP strategy")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        if gpus is None and self.child.accelerator in ("auto", "gpu", "cuda"):
+            gpus = list(range(torch.cuda.device_count()))
+        gpus = list(gpus or [])
+        if num_workers is None:
+            num_workers = len(gpus) or max(1, (os.cpu_count() or 1) // 4)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
+            raise ConfigError(f"num_workers must be a positive integer, got {num_workers!r}")
+        if gpus and num_workers > len(gpus):
+            raise ConfigError(f"num_workers={num_workers} but only {len(gpus)} GPU(s) {gpus}: one worker per GPU")
+        self.num_workers = num_workers
+        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // num_workers)
+        self.max_retries = max_retries
+        self._gpus = gpus[:num_workers] if gpus else [None] * num_workers
+        self._context = multiprocessing.get_context("spawn")
+        self._queue: collections.deque[_Task] = collections.deque()
+        self._done: list[tuple[int, ChildResult]] = []
+        self.restarts = 0
+        self._workers = [self._start_worker(gpu) for gpu in self._gpus]
+        self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
+
+    def _start_worker(self, gpu: int | None) -> _Worker:
+        parent_conn, child_conn = self._context.Pipe()
+        process = self._context.Process(
+            target=_pool_worker, name=f"cellsearch-worker-{gpu if gpu is not None else 'cpu'}",
+            args=(child_conn, self.child, self.data, self.seed, self.threads_per_worker),
+        )
+        # The new interpreter inherits these before it imports anything: its GPU, its thread pools.
+        settings = {"OMP_NUM_THREADS": str(self.threads_per_worker)}
+        if gpu is not None:
+            settings["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        with _environment(settings):
+            process.start()
+        child_conn.close()
+        return _Worker(process, parent_conn, gpu)
+
+    # --- interface -----------------------------------------------------------------------------
+    def submit(self, trial_id: int, genotype: Genotype) -> None:
+        if not self._finalizer.alive:
+            raise RuntimeError("submit() on a closed PoolExecutor")
+        self._queue.append(_Task(trial_id, genotype))
+        self._dispatch()
+
+    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done:
+            busy = [w for w in self._workers if w.task is not None]
+            if not busy:
+                break
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = set(wait_for_ready([w.conn for w in busy] + [w.process.sentinel for w in busy], remaining))
+            for worker in busy:
+                if worker.task is not None and (worker.conn in ready or worker.process.sentinel in ready):
+                    self._collect(worker, worker.task)
+            self._dispatch()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        done, self._done = self._done, []
+        return done
+
+    def num_running(self) -> int:
+        return len(self._queue) + sum(w.task is not None for w in self._workers) + len(self._done)
+
+    @property
+    def capacity(self) -> int:
+        return self.num_workers
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the workers (replaced workers get new ones)."""
+        return [w.process.pid for w in self._workers]
+
+    def running(self) -> dict[int, int]:
+        """``{trial_id: pid}`` of the children being trained now (for monitoring)."""
+        return {w.task.trial_id: w.process.pid for w in self._workers if w.task is not None}
+
+    def close(self) -> None:
+        self._finalizer()
+        self._queue.clear()
+        for worker in self._workers:
+            worker.task = None
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        for worker in self._workers:
+            if worker.task is None and self._queue:
+                if not worker.process.is_alive():  # died while idle: replace it, no child lost
+                    self._restart(worker)
+                task = self._queue.popleft()
+                task.attempts += 1
+                task.started = time.perf_counter()
+                worker.task = task
+                try:
+                    worker.conn.send((task.trial_id, task.genotype))
+                except (OSError, ValueError):  # died just now: wait() sees its sentinel
+                    pass
+
+    def _collect(self, worker: _Worker, task: _Task) -> None:
+        try:
+            message = worker.conn.recv() if worker.conn.poll() else None
+        except (EOFError, OSError):  # the worker's end of the pipe closed: it is dying
+            message = None
+            worker.process.join(5.0)
+        if message is not None:
+            kind, trial_id, payload = message
+            worker.task = None
+            if kind == "config_error":
+                raise ConfigError(payload)
+            self._done.append((trial_id, payload))
+        elif not worker.process.is_alive():
+            code = worker.process.exitcode
+            why = f"worker process {worker.process.pid} died (exit code {code}) while training trial {task.trial_id}"
+            self._restart(worker)
+            if task.attempts <= self.max_retries:
+                self._queue.appendleft(task)
+            else:
+                seconds = time.perf_counter() - task.started
+                self._done.append((task.trial_id, _failed(f"{why}; gave up after {task.attempts} attempt(s)", seconds)))
+
+    def _restart(self, worker: _Worker) -> None:
+        worker.process.join(1.0)
+        worker.conn.close()
+        fresh = self._start_worker(worker.gpu)
+        worker.process, worker.conn, worker.task = fresh.process, fresh.conn, None
+        self.restarts += 1
+
+
+# --- Ray -----------------------------------------------------------------------------------------------
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError("RayExecutor needs Ray: pip install 'cellsearch[ray]' (or use the local or pool "
+                          "executor)") from err
+    return ray
+
+
+def _ray_evaluate(genotype: Genotype, child: ChildConfig, data: DataConfig, seed: int, run_name: str,
+                  threads: int) -> ChildResult:
+    torch.set_num_threads(threads)
+    return evaluate_child(genotype, child, data, seed, run_name=run_name)
+
+
+class RayExecutor(Executor):
+    """Children as Ray tasks on an existing cluster (``address``) or a local one started here.
+
+    Each child asks for ``num_cpus_per_child`` CPUs and ``num_gpus_per_child`` GPUs (default: one GPU
+    if the cluster has any and the child may use one, else none; fractions share a GPU). Ray retries
+    a task whose worker dies ``max_retries`` times. A local cluster is started with bounded
+    resources (``num_cpus``, ``num_gpus``, ``object_store_memory``), without the dashboard, and shut
+    down by ``close``.
+    """
+
+    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                 seed: int = 0, address: str | None = None, num_workers: int | None = None,
+                 num_cpus_per_child: float = 1, num_gpus_per_child: float | None = None,
+                 num_cpus: int | None = None, num_gpus: int | None = None,
+                 object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 1,
+                 init_kwargs: Mapping[str, Any] | None = None):
+        ray = _import_ray()
+        super().__init__(child, data, seed)
+        if num_cpus_per_child <= 0 or (num_gpus_per_child is not None and num_gpus_per_child < 0):
+            raise ConfigError("num_cpus_per_child must be > 0 and num_gpus_per_child >= 0")
+        self._ray = ray
+        self._pending: dict[Any, tuple[int, float]] = {}
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if address is None:  # start a local cluster with bounded resources
+                options.update(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus,
+                               object_store_memory=object_store_memory)
+            options.update(init_kwargs or {})
+            try:
+                ray.init(address=address, **options)
+            except (ConnectionError, ValueError, RuntimeError) as err:
+                raise ConfigError(f"could not start or reach a Ray cluster at {address or 'a new local cluster'}: "
+                                  f"{err}") from err
+        resources = ray.cluster_resources()
+        if num_gpus_per_child is None:
+            num_gpus_per_child = 1 if resources.get("GPU", 0) >= 1 and self.child.accelerator != "cpu" else 0
+        if num_gpus_per_child > resources.get("GPU", 0) or num_cpus_per_child > resources.get("CPU", 0):
+            self.close()
+            raise ConfigError(f"a child asks for {num_cpus_per_child} CPU(s) and {num_gpus_per_child} GPU(s) but the "
+                              f"Ray cluster has {resources.get('CPU', 0)} CPU(s) and {resources.get('GPU', 0)} GPU(s)")
+        if num_workers is None:
+            slots = [resources.get("CPU", 0) / num_cpus_per_child]
+            if num_gpus_per_child > 0:
+                slots.append(resources["GPU"] / num_gpus_per_child)
+            num_workers = max(1, math.floor(min(slots)))
+        self.num_workers = num_workers
+        self.threads_per_child = max(1, int(num_cpus_per_child))
+        self._remote = ray.remote(_ray_evaluate).options(num_cpus=num_cpus_per_child, num_gpus=num_gpus_per_child,
+                                                         max_retries=max_retries)
+
+    def submit(self, trial_id: int, genotype: Genotype) -> None:
+        ref = self._remote.remote(genotype, self.child, self.data, self.seed, _run_name(trial_id),
+                                  self.threads_per_child)
+        self._pending[ref] = (trial_id, time.perf_counter())
+
+    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+        if not self._pending:
+            return []
+        refs = list(self._pending)
+        ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+        return [self._result(ref) for ref in ready]
+
+    def _result(self, ref: Any) -> tuple[int, ChildResult]:
+        trial_id, started = self._pending.pop(ref)
+        try:
+            return trial_id, self._ray.get(ref)
+        except self._ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, ConfigError):
+                raise ConfigError(str(cause)) from err
+            return trial_id, _failed(f"Ray task failed: {cause!r}" if cause else str(err).splitlines()[0],
+                                     time.perf_counter() - started)
+        except self._ray.exceptions.RayError as err:  # worker died (after retries), node lost, ...
+            return trial_id, _failed(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",
+                                     time.perf_counter() - started)
+
+    def num_running(self) -> int:
+        return len(self._pending)
+
+    @property
+    def capacity(self) -> int:
+        return self.num_workers
+
+    def close(self) -> None:
+        for ref in list(self._pending):
+            self._ray.cancel(ref, force=True)
+        self._pending.clear()
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owns_ray = False
+
+
+EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "pool": PoolExecutor, "ray": RayExecutor}
+
+
+def build_executor(kind: str, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                   seed: int = 0, **options: Any) -> Executor:
+    """``LocalExecutor``, ``PoolExecutor`` or ``RayExecutor`` by name, with its own options."""
+    if kind not in EXECUTORS:
+        raise ConfigError(f"unknown executor {kind!r}; choose one of {list(EXECUTORS)}")
+    return EXECUTORS[kind](child, data, seed, **options)

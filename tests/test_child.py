@@ -1,0 +1,150 @@
+"""Child training: rewards, sizes, failures recorded, configuration errors raised, retraining features."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from cellsearch.child import (
+    ChildConfig,
+    ChildModule,
+    ConfigError,
+    as_child_config,
+    build_training,
+    evaluate_child,
+)
+from cellsearch.data import DataConfig
+from cellsearch.genotype import Block, Cell, Genotype, load_genotype
+from cellsearch.network import CellNetCifar
+from cellsearch.profile import count_mult_adds, count_params
+
+TINY_DATA = DataConfig(name="synthetic", synthetic_train_size=192, synthetic_test_size=32, image_size=8, val_size=64)
+TINY_CHILD = dict(cells_per_stage=1, channels=4, epochs=2, batch_size=32, logger=None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine's cores are shared: one torch thread per test process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def unknown_op_genotype() -> Genotype:
+    """A genotype that passes the dataclass constructor but names an op no registry has."""
+    nasnet = load_genotype("nasnet_a")
+    normal = Cell(blocks=(Block(inputs=(0, 1), ops=("no_such_op", "identity")),), concat=(2,))
+    return Genotype(normal, nasnet.reduce)
+
+
+def test_child_reports_reward_size_and_time_and_logs_csv(tmp_path):
+    child = ChildConfig(**{**TINY_CHILD, "logger": "csv", "log_dir": str(tmp_path)})
+    result = evaluate_child("nasnet_a", child, TINY_DATA, seed=0, run_name="trial_00007")
+    assert result.status == "ok" and result.error == ""
+    assert 0.0 <= result.reward <= 1.0 and result.reward == result.val_accuracy
+    reference = CellNetCifar("nasnet_a", cells_per_stage=1, channels=4, num_classes=10, in_chans=3)
+    assert result.params == count_params(reference)
+    assert result.mult_adds == count_mult_adds(reference, input_size=(3, 8, 8))
+    assert result.seconds > 0
+    metrics = list((tmp_path / "trial_00007").glob("version_*/metrics.csv"))
+    assert len(metrics) == 1 and "val_acc" in metrics[0].read_text()
+
+
+def test_same_seed_same_reward():
+    child = ChildConfig(**TINY_CHILD)
+    assert evaluate_child("nasnet_a", child, TINY_DATA, seed=3).reward == evaluate_child(
+        "nasnet_a", child, TINY_DATA, seed=3).reward
+
+
+def test_child_learns_synthetic_data():
+    child = ChildConfig(**{**TINY_CHILD, "epochs": 6, "batch_size": 16})
+    result = evaluate_child("nasnet_a", child, TINY_DATA)
+    assert result.status == "ok" and result.reward > 0.5, result  # chance is 0.1
+
+
+@pytest.mark.slow
+def test_nasnet_proxy_child_learns_digits_fast_on_cpu():
+    """NASNet-A proxy child (N=2) on scikit-learn's digits: far above chance in well under a minute."""
+    child = ChildConfig(cells_per_stage=2, channels=8, epochs=3, batch_size=32, lr=0.05, logger=None)
+    start = time.perf_counter()
+    result = evaluate_child("nasnet_a", child, DataConfig(name="digits"), seed=0)
+    seconds = time.perf_counter() - start
+    print(f"digits: val accuracy {result.reward:.3f} in {seconds:.1f} s, {result.params} params, "
+          f"{result.mult_adds} mult-adds")
+    assert result.status == "ok", result.error
+    assert result.reward > 0.7
+    assert seconds < 60
+
+
+def test_diverging_child_is_recorded_as_failed():
+    child = ChildConfig(**{**TINY_CHILD, "lr": 1e30, "grad_clip": 0.0})
+    result = evaluate_child("nasnet_a", child, TINY_DATA)
+    assert result.status == "failed" and result.reward is None and result.val_accuracy is None
+    assert "ChildDiverged" in result.error and "NaN" in result.error
+    assert result.params is not None  # measured before training
+
+
+def test_child_that_raises_is_recorded_as_failed():
+    result = evaluate_child(unknown_op_genotype(), ChildConfig(**TINY_CHILD), TINY_DATA)
+    assert result.status == "failed" and result.reward is None
+    assert "no_such_op" in result.error
+
+
+@pytest.mark.parametrize("child, data, match", [
+    (dict(accelerator="nonsense"), {}, "invalid trainer settings"),
+    (dict(strategy="no_such_strategy"), {}, "invalid trainer settings"),
+    ({}, dict(name="cifar10", root="/nonexistent/cellsearch-data", download=False), "cifar-10-batches-py"),
+])
+def test_configuration_errors_raise_instead_of_failing_the_child(child, data, match):
+    data_config = DataConfig(**data) if data else TINY_DATA
+    with pytest.raises(ConfigError, match=match):
+        evaluate_child("nasnet_a", ChildConfig(**{**TINY_CHILD, **child}), data_config)
+
+
+@pytest.mark.parametrize("settings, match", [
+    (dict(epochs=0), "epochs"),
+    (dict(lr=-0.1), "lr"),
+    (dict(lr=0.01, lr_min=0.1), "lr_min"),
+    (dict(drop_path_rate=1.0), "drop_path_rate"),
+    (dict(epochs=10, val_every_n_epochs=3), "divisor"),
+    (dict(limit_train_batches=1.5), "limit_train_batches"),
+    (dict(logger="wandb"), "logger"),
+    (dict(batch_size=True), "batch_size"),
+])
+def test_bad_child_settings_raise_config_errors(settings, match):
+    with pytest.raises(ConfigError, match=match):
+        ChildConfig(**settings)
+
+
+def test_child_config_from_a_mapping():
+    assert as_child_config({"_target_": "cellsearch.child.ChildConfig", "epochs": 3}) == ChildConfig(epochs=3)
+    with pytest.raises(ConfigError, match="unknown child setting"):
+        as_child_config({"epoch": 3})
+
+
+def test_retraining_with_regularisers_checkpoints_and_rebuilds(tmp_path):
+    """Aux head, scheduled drop path, label smoothing, cutout, bf16, tensorboard, checkpoint -> model."""
+    child = ChildConfig(**{**TINY_CHILD, "epochs": 2, "auxiliary_weight": 0.4, "drop_path_rate": 0.3,
+                           "label_smoothing": 0.1, "precision": "bf16-mixed", "logger": "tensorboard",
+                           "log_dir": str(tmp_path), "val_every_n_epochs": 1, "channels_last": True})
+    data = DataConfig(**{**TINY_DATA.__dict__, "val_size": 0, "cutout": 4})
+    trainer, module, datamodule = build_training("darts_v2", child, data, seed=0)
+    assert module.model.aux_head is not None
+    trainer.fit(module, datamodule=datamodule)
+    # drop path ramps linearly: the last epoch (1 of 2) trains at half the final rate in the last cell
+    assert module.model.cells[-1].drop_prob == pytest.approx(0.3 * 1 / 2)
+    assert "val_acc" in trainer.callback_metrics
+    test_metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    assert 0.0 <= test_metrics["test_acc"] <= 1.0
+    assert list(tmp_path.glob("retrain/version_0/events.out.tfevents.*"))
+    checkpoints = tmp_path / "retrain" / "version_0" / "checkpoints"
+    checkpoint = checkpoints / "last.ckpt"
+    assert checkpoint.is_file() and len(list(checkpoints.glob("best-epoch*.ckpt"))) == 1
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == trainer.global_step
+    restored = ChildModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert restored.model.genotype == load_genotype("darts_v2")
+    assert restored.hparams.genotype == load_genotype("darts_v2").to_dict()
+    for (name, a), b in zip(module.model.state_dict().items(), restored.model.state_dict().values()):
+        assert torch.equal(a.cpu(), b), name

@@ -1,0 +1,167 @@
+"""Executors: in-process, worker processes (with failures and killed workers), a local Ray cluster."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import time
+
+import pytest
+import torch
+
+from cellsearch.child import ChildConfig, ChildResult
+from cellsearch.data import ConfigError, DataConfig
+from cellsearch.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
+from cellsearch.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+
+DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
+CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def broken_genotype() -> Genotype:
+    """Raises when its network is built: names an op that no registry has."""
+    normal = Cell(blocks=(Block(inputs=(0, 1), ops=("no_such_op", "identity")),), concat=(2,))
+    return Genotype(normal, load_genotype("nasnet_a").reduce)
+
+
+def batch_of_children() -> dict[int, Genotype]:
+    """Two sampled children, a published one and one that fails."""
+    space = SearchSpace()
+    rng = random.Random(0)
+    return {0: space.sample(rng), 1: broken_genotype(), 2: load_genotype("nasnet_a"), 3: space.sample(rng)}
+
+
+def run_batch(executor, genotypes: dict[int, Genotype], timeout: float = 300) -> dict[int, ChildResult]:
+    for trial_id, genotype in genotypes.items():
+        executor.submit(trial_id, genotype)
+    results: dict[int, ChildResult] = {}
+    deadline = time.monotonic() + timeout
+    while executor.num_running() and time.monotonic() < deadline:
+        for trial_id, result in executor.wait(timeout=max(0.0, deadline - time.monotonic())):
+            assert trial_id not in results
+            results[trial_id] = result
+    return results
+
+
+def check_batch(results: dict[int, ChildResult]) -> None:
+    assert sorted(results) == [0, 1, 2, 3]
+    assert [results[i].status for i in range(4)] == ["ok", "failed", "ok", "ok"]
+    assert "no_such_op" in results[1].error and results[1].reward is None
+    for i in (0, 2, 3):
+        assert 0.0 <= results[i].reward <= 1.0 and results[i].params > 0 and results[i].mult_adds > 0
+
+
+def test_local_executor_survives_a_failing_child():
+    with LocalExecutor(CHILD, DATA, seed=0) as executor:
+        assert executor.capacity == 1 and executor.wait() == []
+        results = run_batch(executor, batch_of_children())
+        assert executor.num_running() == 0
+    check_batch(results)
+
+
+def test_local_executor_records_a_diverging_child():
+    with LocalExecutor(ChildConfig(**{**CHILD.__dict__, "lr": 1e30, "grad_clip": 0.0}), DATA) as executor:
+        executor.submit(5, load_genotype("nasnet_a"))
+        [(trial_id, result)] = executor.wait()
+    assert trial_id == 5 and result.status == "failed" and "diverged" in result.error
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LocalExecutor(CHILD, {"name": "cifar10", "root": "/nonexistent/data", "download": False}),
+    lambda: PoolExecutor(CHILD, DataConfig(name="cifar10", root="/nonexistent/data", download=False), num_workers=2),
+    lambda: PoolExecutor({**CHILD.__dict__, "devices": 2}, DATA),
+    lambda: PoolExecutor(CHILD, DATA, num_workers=0),
+    lambda: build_executor("slurm", CHILD, DATA),
+])
+def test_configuration_errors_raise_before_any_child_trains(make):
+    with pytest.raises(ConfigError):
+        make()
+    assert not multiprocessing.active_children()  # no worker was started
+
+
+@pytest.mark.slow
+def test_two_worker_processes_evaluate_a_batch_with_a_failing_child():
+    executor = PoolExecutor(CHILD, DATA, seed=0, num_workers=2)
+    try:
+        assert executor.capacity == 2 and executor.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
+        pids = executor.worker_pids
+        assert len(set(pids)) == 2 and os.getpid() not in pids
+        results = run_batch(executor, batch_of_children())
+        assert executor.restarts == 0
+    finally:
+        executor.close()
+    check_batch(results)
+    assert not multiprocessing.active_children()  # close() stopped the workers
+
+
+def wait_until_running(executor: PoolExecutor, trial_id: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while trial_id not in executor.running():
+        assert time.monotonic() < deadline, "child never started"
+        assert executor.wait(timeout=0.2) == []
+    return executor.running()[trial_id]
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_its_child_retried_once_then_failed():
+    slow_child = ChildConfig(**{**CHILD.__dict__, "epochs": 4})
+    executor = PoolExecutor(slow_child, DATA, seed=0, num_workers=1, max_retries=1)
+    try:
+        executor.submit(0, load_genotype("nasnet_a"))
+        executor.submit(1, load_genotype("nasnet_a"))
+        # trial 0: killed once, retried on a fresh worker, succeeds
+        first_pid = wait_until_running(executor, 0)
+        os.kill(first_pid, signal.SIGKILL)
+        assert executor.wait(timeout=1.0) == []
+        assert executor.restarts == 1 and executor.running()[0] != first_pid
+        [(trial_id, result)] = executor.wait()
+        assert trial_id == 0 and result.status == "ok", result
+        # trial 1: killed on both attempts, recorded as failed; the executor keeps working
+        pid = wait_until_running(executor, 1)
+        os.kill(pid, signal.SIGKILL)
+        retry_pid = pid
+        deadline = time.monotonic() + 60
+        while retry_pid == pid:
+            assert time.monotonic() < deadline
+            executor.wait(timeout=0.2)
+            retry_pid = executor.running().get(1, pid)
+        os.kill(retry_pid, signal.SIGKILL)
+        [(trial_id, result)] = executor.wait()
+        assert trial_id == 1 and result.status == "failed" and result.reward is None
+        assert "died" in result.error and "2 attempt" in result.error
+        assert executor.restarts == 3
+        executor.submit(2, load_genotype("nasnet_a"))
+        [(trial_id, result)] = executor.wait()
+        assert trial_id == 2 and result.status == "ok"
+    finally:
+        executor.close()
+
+
+def test_ray_executor_without_ray_is_a_clear_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
+    with pytest.raises(ConfigError, match=r"pip install 'cellsearch\[ray\]'"):
+        RayExecutor(CHILD, DATA)
+
+
+@pytest.mark.slow
+def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()
+    executor = RayExecutor(CHILD, DATA, seed=0, num_cpus=2, num_cpus_per_child=1)
+    try:
+        assert ray.is_initialized() and executor.capacity == 2
+        results = run_batch(executor, batch_of_children())
+    finally:
+        executor.close()
+    assert not ray.is_initialized()
+    check_batch(results)
