@@ -1,0 +1,52 @@
+"""Export the best cells of a search into genotype files that timm and ``task=retrain`` load by name.
+
+    python train.py task=export export.run=outputs/search/<time> export.name=my_cell export.top_k=3
+
+writes ``cells/my_cell.yaml`` (the best cell), ``cells/my_cell_2.yaml`` and ``cells/my_cell_3.yaml``;
+then ``timm.create_model('cellnet_imagenet', genotype='cells/my_cell.yaml')`` builds a network.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cellsearch.data import ConfigError
+from cellsearch.genotype import Genotype, save_genotype
+from cellsearch.store import TRIALS_FILE, TrialStore
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def export_paths(name: str, top_k: int = 1, out_dir: "str | Path" = "cells", overwrite: bool = False) -> list[Path]:
+    """The files an export of ``top_k`` cells under ``name`` writes; ConfigError if it cannot."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"export.name must be a file name of letters, digits, '_', '.' or '-', got {name!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"export.top_k must be a positive integer, got {top_k!r}")
+    paths = [Path(out_dir) / (f"{name}.yaml" if rank == 1 else f"{name}_{rank}.yaml") for rank in range(1, top_k + 1)]
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"export would overwrite {', '.join(existing)}; choose another export.name or set "
+                          f"export.overwrite=true")
+    return paths
+
+
+def export_cells(run_dir: "str | Path", name: str, top_k: int = 1, out_dir: "str | Path" = "cells",
+                 overwrite: bool = False) -> list[Path]:
+    """Write the ``top_k`` best distinct cells of the search in ``run_dir`` as ``<out_dir>/<name>.yaml``,
+    ``<name>_2.yaml``, ...; returns the paths. Existing files are kept unless ``overwrite``."""
+    paths = export_paths(name, top_k, out_dir, overwrite)
+    if run_dir is None:
+        raise ConfigError("export.run is not set: give the search's run directory, export.run=outputs/search/<time>")
+    db = Path(run_dir) / TRIALS_FILE
+    if not db.is_file():
+        raise ConfigError(f"{run_dir} is not a search run directory: {db} does not exist")
+    with TrialStore(db) as store:
+        best = store.best(top_k)
+    if not best:
+        raise ConfigError(f"{db} holds no successful child yet; nothing to export")
+    for rank, (row, path) in enumerate(zip(best, paths), 1):
+        source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, trial {row.trial_id}, "
+                  f"reward {row.reward:.4f}")
+        save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
+    return paths[:len(best)]

@@ -1,0 +1,85 @@
+"""The SQLite trial store: one row per child, committed at once, readable by another connection."""
+import random
+import sqlite3
+from dataclasses import dataclass
+
+import pytest
+
+from cellsearch.genotype import SearchSpace
+from cellsearch.store import SCHEMA_VERSION, TrialStore
+
+
+@dataclass
+class Outcome:
+    """The fields the store reads from a ChildResult."""
+
+    status: str
+    reward: float | None
+    val_accuracy: float | None = None
+    params: int | None = 1000
+    mult_adds: int | None = 20000
+    seconds: float = 1.5
+    error: str = ""
+
+
+def genotypes(n: int, seed: int = 0):
+    rng, space = random.Random(seed), SearchSpace(num_blocks=2)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def test_rows_round_trip_and_are_visible_to_another_connection(tmp_path):
+    path = tmp_path / "trials.db"
+    g = genotypes(3)
+    with TrialStore(path) as store:
+        store.add(0, g[0], Outcome("ok", 0.5, 0.5))
+        store.add(2, g[2], Outcome("failed", None, params=None, mult_adds=None, error="ChildDiverged: loss is NaN"))
+        store.add(1, g[1], Outcome("ok", 0.75, 0.75))
+        # committed at once: a second connection (another process, sqlite3 CLI) sees every row
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT trial_id, status FROM trials ORDER BY rowid").fetchall() == [
+            (0, "ok"), (2, "failed"), (1, "ok")]
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        other.close()
+    with TrialStore(path) as store:  # reopen: same content, finish order kept
+        rows = store.rows()
+        assert [r.trial_id for r in rows] == [0, 2, 1]
+        assert rows[0].genotype == g[0] and rows[0].reward == 0.5 and rows[0].params == 1000
+        assert rows[1].status == "failed" and rows[1].reward is None and "NaN" in rows[1].error
+        assert len(store) == 3 and 1 in store and 5 not in store
+        assert store.get(5) is None and store.get(1).genotype == g[1]
+
+
+def test_best_ranks_successful_children_and_merges_repeated_cells(tmp_path):
+    g = genotypes(3)
+    with TrialStore(tmp_path / "trials.db") as store:
+        store.add(0, g[0], Outcome("ok", 0.6))
+        store.add(1, g[1], Outcome("ok", 0.9))
+        store.add(2, g[1], Outcome("ok", 0.8))  # the same cell again, lower reward
+        store.add(3, g[2], Outcome("failed", None))
+        store.add(4, g[2], Outcome("ok", 0.6))  # ties: the earlier trial ranks first
+        assert [r.trial_id for r in store.best(5)] == [1, 0, 4]
+        assert [r.trial_id for r in store.best(2, distinct=False)] == [1, 2]
+
+
+def test_a_child_is_stored_once(tmp_path):
+    g = genotypes(1)[0]
+    with TrialStore(tmp_path / "trials.db") as store:
+        store.add(7, g, Outcome("ok", 0.5))
+        with pytest.raises(ValueError, match="trial 7 is already"):
+            store.add(7, g, Outcome("ok", 0.6))
+        with pytest.raises(ValueError, match="status"):
+            store.add(8, g, Outcome("running", None))
+        assert len(store) == 1 and store.get(7).reward == 0.5
+
+
+def test_foreign_or_newer_files_are_refused(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match="not a cellsearch trial store"):
+        TrialStore(junk)
+    newer = tmp_path / "newer.db"
+    db = sqlite3.connect(newer)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(ValueError, match="newer cellsearch"):
+        TrialStore(newer)

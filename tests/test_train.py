@@ -1,0 +1,241 @@
+"""train.py and conf/: every option composes, tiny end-to-end runs on CPU, kill -9 and resume, sweeps,
+and one-line errors for bad input.
+
+Children are tiny (N=1, F=4, one epoch on 300 digits, 2 blocks of cheap ops) so a search of a few
+children takes seconds on a CPU; the subprocess tests are marked slow.
+"""
+import importlib.util
+import inspect
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_method
+
+from cellsearch.child import as_child_config
+from cellsearch.data import as_data_config
+from cellsearch.genotype import SearchSpace, load_genotype
+from cellsearch.search import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.store import TrialStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TINY = [
+    "experiment=quick_cpu", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1", "child.batch_size=100",
+    "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
+    "space.ops=[identity,avg_pool_3x3,max_pool_3x3,conv_1x1,conv_3x3]",
+]
+
+
+def load_train_module():
+    spec = importlib.util.spec_from_file_location("cellsearch_train_script", ROOT / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def cli(*args, cwd=ROOT, timeout=300, **popen):
+    """``python train.py args``; the CPU only, one torch thread (the tests share two cores)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, str(ROOT / "train.py"), *args]
+    if popen:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, **popen)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def stored(run_dir):
+    with TrialStore(Path(run_dir) / "trials.db") as store:
+        return [(r.trial_id, r.genotype.to_json(), r.reward, r.created_at) for r in store.rows()]
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+def test_the_defaults_are_the_documented_ones():
+    cfg = config()
+    assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.00035 and cfg.search.update_every == 20
+    assert cfg.data.name == "cifar10" and cfg.task.name == "search" and cfg.seed == 0
+    assert cfg.executor._target_.endswith("LocalExecutor")
+    assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space
+
+
+@pytest.mark.parametrize("name", options("search"))
+def test_every_search_option_builds_its_strategy(name):
+    cfg = config(f"search={name}")
+    strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k != "budget"},
+                                 space=dict(cfg.space), seed=3)
+    assert strategy.name == name and cfg.search.budget >= 1
+    assert strategy.ask().genotype is not None
+
+
+def test_every_data_child_and_executor_option_is_valid(tmp_path):
+    for name in options("data"):
+        root = [f"data.root={tmp_path}"] if "\nroot:" in (CONF / "data" / f"{name}.yaml").read_text() else []
+        assert as_data_config(config(f"data={name}", *root).data).name == name
+    for name in options("child"):
+        assert as_child_config(config(f"child={name}", f"run_dir={tmp_path}").child).epochs >= 1
+    for name in options("executor"):
+        node = dict(config(f"executor={name}").executor)
+        target = get_method(node.pop("_target_"))
+        inspect.signature(target).bind(child=None, data=None, seed=0, **node)  # every key is a parameter
+
+
+def test_task_and_experiment_presets_compose_as_documented(tmp_path):
+    retrain = config("task=retrain", "cell=nasnet_a", f"run_dir={tmp_path}")
+    assert (retrain.child.cells_per_stage, retrain.child.channels, retrain.child.epochs) == (6, 32, 600)
+    assert retrain.child.auxiliary_weight > 0 and retrain.child.drop_path_rate > 0 and retrain.data.cutout == 16
+    assert retrain.data.val_size == 0 and retrain.task.name == "retrain"
+    paper = config("experiment=nasnet_paper")
+    assert paper.search.budget == 20000 and paper.child.epochs == 20 and paper.child.cells_per_stage == 2
+    assert paper.data.name == "cifar10" and paper.search._target_.endswith(".PPO")
+    # the task decides the child: the paper preset still retrains the full-size network
+    assert config("experiment=nasnet_paper", "task=retrain").child.epochs == 600
+    # and the command line decides over both
+    assert config("experiment=nasnet_paper", "task=retrain", "child.epochs=3").child.epochs == 3
+    quick = config("experiment=quick_cpu", "search=random")
+    assert quick.data.name == "digits" and quick.child.accelerator == "cpu" and quick.search.budget == 6
+
+
+# --- end to end, in this process ------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # export.dir=cells is relative to the working directory
+    train = load_train_module()
+    run_dir = tmp_path / "run"
+    summary = train.run(config(*TINY, "search=random", "search.budget=3", f"run_dir={run_dir}"))
+    assert summary.num_trials == 3 and summary.best is not None
+    for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db", "strategy_state.pt"):
+        assert (run_dir / name).is_file(), name
+    assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
+
+    paths = train.run(config(*TINY, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
+                             "export.top_k=2", f"run_dir={tmp_path / 'export'}"))
+    assert [p.name for p in paths] == ["tiny_cell.yaml", "tiny_cell_2.yaml"]
+    exported = load_genotype("tiny_cell")  # found by name in ./cells
+    assert exported == summary.best.genotype and exported.name == "tiny_cell"
+    assert "trial" in exported.source and "reward" in exported.source
+    model = timm.create_model("cellnet_imagenet", genotype="cells/tiny_cell.yaml", cells_per_stage=1, channels=8,
+                              num_classes=10)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    with pytest.raises(ValueError, match="export would overwrite"):  # no silent overwrite
+        train.run(config(*TINY, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
+                         f"run_dir={tmp_path / 'export'}"))
+
+
+@pytest.mark.slow
+def test_retrain_exports_weights_that_timm_loads(tmp_path):
+    train = load_train_module()
+    cell = tmp_path / "cheap.yaml"
+    cell.write_text("normal:\n  blocks:\n    - {inputs: [0, 1], ops: [conv_3x3, identity], combine: add}\n"
+                    "reduce:\n  blocks:\n    - {inputs: [0, 1], ops: [max_pool_3x3, conv_1x1], combine: concat}\n")
+    cfg = config(*TINY, "task=retrain", f"cell={cell}", "child.cells_per_stage=1", "child.channels=4",
+                 "child.epochs=1", "child.accelerator=cpu", "child.devices=1", "child.enable_progress_bar=false",
+                 "data.train_subset=300", f"run_dir={tmp_path}")
+    assert cfg.child.auxiliary_weight > 0 and cfg.data.cutout > 0  # the retrain recipe, at a tiny size
+    weights = train.run(cfg)
+    assert (weights / "model.safetensors").is_file()
+    model = timm.create_model(f"local-dir:{weights}").eval()
+    assert model.genotype == load_genotype(cell) and model.num_classes == 10
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_kill_9_mid_search_then_resume(tmp_path):
+    """SIGKILL the search once two children are stored; rerunning with the same run directory ends with
+    exactly the budget, keeps the stored children as they were, and trains none of them again."""
+    run_dir, budget = tmp_path / "run", 6
+    args = [*TINY, "search=ppo", f"search.budget={budget}", "search.update_every=2", f"hydra.run.dir={run_dir}"]
+    process = cli(*args, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if (run_dir / "trials.db").exists():
+            with sqlite3.connect(run_dir / "trials.db") as db:
+                if db.execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 2:
+                    break
+        time.sleep(0.2)
+    assert process.poll() is None, f"the search ended before it could be killed:\n{process.stdout.read()}"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done_before = stored(run_dir)
+    assert 2 <= len(done_before) < budget
+
+    result = cli(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = stored(run_dir)
+    assert sorted(t for t, *_ in after) == list(range(budget))  # exactly the budget, each trial once
+    assert after[:len(done_before)] == done_before  # stored children untouched (same rows, same times)
+    log = (run_dir / "train.log").read_text()
+    resumed = log.split(f"resuming {run_dir}: {len(done_before)} of {budget} children done")
+    assert len(resumed) == 2, log
+    trained_again = [int(line.split("| trial ")[1].split()[0])
+                     for line in resumed[1].splitlines() if "| trial " in line]
+    assert sorted(trained_again) == sorted(set(range(budget)) - {t for t, *_ in done_before})  # none twice
+    assert (run_dir / BEST_CELL_PLOT).is_file() and (run_dir / REWARDS_PLOT).is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, launcher):
+    sweep_dir = tmp_path / "sweep"
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    result = cli("-m", *TINY, "search=random,evolution", "seed=0,1", "search.budget=1", f"hydra.sweep.dir={sweep_dir}",
+                 *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        seen.add((("search=random" in overrides), ("seed=1" in overrides)))
+        assert len(stored(job)) == 1 and (job / BEST_CELL_FILE).is_file()
+    assert len(seen) == 4
+
+
+BAD_INPUT = {
+    "unknown group option": (["search=foo"], "unknown option search=foo; choose one of: evolution, ppo"),
+    "unknown key": (["child.foo=1"], "unknown config key 'child.foo'"),
+    "unparsable override": (["seed=[1"], "cannot read the override 'seed=[1'"),
+    "budget 0": ([*TINY, "search.budget=0"], "search.budget must be a positive number of children, got 0"),
+    "negative channels": ([*TINY, "child.channels=-4"], "child.channels must be a positive integer, got -4"),
+    "bad strategy setting": ([*TINY, "search.lr=-1"], "search: lr must be positive"),
+    "unknown strategy setting": ([*TINY, "+search.foo=1"], "search: PPO.__init__() got an unexpected keyword"),
+    "missing dataset": (["data.root=nowhere", "data.download=false"], "cifar10 not found"),
+    "missing value": (["data=imagefolder"], "data.root has no value"),
+    "invalid cell file": (["task=retrain", "cell=bad.yaml"], "bad.yaml: normal cell, block 0 field 'inputs'"),
+    "unknown cell": (["task=retrain", "cell=no_such_cell"], "no genotype named 'no_such_cell'"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_exits_with_one_clear_line(tmp_path, case):
+    (tmp_path / "bad.yaml").write_text("normal:\n  blocks:\n    - {inputs: [0, 5], ops: [conv_3x3, identity]}\n"
+                                       "reduce:\n  blocks:\n    - {inputs: [0, 1], ops: [conv_3x3, identity]}\n")
+    args, message = BAD_INPUT[case]
+    result = cli(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

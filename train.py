@@ -1,0 +1,136 @@
+"""cellsearch's front door: search for a cell, retrain it at full size, export the best cells.
+
+    python train.py                                     # PPO search on CIFAR-10 (about an hour on a GPU)
+    python train.py experiment=quick_cpu                # a few tiny children on digits, on a CPU
+    python train.py hydra.run.dir=<run dir> ...         # resume that search (same overrides)
+    python train.py task=export export.run=<run dir> export.name=my_cell
+    python train.py task=retrain cell=my_cell           # N=6, F=32, 600 epochs; weights for timm
+    python train.py -m search=ppo,random seed=0,1,2     # a sweep: one run directory per job
+
+Configuration lives in conf/ (``python train.py --help`` lists the groups). Mistakes in it end the
+program with one line on stderr and exit status 2; set HYDRA_FULL_ERROR=1 for a traceback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+log = logging.getLogger("cellsearch")
+
+WEIGHTS_DIR = "weights"
+# Errors in what the user asked for: reported in one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+_traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before cli() sets it
+
+
+def retrain(cfg: DictConfig) -> Path:
+    """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
+    directory, if any), test it, and export the weights for timm; returns the weights folder."""
+    from cellsearch.child import build_training
+    from cellsearch.data import ConfigError
+    from cellsearch.genotype import load_genotype
+    from cellsearch.weights import export_weights
+
+    if cfg.cell is None:
+        raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
+    genotype = load_genotype(cfg.cell)
+    run_dir = Path(cfg.run_dir)
+    trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
+    log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
+             cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)
+    last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if last:
+        log.info("resuming from %s", last[-1])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
+    trainer.test(module, datamodule=datamodule)
+    out = run_dir / WEIGHTS_DIR
+    if trainer.is_global_zero:
+        export_weights(module.model, out)
+        log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
+    return out
+
+
+def run(cfg: DictConfig) -> Any:
+    """Run the task ``cfg.task.name`` (search, retrain or export) and return its result."""
+    # Imported here, not at the top, so that --help and configuration errors answer without loading torch.
+    from cellsearch.data import ConfigError
+    from cellsearch.export import export_cells
+    from cellsearch.search import run_search
+
+    task = cfg.task.name
+    if task == "search":
+        return run_search(cfg)
+    if task == "retrain":
+        return retrain(cfg)
+    if task == "export":
+        settings = cfg.export
+        if settings.name is None:
+            raise ConfigError("task=export needs export.name=<name for the exported cells>")
+        paths = export_cells(settings.run, settings.name, settings.top_k, settings.dir, settings.overwrite)
+        log.info("exported %s", ", ".join(str(p) for p in paths))
+        return paths
+    raise ConfigError(f"unknown task {task!r}; choose search, retrain or export")
+
+
+def error_message(err: BaseException) -> str:
+    """One line that says what is wrong with the user's input."""
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return f"unknown option {group}={option}; choose one of: {', '.join(sorted(err.options))}"
+    if isinstance(err, OverrideParseException):
+        reason = [line for line in err.message.splitlines() if not line.startswith(("See ", "Error parsing"))]
+        return (f"cannot read the override {err.override!r}: {' '.join(reason) or err.message.splitlines()[0]} "
+                f"(write key=value, group=option or +new_key=value)")
+    cause = err.__cause__ if isinstance(err, HydraException) and err.__cause__ is not None else err
+    if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):
+        key = getattr(cause, "full_key", None) or getattr(cause, "key", "")
+        return f"unknown config key {key!r} (python train.py --cfg job lists the keys; +{key}=... adds a new one)"
+    if isinstance(cause, MissingMandatoryValue):
+        return f"{cause.full_key} has no value: set it on the command line, {cause.full_key}=..."
+    if isinstance(cause, OmegaConfBaseException):
+        where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
+        return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
+    return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
+def _fail(err: BaseException) -> None:
+    print(f"error: {error_message(err)}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: one run, or one job of a ``-m`` sweep."""
+    try:
+        run(cfg)
+    except USER_ERRORS as err:
+        if _traceback_wanted or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # in a sweep the launcher says which job failed, then cli() prints why
+        _fail(err)
+
+
+def cli() -> None:
+    """Run :func:`main`; configuration errors (Hydra's included) end with one line and exit status 2."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's own errors reach us instead of being printed
+    try:
+        main()
+    except USER_ERRORS as err:
+        if _traceback_wanted:
+            raise
+        _fail(err)
+    except KeyboardInterrupt:  # the search has logged how to resume
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    cli()
