@@ -55,7 +55,10 @@ def retrain(cfg: DictConfig) -> Path:
     trainer.test(module, datamodule=datamodule)
     out = run_dir / WEIGHTS_DIR
     if trainer.is_global_zero:
-        export_weights(module.model, out)
+        splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
+        stats = {} if splits is None else dict(input_size=tuple(splits.train.images.shape[1:]),
+                                               mean=splits.mean, std=splits.std)
+        export_weights(module.model, out, **stats)
         log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
     return out
 

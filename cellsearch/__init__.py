@@ -25,4 +25,4 @@ __all__ = [
     "save_genotype",
     "shipped_cells",
 ]
-from cellsearch import models  # registers the timm entry points
+from cellsearch import models  # noqa: F401  (registers the timm entry points)

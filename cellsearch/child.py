@@ -35,6 +35,7 @@ from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModul
 from cellsearch.genotype import Genotype, load_genotype
 from cellsearch.network import CellNetCifar
 from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.speed import compile_training_forward, use_channels_last, use_compile
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ChildResult", "ConfigError", "as_child_config",
@@ -68,7 +69,8 @@ class ChildConfig:
     devices: int | str | list[int] = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: automatic, per device (cellsearch.speed)
+    compile: bool | None = None  # torch.compile the training step; None: automatic, per device and length
     limit_train_batches: int | float = 1.0
     limit_val_batches: int | float = 1.0
     logger: str | None = "csv"
@@ -103,6 +105,9 @@ class ChildConfig:
                     isinstance(value, float) and value > 1):
                 raise ConfigError(f"child.{name} must be a fraction in (0, 1] or a number of batches >= 1, "
                                   f"got {value!r}")
+        for name in ("channels_last", "compile"):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(f"child.{name} must be true, false or null (automatic), got {getattr(self, name)!r}")
         if self.logger is not None and self.logger not in LOGGERS:
             raise ConfigError(f"unknown child.logger {self.logger!r}; choose one of {list(LOGGERS)} or null")
 
@@ -159,6 +164,7 @@ class ChildModule(pl.LightningModule):
         nesterov: bool = True,
         weight_decay: float = 3e-4,
         channels_last: bool = False,
+        compile_training: bool = False,
     ):
         super().__init__()
         genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
@@ -168,18 +174,27 @@ class ChildModule(pl.LightningModule):
                                   num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile_training:  # compiled lazily, on the first training step; evaluation stays eager
+            compile_training_forward(self.model)
         self._nonfinite = torch.zeros((), dtype=torch.bool)
         self._eval_sums: torch.Tensor | None = None  # correct, seen, loss sum
         self.val_accuracy: float | None = None  # of the latest validation, exact (the logged copy is float32)
 
     @classmethod
-    def from_config(cls, genotype: "Genotype | str", child: ChildConfig, info: DatasetInfo) -> "ChildModule":
-        """The module for ``genotype`` trained as ``child`` says on data described by ``info``."""
+    def from_config(cls, genotype: "Genotype | str", child: ChildConfig, info: DatasetInfo,
+                    device: "torch.device | str" = "cpu") -> "ChildModule":
+        """The module for ``genotype`` trained as ``child`` says on data described by ``info``, on ``device``
+        (which settles the automatic speed settings)."""
+        batches = max(1, info.train_size // child.batch_size)
+        limit = child.limit_train_batches
+        batches = min(batches, limit) if isinstance(limit, int) else max(1, int(batches * limit))
         return cls(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
                    num_classes=info.num_classes, in_chans=info.in_chans, auxiliary_weight=child.auxiliary_weight,
                    drop_path_rate=child.drop_path_rate, label_smoothing=child.label_smoothing, lr=child.lr,
                    lr_min=child.lr_min, momentum=child.momentum, nesterov=child.nesterov,
-                   weight_decay=child.weight_decay, channels_last=child.channels_last)
+                   weight_decay=child.weight_decay,
+                   channels_last=use_channels_last(child.channels_last, device),
+                   compile_training=use_compile(child.compile, device, child.epochs * batches))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -359,7 +374,7 @@ def build_training(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     info = describe_dataset(data)
     pl.seed_everything(seed, workers=True, verbose=False)
     trainer = build_trainer(child, run_name=run_name, checkpointing=checkpointing, callbacks=callbacks)
-    module = ChildModule.from_config(load_genotype(genotype), child, info)
+    module = ChildModule.from_config(load_genotype(genotype), child, info, trainer.strategy.root_device)
     datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
     return trainer, module, datamodule
 
@@ -389,7 +404,7 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
         with quiet_lightning():
             trainer = build_trainer(child, run_name=run_name, checkpointing=False, quiet=True)
             pl.seed_everything(seed, workers=True, verbose=False)
-            module = ChildModule.from_config(genotype, child, info)
+            module = ChildModule.from_config(genotype, child, info, trainer.strategy.root_device)
             params = count_params(module.model)
             mult_adds = count_mult_adds(module.model, input_size=info.input_size)
             datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)

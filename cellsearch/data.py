@@ -115,6 +115,10 @@ class DataConfig:
         _check_int("synthetic_test_size", self.synthetic_test_size, 1)
         _check_int("synthetic_classes", self.synthetic_classes, 2)
         _check_int("synthetic_channels", self.synthetic_channels, 1)
+        if self.cutout >= self.resolved_image_size:
+            size = self.resolved_image_size
+            raise ConfigError(f"data.cutout ({self.cutout}) must be smaller than the {size}x{size} images of "
+                              f"{self.name}, or every image is blanked; try data.cutout={size // 2}")
 
     # --- resolved defaults ---------------------------------------------------------------------
     @property
@@ -230,8 +234,8 @@ def prepare_dataset(config: DataConfig) -> None:
         if not missing:
             return
         hint = (f"Download {fmt.url} on a machine with internet access and extract it into {config.root_path} "
-                f"(so that {folder / missing[0]} exists), or train offline on data.name=digits (ships with "
-                f"scikit-learn) or data.name=synthetic.")
+                f"(so that {folder / missing[0]} exists), or train offline on data=digits (ships with "
+                f"scikit-learn) or data=synthetic.")
         if not config.download:
             raise ConfigError(f"{config.name} not found: {folder} lacks {missing} and data.download is off. {hint}")
         try:

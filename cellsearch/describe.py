@@ -11,7 +11,7 @@ import torch
 
 from cellsearch.genotype import NUM_CELL_INPUTS, Cell, Genotype, GenotypeError, load_genotype
 from cellsearch.network import CellNetCifar, CellNetImageNet
-from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.profile import count_mult_adds, count_params, format_count
 
 
 def state_name(index: int) -> str:
@@ -37,13 +37,6 @@ def describe_genotype(genotype: Genotype) -> str:
         lines.append(f"{title} ({len(cell.blocks)} blocks; '+' adds, '++' concatenates)")
         lines += describe_cell(cell)
     return "\n".join(lines)
-
-
-def _human(n: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(int(n))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_genotype(genotype))
     print(f"Network: {args.skeleton} skeleton, N={n}, F={f}, {classes} classes, input 3x{size}x{size}, "
           f"{len(model.cells)} cells, {model.num_features} features")
-    print(f"  parameters: {params:,} ({_human(params)}, auxiliary head excluded)")
-    print(f"  mult-adds:  {mult_adds:,} ({_human(mult_adds)})")
+    print(f"  parameters: {params:,} ({format_count(params)}, auxiliary head excluded)")
+    print(f"  mult-adds:  {mult_adds:,} ({format_count(mult_adds)})")
     return 0
 
 

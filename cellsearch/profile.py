@@ -5,6 +5,16 @@ import torch
 from torch import nn
 
 
+def format_count(n: float | None) -> str:
+    """Short human form of a count: 3.35M, 563.64M, 24.94B ('-' for None)."""
+    if n is None:
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
 def count_params(model: nn.Module, exclude_aux: bool = True) -> int:
     """Number of parameters; the auxiliary head is left out by default, as published counts do."""
     return sum(

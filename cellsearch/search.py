@@ -31,6 +31,7 @@ from cellsearch.executors import Executor, LocalExecutor
 from cellsearch.export import export_cells, export_paths
 from cellsearch.genotype import Genotype
 from cellsearch.plots import plot_genotype, plot_rewards
+from cellsearch.profile import format_count
 from cellsearch.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 
@@ -258,18 +259,9 @@ def summary_table(rows: list[TrialRow]) -> str:
     header = f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'params':>9}  {'mult-adds':>10}  {'train s':>7}"
     lines = [header, "-" * len(header)]
     for rank, r in enumerate(rows, 1):
-        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {_count(r.params):>9}  "
-                     f"{_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
+        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {format_count(r.params):>9}  "
+                     f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
     return "\n".join(lines)
-
-
-def _count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
 
 
 # --- a search from the Hydra config ---------------------------------------------------------------

@@ -40,11 +40,20 @@ _SOURCE_FIELDS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "
 _GENERIC_NAMES = {CellNetCifar: "cellnet_cifar", CellNetImageNet: "cellnet_imagenet"}
 
 
-def export_weights(model: CellNet, out_dir: "str | Path", model_name: str | None = None) -> Path:
+def export_weights(
+    model: CellNet,
+    out_dir: "str | Path",
+    model_name: str | None = None,
+    input_size: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (timm local-dir format) into ``out_dir``.
 
     ``model_name`` is the registered entry point recorded as the architecture; by default the one
-    the model was created from, else ``cellnet_cifar`` / ``cellnet_imagenet``. Returns ``out_dir``.
+    the model was created from, else ``cellnet_cifar`` / ``cellnet_imagenet``. ``input_size``,
+    ``mean`` and ``std`` record how the training data looked (timm's data config reads them);
+    by default the entry point's. Returns ``out_dir``.
     """
     if not isinstance(model, CellNet):
         raise TypeError(f"export_weights takes a CellNetCifar or CellNetImageNet, got {type(model).__name__} "
@@ -60,7 +69,8 @@ def export_weights(model: CellNet, out_dir: "str | Path", model_name: str | None
         pretrained_cfg = get_pretrained_cfg(name).to_dict()
     pretrained_cfg = {k: v for k, v in pretrained_cfg.items() if k not in _SOURCE_FIELDS and v is not None}
     pretrained_cfg["num_classes"] = model.num_classes
-    pretrained_cfg["input_size"] = (model.in_chans, *pretrained_cfg["input_size"][1:])
+    pretrained_cfg["input_size"] = tuple(input_size) if input_size else (model.in_chans, *pretrained_cfg["input_size"][1:])
+    pretrained_cfg.update({k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v is not None})
     if model.aux_head is not None:  # timm drops these when the loader asks for another num_classes
         pretrained_cfg["classifier"] = ("classifier", "aux_head.classifier")
     config = {

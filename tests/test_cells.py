@@ -9,7 +9,6 @@ from cellsearch.cell import CellModule
 from cellsearch.network import CellNetCifar, CellNetImageNet
 from cellsearch.ops import OPS, build_op
 
-torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

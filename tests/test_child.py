@@ -23,15 +23,6 @@ TINY_DATA = DataConfig(name="synthetic", synthetic_train_size=192, synthetic_tes
 TINY_CHILD = dict(cells_per_stage=1, channels=4, epochs=2, batch_size=32, logger=None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared: one torch thread per test process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def unknown_op_genotype() -> Genotype:
     """A genotype that passes the dataclass constructor but names an op no registry has."""
     nasnet = load_genotype("nasnet_a")

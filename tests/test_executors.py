@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import torch
 
 from cellsearch.child import ChildConfig, ChildResult
 from cellsearch.data import ConfigError, DataConfig
@@ -18,14 +17,6 @@ from cellsearch.genotype import Block, Cell, Genotype, SearchSpace, load_genotyp
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
 CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def broken_genotype() -> Genotype:

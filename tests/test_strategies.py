@@ -27,16 +27,6 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The controller's ops are tiny: with several threads on a busy machine MKL's thread
-    synchronisation makes them 100x slower. The tests only need behaviour, so use one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str, space: SearchSpace = SPACE, seed: int = 0, **kw) -> object:
     return build_strategy(name, space, seed=seed, **{**FAST[name], **kw})
 

@@ -22,7 +22,6 @@ from cellsearch.weights import convert_checkpoint, export_weights, main
 
 ENTRY_POINTS = timm.list_models("cellnet_*")
 BATCH = 2
-torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and the suite shares 2 cores)
 
 
 def _is_imagenet(name: str) -> bool:

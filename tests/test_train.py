@@ -149,13 +149,15 @@ def test_retrain_exports_weights_that_timm_loads(tmp_path):
                     "reduce:\n  blocks:\n    - {inputs: [0, 1], ops: [max_pool_3x3, conv_1x1], combine: concat}\n")
     cfg = config(*TINY, "task=retrain", f"cell={cell}", "child.cells_per_stage=1", "child.channels=4",
                  "child.epochs=1", "child.accelerator=cpu", "child.devices=1", "child.enable_progress_bar=false",
-                 "data.train_subset=300", f"run_dir={tmp_path}")
+                 "data.train_subset=300", "data.cutout=4", f"run_dir={tmp_path}")
     assert cfg.child.auxiliary_weight > 0 and cfg.data.cutout > 0  # the retrain recipe, at a tiny size
     weights = train.run(cfg)
     assert (weights / "model.safetensors").is_file()
     model = timm.create_model(f"local-dir:{weights}").eval()
     assert model.genotype == load_genotype(cell) and model.num_classes == 10
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert model.pretrained_cfg["input_size"] == (1, 8, 8)  # what it was trained on, for timm's data config
+    assert len(model.pretrained_cfg["mean"]) == 1
 
 
 # --- the command line -------------------------------------------------------------------------------------

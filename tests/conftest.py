@@ -1,0 +1,13 @@
+"""Shared test settings."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from threads, and tests that start worker processes share 2 cores:
+    intra-op threads only oversubscribe them (up to 25x slower on a loaded machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
