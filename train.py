@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -27,40 +26,9 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 log = logging.getLogger("cellsearch")
 
-WEIGHTS_DIR = "weights"
 # Errors in what the user asked for: reported in one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
 _traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before cli() sets it
-
-
-def retrain(cfg: DictConfig) -> Path:
-    """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
-    directory, if any), test it, and export the weights for timm; returns the weights folder."""
-    from cellsearch.child import build_training
-    from cellsearch.data import ConfigError
-    from cellsearch.genotype import load_genotype
-    from cellsearch.weights import export_weights
-
-    if cfg.cell is None:
-        raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
-    genotype = load_genotype(cfg.cell)
-    run_dir = Path(cfg.run_dir)
-    trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
-    log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
-             cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)
-    last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if last:
-        log.info("resuming from %s", last[-1])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
-    trainer.test(module, datamodule=datamodule)
-    out = run_dir / WEIGHTS_DIR
-    if trainer.is_global_zero:
-        splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
-        stats = {} if splits is None else dict(input_size=tuple(splits.train.images.shape[1:]),
-                                               mean=splits.mean, std=splits.std)
-        export_weights(module.model, out, **stats)
-        log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
-    return out
 
 
 def run(cfg: DictConfig) -> Any:
@@ -68,13 +36,14 @@ def run(cfg: DictConfig) -> Any:
     # Imported here, not at the top, so that --help and configuration errors answer without loading torch.
     from cellsearch.data import ConfigError
     from cellsearch.export import export_cells
+    from cellsearch.retrain import run_retrain
     from cellsearch.search import run_search
 
     task = cfg.task.name
     if task == "search":
         return run_search(cfg)
     if task == "retrain":
-        return retrain(cfg)
+        return run_retrain(cfg)
     if task == "export":
         settings = cfg.export
         if settings.name is None:

@@ -1,0 +1,46 @@
+"""task=retrain: train a cell's full-size network, test it, and export the weights for timm.
+
+Defaults (conf/child/retrain.yaml, conf/task/retrain.yaml): NASNet's CIFAR network N=6, F=32, 600
+epochs, cutout, auxiliary head and ScheduledDropPath, on every visible GPU through Lightning (DDP
+when there are several). A rerun in the same run directory resumes from ``last.ckpt``.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from cellsearch.child import build_training
+from cellsearch.data import ConfigError
+from cellsearch.genotype import load_genotype
+from cellsearch.weights import export_weights
+
+log = logging.getLogger("cellsearch")
+
+WEIGHTS_DIR = "weights"
+
+
+def run_retrain(cfg: DictConfig) -> Path:
+    """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
+    directory, if any), test it, and export the weights for timm; returns the weights folder."""
+    if cfg.cell is None:
+        raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
+    genotype = load_genotype(cfg.cell)
+    run_dir = Path(cfg.run_dir)
+    trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
+    log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
+             cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)
+    last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if last:
+        log.info("resuming from %s", last[-1])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
+    trainer.test(module, datamodule=datamodule)
+    out = run_dir / WEIGHTS_DIR
+    if trainer.is_global_zero:
+        splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
+        stats = {} if splits is None else dict(input_size=tuple(splits.train.images.shape[1:]),
+                                               mean=splits.mean, std=splits.std)
+        export_weights(module.model, out, **stats)
+        log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
+    return out
