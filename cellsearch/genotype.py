@@ -150,8 +150,7 @@ class Genotype:
     def key(self) -> str:
         """Canonical text: equal for two genotypes that compute the same function (see canonical())."""
         canon = self.canonical()
-        return json.dumps({"normal": canon.to_dict()["normal"], "reduce": canon.to_dict()["reduce"]},
-                          separators=(",", ":"), sort_keys=True)
+        return Genotype(canon.normal, canon.reduce).to_json()  # without name/source: architecture only
 
     def canonical(self) -> "Genotype":
         """Same architecture with each block's two (input, op) pairs in sorted order.
