@@ -35,9 +35,9 @@ def run(cfg: DictConfig) -> Any:
     """Run the task ``cfg.task.name`` (search, retrain or export) and return its result."""
     # Imported here, not at the top, so that --help and configuration errors answer without loading torch.
     from cellsearch.data import ConfigError
-    from cellsearch.export import export_cells
+    from cellsearch.search.export import export_cells
     from cellsearch.retrain import run_retrain
-    from cellsearch.search import run_search
+    from cellsearch.search.loop import run_search
 
     task = cfg.task.name
     if task == "search":

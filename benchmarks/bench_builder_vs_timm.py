@@ -22,7 +22,7 @@ import torch
 from timm.models.nasnet import NASNetALarge
 
 import cellsearch  # noqa: F401  (registers cellnet_* with timm)
-from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.space.profile import count_mult_adds, count_params
 
 
 def build_models(width: int, stem: int, num_classes: int) -> dict[str, torch.nn.Module]:

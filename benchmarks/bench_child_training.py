@@ -1,7 +1,7 @@
 """Child training throughput: the on-device tensor loader against torchvision's DataLoader pipeline.
 
 Trains the same child (NASNet-A proxy by default: N=2, F=16) with the real Lightning training path
-(:func:`cellsearch.child.build_training`) once per loader, and times ``--steps`` training steps after
+(:func:`cellsearch.evaluators.child.build_training`) once per loader, and times ``--steps`` training steps after
 ``--warmup`` steps (the clock stops after the last step, with the device synchronised), ``--repeats``
 times in turn, keeping each loader's best run (other load on the machine only ever slows a run down).
 Uses the GPU when there is one. Defaults run in about a minute on a 2-core CPU; on a GPU, for example:
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import pytorch_lightning as pl
 import torch
 
-from cellsearch.child import ChildConfig, build_training, quiet_lightning
+from cellsearch.evaluators.child import ChildConfig, build_training, quiet_lightning
 from cellsearch.data import DataConfig
-from cellsearch.profile import count_params
+from cellsearch.space.profile import count_params
 
 
 class StepTimer(pl.Callback):

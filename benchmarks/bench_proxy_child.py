@@ -12,7 +12,7 @@ search child) under each setting below, and extrapolates seconds per epoch and p
   tensor+cl         + channels_last
   tensor+cl+bf16    + precision=bf16-mixed (autocast)
   tensor+cl+compile + torch.compile of the training forward and backward, as
-                    cellsearch.speed.compile_training_forward does it
+                    cellsearch.evaluators.speed.compile_training_forward does it
   raw loop          the tensor+cl step in a plain PyTorch loop, no Lightning (a reference)
   by default on CUDA only: tensor+cl+bf16+compile, and tensor+cl+bf16+cudagraphs (compile mode
                     'reduce-overhead'; CUDA only). None of the CUDA paths has run yet (no GPU here);
@@ -27,7 +27,7 @@ child pays its compile time once: the first step's excess over the eager first s
 per-child estimate adds the cold figure.
 
 Part 2 measures what a child costs besides its steps: a tiny child (N=1, F=8, 16x16 images) goes
-through :func:`cellsearch.child.evaluate_child` (what executors call) and through a raw PyTorch loop,
+through :func:`cellsearch.evaluators.child.evaluate_child` (what executors call) and through a raw PyTorch loop,
 with 1 and ``1 + slope_steps`` training steps; the intercept is the fixed cost per child, the slope
 the cost per step. A breakdown shows where evaluate_child's fixed cost goes.
 
@@ -62,11 +62,11 @@ import torch._functorch.config  # noqa: E402
 import torch._inductor.config  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from cellsearch.child import ChildConfig, ChildModule, build_trainer, evaluate_child, quiet_lightning  # noqa: E402
+from cellsearch.evaluators.child import ChildConfig, ChildModule, build_trainer, evaluate_child, quiet_lightning  # noqa: E402
 from cellsearch.data import DataConfig, ImageDataModule, TensorLoader, describe_dataset, load_splits  # noqa: E402
-from cellsearch.network import CellNetCifar  # noqa: E402
-from cellsearch.profile import count_mult_adds, count_params  # noqa: E402
-from cellsearch.speed import compile_training_forward  # noqa: E402
+from cellsearch.space.network import CellNetCifar  # noqa: E402
+from cellsearch.space.profile import count_mult_adds, count_params  # noqa: E402
+from cellsearch.evaluators.speed import compile_training_forward  # noqa: E402
 
 # A compile after the first one redoes tracing and lowering, as for a new architecture, and reuses
 # only the compiled kernels (no whole-graph cache hits: every child of a search is a new graph).

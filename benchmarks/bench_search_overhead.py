@@ -3,7 +3,7 @@
 Part 1 times the controller alone: ask + tell + the strategy state saved after each (as the loop
 does), per child, for every strategy, with no child trained.
 Part 2 runs real searches of cheap children (tiny networks on small synthetic images) through
-:class:`cellsearch.search.SearchLoop` with the local executor and with the pool executor at several
+:class:`cellsearch.search.loop.SearchLoop` with the local executor and with the pool executor at several
 worker counts, and splits the main process's time per child into the strategy, the trial store,
 the rest of the loop (state file, best_cell.yaml, logging, submitting) and waiting for children.
 It reports the overhead against the child's own training time, and worker utilisation: the
@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from cellsearch.child import ChildConfig
+from cellsearch.evaluators.child import ChildConfig
 from cellsearch.data import DataConfig
-from cellsearch.executors import LocalExecutor, PoolExecutor
-from cellsearch.genotype import SearchSpace
-from cellsearch.search import SearchLoop, save_strategy_state
-from cellsearch.store import TrialStore
+from cellsearch.search.executors import LocalExecutor, PoolExecutor
+from cellsearch.space.genotype import SearchSpace
+from cellsearch.search.loop import SearchLoop, save_strategy_state
+from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 
 CHEAP_OPS = ("identity", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3")  # fast on CPUs

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from cellsearch.genotype import Block, Genotype, SearchSpace
+from cellsearch.space.genotype import Block, Genotype, SearchSpace
 from cellsearch.strategies import build_strategy
 
 # The variants run by default: (label, strategy, hyperparameters). Empty = the class defaults, which

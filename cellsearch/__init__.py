@@ -1,6 +1,6 @@
 """cellsearch: search for convolutional cells the NASNet way, train proxy children with Lightning,
 and use what you find as timm models."""
-from cellsearch.genotype import (
+from cellsearch.space.genotype import (
     NASNET_OPS,
     Block,
     Cell,

@@ -9,9 +9,9 @@ import sys
 
 import torch
 
-from cellsearch.genotype import NUM_CELL_INPUTS, Cell, Genotype, GenotypeError, load_genotype
-from cellsearch.network import CellNetCifar, CellNetImageNet
-from cellsearch.profile import count_mult_adds, count_params, format_count
+from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype, GenotypeError, load_genotype
+from cellsearch.space.network import CellNetCifar, CellNetImageNet
+from cellsearch.space.profile import count_mult_adds, count_params, format_count
 
 
 def state_name(index: int) -> str:

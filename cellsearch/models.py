@@ -26,7 +26,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from cellsearch.network import CellNet, CellNetCifar, CellNetImageNet
+from cellsearch.space.network import CellNet, CellNetCifar, CellNetImageNet
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD"]
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cellsearch.child import build_training
+from cellsearch.evaluators.child import build_training
 from cellsearch.data import ConfigError
-from cellsearch.genotype import load_genotype
+from cellsearch.space.genotype import load_genotype
 from cellsearch.weights import export_weights
 
 log = logging.getLogger("cellsearch")

@@ -30,8 +30,8 @@ import torch
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 
-from cellsearch.genotype import Genotype, GenotypeError
-from cellsearch.network import CellNet, CellNetCifar, CellNetImageNet
+from cellsearch.space.genotype import Genotype, GenotypeError
+from cellsearch.space.network import CellNet, CellNetCifar, CellNetImageNet
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

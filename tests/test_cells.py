@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from cellsearch import NASNET_OPS, Block, Cell, Genotype, SearchSpace
-from cellsearch.cell import CellModule
-from cellsearch.network import CellNetCifar, CellNetImageNet
-from cellsearch.ops import OPS, build_op
+from cellsearch.space.cell import CellModule
+from cellsearch.space.network import CellNetCifar, CellNetImageNet
+from cellsearch.space.ops import OPS, build_op
 
 
 

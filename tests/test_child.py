@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from cellsearch.child import (
+from cellsearch.evaluators.child import (
     ChildConfig,
     ChildModule,
     ConfigError,
@@ -15,9 +15,9 @@ from cellsearch.child import (
     evaluate_child,
 )
 from cellsearch.data import DataConfig
-from cellsearch.genotype import Block, Cell, Genotype, load_genotype
-from cellsearch.network import CellNetCifar
-from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.space.genotype import Block, Cell, Genotype, load_genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.profile import count_mult_adds, count_params
 
 TINY_DATA = DataConfig(name="synthetic", synthetic_train_size=192, synthetic_test_size=32, image_size=8, val_size=64)
 TINY_CHILD = dict(cells_per_stage=1, channels=4, epochs=2, batch_size=32, logger=None)
@@ -110,7 +110,7 @@ def test_bad_child_settings_raise_config_errors(settings, match):
 
 
 def test_child_config_from_a_mapping():
-    assert as_child_config({"_target_": "cellsearch.child.ChildConfig", "epochs": 3}) == ChildConfig(epochs=3)
+    assert as_child_config({"_target_": "cellsearch.evaluators.child.ChildConfig", "epochs": 3}) == ChildConfig(epochs=3)
     with pytest.raises(ConfigError, match="unknown child setting"):
         as_child_config({"epoch": 3})
 

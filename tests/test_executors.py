@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from cellsearch.child import ChildConfig, ChildResult
+from cellsearch.evaluators.child import ChildConfig, ChildResult
 from cellsearch.data import ConfigError, DataConfig
-from cellsearch.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
-from cellsearch.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
+from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
 CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)

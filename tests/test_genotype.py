@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from cellsearch import NASNET_OPS, Block, Cell, Genotype, GenotypeError, SearchSpace, load_genotype, save_genotype
-from cellsearch.genotype import shipped_cells
-from cellsearch.ops import OPS
+from cellsearch.space.genotype import shipped_cells
+from cellsearch.space.ops import OPS
 
 PUBLISHED = ["nasnet_a", "pnasnet_5", "amoebanet_a", "darts_v2"]
 

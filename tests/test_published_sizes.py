@@ -5,8 +5,8 @@ Anchors (counts exclude the auxiliary head): shared/DESIGN.md sec. 4.
 import pytest
 import torch
 
-from cellsearch.network import CellNetCifar, CellNetImageNet
-from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.space.network import CellNetCifar, CellNetImageNet
+from cellsearch.space.profile import count_mult_adds, count_params
 
 
 def _params_on_meta(cls, **kwargs) -> int:

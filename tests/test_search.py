@@ -9,11 +9,11 @@ import random
 import pytest
 import yaml
 
-from cellsearch.child import ChildResult
-from cellsearch.genotype import SearchSpace, load_genotype
-from cellsearch.search import (BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings,
+from cellsearch.evaluators.child import ChildResult
+from cellsearch.space.genotype import SearchSpace, load_genotype
+from cellsearch.search.loop import (BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings,
                                format_seconds, summary_table)
-from cellsearch.store import TrialStore
+from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 
 SPACE = SearchSpace(num_blocks=2)

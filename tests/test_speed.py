@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from cellsearch.speed import COMPILE_MIN_STEPS, compile_training_forward, compiler_available, use_channels_last, \
+from cellsearch.evaluators.speed import COMPILE_MIN_STEPS, compile_training_forward, compiler_available, use_channels_last, \
     use_compile
 
 
@@ -34,7 +34,7 @@ MANY_ARCHITECTURES = """
 import torch
 from torch import nn
 from torch._dynamo.utils import counters
-from cellsearch.speed import compile_training_forward
+from cellsearch.evaluators.speed import compile_training_forward
 
 class Chain(nn.Module):
     # A stand-in network with CellNet's training entry point and a depth that changes its graph.
@@ -72,9 +72,9 @@ def test_compile_rejects_a_model_without_forward_with_aux():
 COMPILED_CHILD = """
 import torch
 from torch import nn
-from cellsearch.genotype import Block, Cell, Genotype
-from cellsearch.network import CellNetCifar
-from cellsearch.speed import compile_training_forward
+from cellsearch.space.genotype import Block, Cell, Genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.evaluators.speed import compile_training_forward
 
 cell = Cell.from_blocks((Block(inputs=(0, 1), ops=("sep_conv_3x3", "identity"), combine="add"),))
 genotype = Genotype(cell, cell)  # one block per cell: a small graph, so compiling takes seconds, not minutes

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from cellsearch.genotype import SearchSpace
-from cellsearch.store import SCHEMA_VERSION, TrialStore
+from cellsearch.space.genotype import SearchSpace
+from cellsearch.search.store import SCHEMA_VERSION, TrialStore
 
 
 @dataclass

@@ -9,7 +9,7 @@ import hydra.utils
 import pytest
 import torch
 
-from cellsearch.genotype import Genotype, SearchSpace
+from cellsearch.space.genotype import Genotype, SearchSpace
 from cellsearch.strategies import STRATEGIES, build_strategy
 from cellsearch.strategies.evolution import mutate
 

@@ -15,9 +15,9 @@ from timm.models import FeatureInfo, get_pretrained_cfg
 from timm.models._manipulate import group_parameters
 
 import cellsearch  # noqa: F401  (registers the entry points)
-from cellsearch.genotype import load_genotype
-from cellsearch.network import CellNetCifar, CellNetImageNet
-from cellsearch.profile import count_mult_adds, count_params
+from cellsearch.space.genotype import load_genotype
+from cellsearch.space.network import CellNetCifar, CellNetImageNet
+from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.weights import convert_checkpoint, export_weights, main
 
 ENTRY_POINTS = timm.list_models("cellnet_*")
@@ -293,7 +293,7 @@ def test_lightning_checkpoint_of_a_child_converts_with_one_command(tmp_path):
     import pytorch_lightning as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    from cellsearch.child import ChildModule
+    from cellsearch.evaluators.child import ChildModule
 
     torch.manual_seed(0)
     module = ChildModule("darts_v2", cells_per_stage=1, channels=8, num_classes=4, auxiliary_weight=0.4)

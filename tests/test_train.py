@@ -20,11 +20,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 
-from cellsearch.child import as_child_config
+from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
-from cellsearch.genotype import SearchSpace, load_genotype
-from cellsearch.search import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
-from cellsearch.store import TrialStore
+from cellsearch.space.genotype import SearchSpace, load_genotype
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

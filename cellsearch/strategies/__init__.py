@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from cellsearch.genotype import SearchSpace
+from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Proposal, Strategy
 from cellsearch.strategies.controller import Controller
 from cellsearch.strategies.evolution import RegularizedEvolution

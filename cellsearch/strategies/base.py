@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cellsearch.genotype import Genotype, SearchSpace
+from cellsearch.space.genotype import Genotype, SearchSpace
 
 logger = logging.getLogger(__name__)
 

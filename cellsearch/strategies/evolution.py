@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from cellsearch.genotype import SearchSpace
+from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.random_search import random_actions
 

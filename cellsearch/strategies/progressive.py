@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from cellsearch.genotype import SearchSpace
+from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.evolution import mutate
 from cellsearch.strategies.random_search import random_actions

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellsearch.genotype import SearchSpace
+from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy
 
 

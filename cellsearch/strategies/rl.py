@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cellsearch.genotype import SearchSpace
+from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy, check_shaping, shape_reward
 from cellsearch.strategies.controller import Controller
 

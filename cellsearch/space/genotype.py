@@ -251,7 +251,7 @@ def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) ->
     """Raise GenotypeError for an op that is not in ``allowed`` (default: every registered op)."""
     problem = "is not in this search space, whose ops"
     if allowed is None:
-        from cellsearch.ops import OPS  # local import: the op table pulls in torch
+        from cellsearch.space.ops import OPS  # local import: the op table pulls in torch
 
         allowed, problem = sorted(OPS), "is an unknown op; valid ops"
     for cell_type, cell in genotype.cells().items():
@@ -268,7 +268,7 @@ def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) ->
 def cell_dirs() -> list[Path]:
     """Folders searched for a genotype given by name, first match wins: ``./cells`` (where exports
     go), the copy installed inside the package, and the repository's ``cells/`` (source checkouts)."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parent.parent  # cellsearch/
     dirs = [Path.cwd() / "cells", package_dir / "cells", package_dir.parent / "cells"]
     unique: list[Path] = []
     for d in dirs:
@@ -358,7 +358,7 @@ class SearchSpace:
         bad = [c for c in self.combines if c not in COMBINES]
         if bad or not self.combines:
             raise GenotypeError(f"combines must be a non-empty subset of {list(COMBINES)}, got {list(self.combines)}")
-        from cellsearch.ops import OPS  # local import: the op table pulls in torch
+        from cellsearch.space.ops import OPS  # local import: the op table pulls in torch
 
         unknown = [op for op in self.ops if op not in OPS]
         if unknown:

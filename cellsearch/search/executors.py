@@ -23,9 +23,9 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from cellsearch.child import ChildConfig, ChildResult, as_child_config, check_config, describe_error, evaluate_child
+from cellsearch.evaluators.child import ChildConfig, ChildResult, as_child_config, check_config, describe_error, evaluate_child
 from cellsearch.data import ConfigError, DataConfig, as_data_config
-from cellsearch.genotype import Genotype
+from cellsearch.space.genotype import Genotype
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
 

@@ -7,7 +7,7 @@ directory holds every finished child, and a rerun resumes: proposals whose rows 
 are told, the others are trained again under the same trial id, and the search stops once the
 store holds ``budget`` children.
 
-Files in the run directory: ``trials.db`` (see :mod:`cellsearch.store`), ``strategy_state.pt``,
+Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``,
 ``search_settings.yaml`` (what must not change on resume), ``best_cell.yaml`` (kept up to date),
 and at the end ``rewards.png`` and ``best_cell.png``.
 """
@@ -25,14 +25,14 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.child import ChildResult, as_child_config
+from cellsearch.evaluators.child import ChildResult, as_child_config
 from cellsearch.data import ConfigError, as_data_config
-from cellsearch.executors import Executor, LocalExecutor
-from cellsearch.export import export_cells, export_paths
-from cellsearch.genotype import Genotype
-from cellsearch.plots import plot_genotype, plot_rewards
-from cellsearch.profile import format_count
-from cellsearch.store import TRIALS_FILE, TrialRow, TrialStore
+from cellsearch.search.executors import Executor, LocalExecutor
+from cellsearch.search.export import export_cells, export_paths
+from cellsearch.space.genotype import Genotype
+from cellsearch.search.plots import plot_genotype, plot_rewards
+from cellsearch.space.profile import format_count
+from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 
 log = logging.getLogger(__name__)

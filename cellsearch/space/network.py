@@ -27,9 +27,9 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import nn
 
-from cellsearch.cell import CellModule
-from cellsearch.genotype import Genotype, load_genotype
-from cellsearch.ops import BN_EPS, ReLUConvBN
+from cellsearch.space.cell import CellModule
+from cellsearch.space.genotype import Genotype, load_genotype
+from cellsearch.space.ops import BN_EPS, ReLUConvBN
 
 STEM_TYPES = ("nasnet", "darts")
 

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from cellsearch.data import ConfigError
-from cellsearch.genotype import Genotype, save_genotype
-from cellsearch.store import TRIALS_FILE, TrialStore
+from cellsearch.space.genotype import Genotype, save_genotype
+from cellsearch.search.store import TRIALS_FILE, TrialStore
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

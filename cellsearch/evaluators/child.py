@@ -1,6 +1,6 @@
 """Train one child network with Lightning and report its reward (validation accuracy).
 
-A child is the CIFAR skeleton (:class:`~cellsearch.network.CellNetCifar`) built from a genotype with
+A child is the CIFAR skeleton (:class:`~cellsearch.space.network.CellNetCifar`) built from a genotype with
 N cells per stage and F filters. NASNet's proxy task trains it on CIFAR-10 with 5,000 training images
 held out, for 20 epochs with a cosine learning-rate schedule and momentum 0.9 (Zoph et al. 2018):
 the defaults of :class:`ChildConfig` and :class:`~cellsearch.data.DataConfig`. The same
@@ -32,10 +32,10 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, \
     dataclass_from_config, describe_dataset
-from cellsearch.genotype import Genotype, load_genotype
-from cellsearch.network import CellNetCifar
-from cellsearch.profile import count_mult_adds, count_params
-from cellsearch.speed import compile_training_forward, use_channels_last, use_compile
+from cellsearch.space.genotype import Genotype, load_genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.profile import count_mult_adds, count_params
+from cellsearch.evaluators.speed import compile_training_forward, use_channels_last, use_compile
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ChildResult", "ConfigError", "as_child_config",
@@ -69,7 +69,7 @@ class ChildConfig:
     devices: int | str | list[int] = 1
     strategy: str = "auto"
     precision: str = "32-true"
-    channels_last: bool | None = None  # None: automatic, per device (cellsearch.speed)
+    channels_last: bool | None = None  # None: automatic, per device (cellsearch.evaluators.speed)
     compile: bool | None = None  # torch.compile the training step; None: automatic, per device and length
     limit_train_batches: int | float = 1.0
     limit_val_batches: int | float = 1.0

@@ -14,8 +14,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from cellsearch.genotype import NUM_CELL_INPUTS, Cell, Genotype  # noqa: E402
-from cellsearch.store import TrialRow  # noqa: E402
+from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype  # noqa: E402
+from cellsearch.search.store import TrialRow  # noqa: E402
 
 _COLORS = {"input": "#b7e1a1", "conv": "#a9c8f0", "pool": "#f7c98b", "identity": "#dddddd", "none": "#ffffff",
            "block": "#fff3a0", "output": "#d9b8f0"}

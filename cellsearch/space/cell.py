@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cellsearch.genotype import NUM_CELL_INPUTS, Cell
-from cellsearch.ops import FactorizedReduce, ReLUConvBN, build_op, is_parameter_free_identity
+from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell
+from cellsearch.space.ops import FactorizedReduce, ReLUConvBN, build_op, is_parameter_free_identity
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:

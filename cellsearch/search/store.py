@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cellsearch.genotype import Genotype
+from cellsearch.space.genotype import Genotype
 
 if TYPE_CHECKING:  # for type hints only
-    from cellsearch.child import ChildResult
+    from cellsearch.evaluators.child import ChildResult
 
 SCHEMA_VERSION = 1
 TRIALS_FILE = "trials.db"  # its name in a run directory

@@ -1,0 +1,1 @@
+"""Running a search: the loop, the trial store, the executors, export of the best cells."""
