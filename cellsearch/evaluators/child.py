@@ -36,7 +36,8 @@ from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
-from cellsearch.evaluators.speed import compile_training_forward, use_channels_last, use_compile
+from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
+from cellsearch.evaluators.speed import use_channels_last, use_compile
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
@@ -150,6 +151,7 @@ class ChildModule(pl.LightningModule):
         weight_decay: float = 3e-4,
         channels_last: bool = False,
         compile_training: bool = False,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
@@ -159,8 +161,11 @@ class ChildModule(pl.LightningModule):
                                   num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if compile_training:  # compiled lazily, on the first training step; evaluation stays eager
-            compile_training_forward(self.model)
+        # Compiled on the first training step, once a probe on that batch has matched eager (compile_guard);
+        # evaluation stays eager. train_path says which way the child trained.
+        self._compile_pending = compile_training
+        self.train_path = "eager"
+        self.probe: ProbeVerdict | None = None
         self._nonfinite = torch.zeros((), dtype=torch.bool)
         self._eval_sums: torch.Tensor | None = None  # correct, seen, loss sum
         self.val_accuracy: float | None = None  # of the latest validation, exact (the logged copy is float32)
@@ -193,13 +198,26 @@ class ChildModule(pl.LightningModule):
         progress = self.current_epoch / max(1, self.trainer.max_epochs or 1)
         self.model.set_drop_path_rate(self.hparams.drop_path_rate * progress)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits, aux_logits = self.model.forward_with_aux(self._prepare(x))
+    def _training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, aux_logits = self.model.forward_with_aux(x)
         smoothing = self.hparams.label_smoothing
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         if aux_logits is not None:
             loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux_logits, y, label_smoothing=smoothing)
+        return loss
+
+    def _compile_if_it_matches_eager(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._compile_pending = False
+        key = Genotype.from_dict(self.hparams.genotype).key
+        self.probe = guarded_compile(self.model, x, y, self._training_loss, key, backend=self.hparams.compile_backend)
+        self.train_path = "compiled" if self.probe.ok else "compiled->eager fallback"
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x = self._prepare(x)
+        if self._compile_pending:
+            self._compile_if_it_matches_eager(x, y)
+        loss = self._training_loss(x, y)
         self._nonfinite = self._nonfinite.to(loss.device) | ~torch.isfinite(loss.detach())
         if batch_idx % _NONFINITE_CHECK_EVERY == 0:
             self._raise_if_diverged()
@@ -374,6 +392,16 @@ def describe_error(err: BaseException) -> str:
     return text
 
 
+def train_path_metrics(module: ChildModule) -> dict[str, float]:
+    """How the child trained, as metrics (floats): ``compiled`` 1 or 0; where compiling was asked for,
+    ``compile_fallback`` (1: the probe found a mismatch, trained eagerly) and ``compile_probe_s``."""
+    metrics = {"compiled": float(module.train_path == "compiled")}
+    if module.probe is not None:
+        metrics["compile_fallback"] = float(not module.probe.ok)
+        metrics["compile_probe_s"] = module.probe.seconds
+    return metrics
+
+
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
                    data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
     """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``.
@@ -399,7 +427,7 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
         accuracy = module.val_accuracy if module.val_accuracy is not None else float(metric)
-        metrics = {"val_accuracy": accuracy, **sizes}
+        metrics = {"val_accuracy": accuracy, **sizes, **train_path_metrics(module)}
         train_loss = trainer.callback_metrics.get("train_loss_epoch")
         if train_loss is not None:
             metrics["train_loss"] = float(train_loss)
