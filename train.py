@@ -72,7 +72,23 @@ def error_message(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
         return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
+    if str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError):
+        return (f"cannot write the log file {err.__cause__.filename} ({err.__cause__.strerror}); choose a run "
+                f"directory you can write (hydra.run.dir=...)")
     return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
+def _refuse_a_busy_run_dir(args: list[str]) -> None:
+    """Before Hydra writes its own files into a run directory named on the command line, refuse one that
+    another process holds (the search itself takes the lock; this only keeps a refused run from touching it)."""
+    if "-m" in args or "--multirun" in args:
+        return
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "run_dir") and value:
+            from cellsearch.search.lock import check_not_locked, is_main_rank  # here: only a run dir loads torch
+            if is_main_rank():
+                check_not_locked(value)
 
 
 def _fail(err: BaseException) -> None:
@@ -95,6 +111,7 @@ def cli() -> None:
     """Run :func:`main`; configuration errors (Hydra's included) end with one line and exit status 2."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's own errors reach us instead of being printed
     try:
+        _refuse_a_busy_run_dir(sys.argv[1:])
         main()
     except USER_ERRORS as err:
         if _traceback_wanted:

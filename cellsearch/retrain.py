@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from cellsearch.evaluators.child import build_training
 from cellsearch.data import ConfigError
-from cellsearch.space.genotype import load_genotype
+from cellsearch.search.lock import is_main_rank, lock_run_dir
+from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.weights import export_weights
 
 log = logging.getLogger("cellsearch")
@@ -28,6 +29,13 @@ def run_retrain(cfg: DictConfig) -> Path:
         raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
     genotype = load_genotype(cfg.cell)
     run_dir = Path(cfg.run_dir)
+    if not is_main_rank():  # DDP's other processes write nothing of their own here; the main one holds the lock
+        return _retrain(cfg, genotype, run_dir)
+    with lock_run_dir(run_dir, "retrain"):
+        return _retrain(cfg, genotype, run_dir)
+
+
+def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
     trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
     log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
              cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cellsearch.data import ConfigError
 from cellsearch.space.genotype import Genotype, save_genotype
+from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.store import TRIALS_FILE, TrialStore
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -45,8 +46,9 @@ def export_cells(run_dir: "str | Path", name: str, top_k: int = 1, out_dir: "str
         best = store.best(top_k)
     if not best:
         raise ConfigError(f"{db} holds no successful child yet; nothing to export")
-    for rank, (row, path) in enumerate(zip(best, paths), 1):
-        source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, trial {row.trial_id}, "
-                  f"reward {row.reward:.4f}")
-        save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
+    with lock_run_dir(out_dir, "export"):  # one writer per folder of cells
+        for rank, (row, path) in enumerate(zip(best, paths), 1):
+            source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, "
+                      f"trial {row.trial_id}, reward {row.reward:.4f}")
+            save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
     return paths[:len(best)]

@@ -31,6 +31,7 @@ from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.export import export_cells, export_paths
+from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
@@ -299,7 +300,13 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
 
 
 def run_search(cfg: DictConfig) -> SearchSummary:
-    """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots."""
+    """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots.
+    The run directory is locked first: a second search on it is refused (RunDirBusy)."""
+    with lock_run_dir(cfg.run_dir, "search"):
+        return _run_search(cfg)
+
+
+def _run_search(cfg: DictConfig) -> SearchSummary:
     check_budget(cfg.search.budget)
     if cfg.export.name:  # fail now, not after the search
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
