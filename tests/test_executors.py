@@ -160,3 +160,26 @@ def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
         executor.close()
     assert not ray.is_initialized()
     check_batch(results)
+
+
+# --- a time limit per child -------------------------------------------------------------------------------
+
+LONG_CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=10_000, batch_size=32, logger=None)
+
+
+@pytest.mark.parametrize("kind", ["local", "pool"])
+def test_a_child_past_its_time_limit_is_stopped_and_recorded(kind):
+    """A child that would train for hours is stopped after child_timeout seconds, with its process."""
+    with build_executor(kind, TrainEvaluator(LONG_CHILD, DATA), seed=0, child_timeout=3) as executor:
+        start = time.monotonic()
+        results = run_batch(executor, {7: load_genotype("nasnet_a")}, timeout=120)
+        pool = executor if kind == "pool" else executor._worker
+        assert results[7].status == "failed" and results[7].error.startswith("timed out after 3 s")
+        assert 3 <= results[7].seconds and time.monotonic() - start < 60
+        assert pool.restarts == 1 and executor.num_running() == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_child_timeout_must_be_positive_seconds(value):
+    with pytest.raises(ConfigError, match="executor.child_timeout must be a positive number of seconds"):
+        build_executor("local", TrainEvaluator(CHILD, DATA), seed=0, child_timeout=value)
