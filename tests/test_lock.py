@@ -67,7 +67,7 @@ def test_two_searches_on_one_run_dir(tmp_path):
     """The first search trains all its children; the second is refused within seconds, naming the first's pid,
     and touches nothing in the run directory."""
     run_dir, budget = tmp_path / "run", 3
-    args = [*TINY, "search=random", f"search.budget={budget}", f"hydra.run.dir={run_dir}"]
+    args = [*TINY, "search=ppo", f"search.budget={budget}", f"hydra.run.dir={run_dir}"]
     first = cli(*args, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (run_dir / "trials.db").exists():

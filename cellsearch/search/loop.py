@@ -14,12 +14,13 @@ and at the end ``rewards.png`` and ``best_cell.png``.
 from __future__ import annotations
 
 import inspect
+import io
 import logging
-import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -30,6 +31,7 @@ from cellsearch.data import ConfigError, as_data_config
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.search.executors import Executor, LocalExecutor
+from cellsearch.search.atomic import atomic_write, write_failure
 from cellsearch.search.export import export_cells, export_paths
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
@@ -46,6 +48,8 @@ BEST_CELL_FILE = "best_cell.yaml"
 SETTINGS_FILE = "search_settings.yaml"
 REWARDS_PLOT = "rewards.png"
 BEST_CELL_PLOT = "best_cell.png"
+# search.* keys for the loop, not the strategy (and free to change on resume).
+RUN_OPTIONS = ("budget", "rebuild_state")
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
 RESUMABLE_CHANGES = {
     "data": ("root", "download", "num_workers", "loader"),
@@ -75,25 +79,21 @@ def check_budget(budget: object) -> None:
         raise ValueError(f"search.budget must be a positive number of children, got {budget!r}")
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` and move ``tmp`` over ``path`` in one step, so ``path`` is never partial."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_strategy_state(strategy: Strategy, path: Path) -> None:
     """Write ``strategy.state_dict()`` atomically."""
-    state = strategy.state_dict()
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # serialised first: a full disk then raises OSError, not torch's "unexpected pos"
+    torch.save(strategy.state_dict(), buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_strategy_state(strategy: Strategy, path: Path) -> None:
     """Restore a strategy from :func:`save_strategy_state` (plain tensors and containers only)."""
     try:
         state = torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one
-        raise ResumeError(f"cannot read the strategy state {path}: {err}") from None
+    except Exception as err:  # a truncated or foreign file: say which one, and the way out
+        reason = "the file is empty" if path.stat().st_size == 0 else str(err).strip().splitlines()[0]
+        raise ResumeError(f"cannot read the strategy state {path} ({reason}): it is truncated or damaged; run "
+                          f"again with search.rebuild_state=true to rebuild it from {TRIALS_FILE}") from None
     try:
         strategy.load_state_dict(state)
     except (KeyError, ValueError) as err:
@@ -130,7 +130,7 @@ class SearchLoop:
     """Runs (or resumes) one search in ``run_dir`` until the store holds ``budget`` children."""
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
-                 budget: int, objective: Objective | None = None) -> None:
+                 budget: int, objective: Objective | None = None, rebuild_state: bool = False) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.executor = executor
@@ -139,6 +139,7 @@ class SearchLoop:
         self.run_dir = Path(run_dir)
         self.budget = budget
         self.state_path = self.run_dir / STATE_FILE
+        self.rebuild_state = rebuild_state
         self.best: TrialRow | None = None
 
     # --- one step at a time ---------------------------------------------------------------------
@@ -148,8 +149,11 @@ class SearchLoop:
     def _resume(self) -> list[Proposal]:
         """Restore the strategy; tell it the children it missed; return those to train again."""
         num_stored = len(self.store)
-        if self.state_path.exists():
+        if self.rebuild_state:
+            self._rebuild()
+        elif self.state_path.exists():
             load_strategy_state(self.strategy, self.state_path)
+            self._check_store_holds_told()
         elif num_stored:
             raise ResumeError(f"{self.store.path} holds {num_stored} children but {self.state_path} is missing, "
                               f"so the search cannot resume; start a new run directory")
@@ -166,10 +170,32 @@ class SearchLoop:
             self._save_state()
         best = self.store.best(1)
         self.best = best[0] if best else None
+        if self.best is not None:  # rewritten from the store: a damaged or stale copy is repaired
+            write_best_cell(self.best, self.run_dir)
         if num_stored:
             log.info("resuming %s: %d of %d children done, %d to train again%s", self.run_dir, num_stored,
                      self.budget, len(to_retrain), f", best reward {self.best.reward:.4f}" if self.best else "")
         return to_retrain
+
+    def _rebuild(self) -> None:
+        """Rebuild the (fresh) strategy by replaying the stored children in trial order (search.rebuild_state)."""
+        rows = sorted(self.store.rows(), key=lambda r: r.trial_id)
+        for row in rows:
+            while self.strategy.num_asked < row.trial_id:  # proposed but never stored: a withdrawn placeholder
+                self.strategy.withdraw(self.strategy.ask().trial_id)
+            self.strategy.add_trial(row.genotype, row.reward if row.ok else None)
+        self._save_state()
+        log.warning("rebuilt the strategy state %s from the %d children in %s", self.state_path, len(rows),
+                    self.store.path)
+
+    def _check_store_holds_told(self) -> None:
+        """Refuse a strategy state that learned from children the store does not hold (an emptied trials.db)."""
+        missing = [i for i in range(self.strategy.num_asked) if self.strategy.is_told(i) and i not in self.store]
+        if missing:
+            raise ResumeError(f"{self.state_path} learned from {len(missing)} finished children that {self.store.path} "
+                              f"does not hold (trials {missing[:5]}{'...' if len(missing) > 5 else ''}): it was "
+                              f"emptied or replaced; restore it, or run with search.rebuild_state=true to go on "
+                              f"from the children it holds")
 
     def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
@@ -177,7 +203,8 @@ class SearchLoop:
         row = self.store.add(trial_id, genotype, result, reward)
         self.strategy.tell(trial_id, row.reward if row.ok else None)
         self._save_state()
-        if row.ok and row.reward is not None and (self.best is None or row.reward > self.best.reward):
+        if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
+                -self.best.reward, self.best.trial_id)):  # ties: the earlier trial, as TrialStore.best ranks them
             self.best = row
             write_best_cell(row, self.run_dir)
         return row
@@ -278,7 +305,7 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
     if settings.get("evaluator", {}).get("_target_") != "cellsearch.evaluators.TrainEvaluator":
         chosen["evaluator"] = settings["evaluator"]  # the default is left out: run dirs from before it match
-    chosen["search"] = {k: v for k, v in settings["search"].items() if k != "budget"}
+    chosen["search"] = {k: v for k, v in settings["search"].items() if k not in RUN_OPTIONS}
     for group, free in RESUMABLE_CHANGES.items():
         chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
     return chosen
@@ -303,7 +330,13 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots.
     The run directory is locked first: a second search on it is refused (RunDirBusy)."""
     with lock_run_dir(cfg.run_dir, "search"):
-        return _run_search(cfg)
+        try:
+            return _run_search(cfg)
+        except (OSError, sqlite3.Error) as err:  # a full disk: one line, the directory stays resumable
+            failure = write_failure(err, cfg.run_dir)
+            if failure is err:
+                raise
+            raise failure from err
 
 
 def _run_search(cfg: DictConfig) -> SearchSummary:
@@ -312,7 +345,7 @@ def _run_search(cfg: DictConfig) -> SearchSummary:
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     settings = search_settings(cfg)
     space = as_search_space(settings["space"])
-    search_node = {k: v for k, v in cfg.search.items() if k != "budget"}
+    search_node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
@@ -330,7 +363,8 @@ def _run_search(cfg: DictConfig) -> SearchSummary:
         log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
-            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget).run()
+            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget,
+                                 rebuild_state=bool(cfg.search.get("rebuild_state", False))).run()
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
     finally:
         executor.close()
