@@ -45,6 +45,27 @@ def check_child_timeout(child_timeout: object) -> float | None:
     return float(child_timeout)
 
 
+def owned_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def thread_settings(threads: int) -> dict[str, str]:
+    """Environment for a worker process with ``threads`` compute threads, read by OpenMP and MKL at start-up."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def check_threads(threads: object) -> int | None:
+    """``threads_per_worker`` as given (None: automatic); ConfigError unless a positive integer."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"executor.threads_per_worker must be a positive integer (or null: cores // workers), "
+                          f"got {threads!r}")
+    return threads
+
+
 def timed_out(seconds: float, started: float) -> EvalResult:
     """The failed result of a child stopped at its time limit."""
     return failed_result(f"timed out after {seconds:g} s (executor.child_timeout)", time.perf_counter() - started)
@@ -94,11 +115,15 @@ class LocalExecutor(Executor):
     """Evaluates children one at a time in this process (``wait`` runs the next queued child). With a
     ``child_timeout`` they run in one worker process instead (a PoolExecutor), which can be stopped."""
 
-    def __init__(self, evaluator: Evaluator, seed: int = 0, child_timeout: float | None = None):
+    def __init__(self, evaluator: Evaluator, seed: int = 0, child_timeout: float | None = None,
+                 threads_per_worker: int | None = None):
         super().__init__(evaluator, seed)
         self._queue: collections.deque[tuple[int, Genotype]] = collections.deque()
+        self.threads_per_worker = check_threads(threads_per_worker) or owned_cores()
         self._worker = None if check_child_timeout(child_timeout) is None else PoolExecutor(
-            evaluator, seed, num_workers=1, child_timeout=child_timeout)
+            evaluator, seed, num_workers=1, child_timeout=child_timeout, threads_per_worker=self.threads_per_worker)
+        if self._worker is None:
+            torch.set_num_threads(self.threads_per_worker)
 
     def submit(self, trial_id: int, genotype: Genotype) -> None:
         if self._worker is not None:
@@ -199,7 +224,8 @@ def _stop_workers(workers: list[_Worker]) -> None:
 
 class PoolExecutor(Executor):
     """One worker process per GPU (each sees only its own), or ``num_workers`` CPU workers with
-    ``cores // num_workers`` torch threads each. Processes use the ``spawn`` start method.
+    ``cores // num_workers`` torch threads each (the cores this process owns; DataLoader workers run one
+    thread each, as torch sets them). Processes use the ``spawn`` start method.
 
     A worker that dies (killed, segfault) is replaced; its child is retried ``max_retries`` times
     (default once) and then recorded as failed.
@@ -223,7 +249,7 @@ class PoolExecutor(Executor):
         if gpus and num_workers > len(gpus):
             raise ConfigError(f"num_workers={num_workers} but only {len(gpus)} GPU(s) {gpus}: one worker per GPU")
         self.num_workers = num_workers
-        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // num_workers)
+        self.threads_per_worker = check_threads(threads_per_worker) or max(1, owned_cores() // num_workers)
         self.max_retries = max_retries
         self._gpus = gpus[:num_workers] if gpus else [None] * num_workers
         self._context = multiprocessing.get_context("spawn")
@@ -240,7 +266,7 @@ class PoolExecutor(Executor):
             args=(child_conn, self.evaluator, self.seed, self.threads_per_worker),
         )
         # The new interpreter inherits these before it imports anything: its GPU, its thread pools.
-        settings = {"OMP_NUM_THREADS": str(self.threads_per_worker)}
+        settings = thread_settings(self.threads_per_worker)
         if gpu is not None:
             settings["CUDA_VISIBLE_DEVICES"] = str(gpu)
         with _environment(settings):
