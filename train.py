@@ -29,7 +29,8 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 log = logging.getLogger("cellsearch")
 
 # Errors in what the user asked for: reported in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError, HydraException,
+               OmegaConfBaseException)
 _traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before cli() sets it
 
 
@@ -74,6 +75,9 @@ def error_message(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
         return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
+    if isinstance(err, (FileExistsError, NotADirectoryError, PermissionError)):  # Hydra creating the run directory
+        return (f"cannot create or write {err.filename} ({err.strerror}): choose a run directory you can write "
+                f"that is not a file or under one (hydra.run.dir=...)")
     if str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError):
         return (f"cannot write the log file {err.__cause__.filename} ({err.__cause__.strerror}); choose a run "
                 f"directory you can write (hydra.run.dir=...)")

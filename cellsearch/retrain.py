@@ -7,6 +7,7 @@ when there are several). A rerun in the same run directory resumes from ``last.c
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -42,7 +43,12 @@ def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
     last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if last:
         log.info("resuming from %s", last[-1])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
+    except pickle.UnpicklingError as err:  # weights-only loading refused what the checkpoint holds
+        raise ConfigError(f"cannot resume from {last[-1]}: it holds objects other than tensors and plain data, "
+                          f"which are not unpickled for safety ({str(err).splitlines()[0]}); remove it to start "
+                          f"over") from None
     trainer.test(module, datamodule=datamodule)
     out = run_dir / WEIGHTS_DIR
     if trainer.is_global_zero:

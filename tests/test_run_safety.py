@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import time
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ from cellsearch.evaluators import EvalResult, TrainEvaluator
 from cellsearch.search.executors import LocalExecutor
 from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, ResumeError, SearchLoop
 from cellsearch.search.store import TrialStore
-from cellsearch.space.genotype import SearchSpace, load_genotype
+from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 from cellsearch.strategies import RandomSearch
 from tests.test_executors import CHILD, DATA
 from tests.test_train import TINY, cli, config, load_train_module, stored
@@ -112,3 +113,69 @@ def test_best_cell_and_ranking_agree_on_ties(tmp_path):
             loop._record(p.trial_id, p.genotype, EvalResult("ok", {"val_accuracy": 0.5}, 1.0))
         assert loop.best.trial_id == store.best(1)[0].trial_id == 0
     assert yaml.safe_load((tmp_path / BEST_CELL_FILE).read_text())["source"].endswith("trial 0, reward 0.5000")
+
+
+# --- a fuzz of bad input: one clear line, nothing finished lost ------------------------------------------
+
+FUZZ_KEYS = ("child.channels", "child.epochs", "child.lr", "child.batch_size", "child.limit_train_batches",
+             "data.image_size", "data.val_size", "search.budget", "space.num_blocks", "executor.child_timeout",
+             "executor.threads_per_worker", "export.top_k", "cell")
+FUZZ_VALUES = ("-1", "0", "abc", "[1]", "{a: 1}", "1.5", "''", "null")
+
+
+def one_line_or_ok(overrides, run_dir):
+    """Run ``overrides``; a refusal must be a user error whose message is one non-empty line."""
+    try:
+        train.run(config(*TINY, "search=random", f"run_dir={run_dir}", *overrides))
+    except train.USER_ERRORS as err:
+        message = train.error_message(err)
+        assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
+        return message
+    return None
+
+
+def test_fuzz_bad_overrides_and_damaged_files(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    refused = 0
+    for i in range(12):  # bad overrides on a new run directory
+        override = f"{rng.choice(FUZZ_KEYS)}={rng.choice(FUZZ_VALUES)}"
+        refused += one_line_or_ok(["search.budget=1", override], tmp_path / f"new{i}") is not None
+    assert refused >= 8
+
+    run_dir = tmp_path / "run"
+    search(run_dir, 2)
+    finished = stored(run_dir)
+    damages = {
+        "empty": lambda data: b"",
+        "truncated": lambda data: data[: rng.randrange(1, max(2, len(data)))],
+        "random bytes": lambda data: bytes(rng.randrange(256) for _ in range(len(data) or 64)),
+        "not UTF-8": lambda data: b"\xff\xfe" + data,
+    }
+    for name in ("search_settings.yaml", STATE_FILE, BEST_CELL_FILE, "trials.db"):
+        path = run_dir / name
+        original = path.read_bytes()
+        for damage in damages.values():
+            path.write_bytes(damage(original))
+            for wal in ("trials.db-wal", "trials.db-shm"):
+                (run_dir / wal).unlink(missing_ok=True)
+            one_line_or_ok(["search=ppo", "search.budget=2"], run_dir)
+            path.write_bytes(original)
+            assert not list(run_dir.glob("*.tmp"))
+    assert stored(run_dir) == finished  # no damaged file lost a finished trial
+    (run_dir / BEST_CELL_FILE).write_bytes(b"\xff" * 10)
+    search(run_dir, 2)  # still usable; and the damaged best cell is rewritten
+    assert load_genotype(run_dir / BEST_CELL_FILE).normal is not None
+
+
+def test_genotype_files_refused_by_size_and_encoding(tmp_path):
+    big, binary = tmp_path / "big.yaml", tmp_path / "latin1.yaml"
+    big.write_bytes(b"# " + b"x" * 50_000_000)
+    binary.write_bytes("normal: caf\xe9".encode("latin-1"))
+    start = time.monotonic()
+    with pytest.raises(GenotypeError, match=rf"{big}: 50,000,002 bytes is far more than any genotype file"):
+        load_genotype(big)
+    assert time.monotonic() - start < 1
+    with pytest.raises(GenotypeError, match=rf"{binary}: not a UTF-8 text file"):
+        load_genotype(binary)

@@ -119,7 +119,7 @@ logging.getLogger("cellsearch.evaluators.compile_guard").addHandler(logging.Hand
 logging.getLogger("cellsearch.evaluators.compile_guard").handlers[-1].emit = records.append
 model = CellNetCifar(genotype, cells_per_stage=1, channels=4)
 loss = lambda x, y: nn.functional.cross_entropy(model.forward_with_aux(x)[0], y)
-verdict = guarded_compile(model, x, y, loss, genotype.key, backend=corrupt)
+verdict = guarded_compile(model, x, y, loss, genotype.key(), backend=corrupt)
 print(json.dumps({"eager": eager.metrics, "guarded": guarded.metrics, "errors": [eager.error, guarded.error],
                   "raw_ok": raw_ok, "corrupt_ok": verdict.ok, "corrupt_name": verdict.worst_name,
                   "corrupt_still_compiled": "forward_with_aux" in vars(model),

@@ -208,7 +208,7 @@ class ChildModule(pl.LightningModule):
 
     def _compile_if_it_matches_eager(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self._compile_pending = False
-        key = Genotype.from_dict(self.hparams.genotype).key
+        key = Genotype.from_dict(self.hparams.genotype).key()
         self.probe = guarded_compile(self.model, x, y, self._training_loss, key, backend=self.hparams.compile_backend)
         self.train_path = "compiled" if self.probe.ok else "compiled->eager fallback"
 

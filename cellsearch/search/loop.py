@@ -106,7 +106,13 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
         return
-    saved = yaml.safe_load(path.read_text())
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:  # damaged, or not written by cellsearch (safe_load runs no tags)
+        raise ResumeError(f"{path} is not a settings file cellsearch wrote ({str(err).splitlines()[0]}); restore it "
+                          f"or start a new run directory") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{path} is not a settings file cellsearch wrote; restore it or start a new run directory")
     old, new = _flatten(saved), _flatten(settings)
     changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
