@@ -23,9 +23,9 @@ import sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 from cellsearch.data import DataConfig
 from cellsearch.evaluators.child import evaluate_child
-data = DataConfig(name="synthetic", synthetic_train_size=512, synthetic_test_size=64, image_size=16, val_size=64,
+data = DataConfig(name="synthetic", synthetic_train_size=320, synthetic_test_size=32, image_size=16, val_size=64,
                   loader="tensor")
-child = dict(cells_per_stage=1, channels=8, epochs=2, batch_size=64, logger=None, compile=False)
+child = dict(cells_per_stage=1, channels=8, epochs=1, batch_size=32, logger=None, compile=False)
 evaluate_child("nasnet_a", dict(child, epochs=1, limit_train_batches=1), data)  # warm-up: imports, allocator
 start = time.perf_counter()
 result = evaluate_child("nasnet_a", child, data)
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="child threads to compare (default: the cores owned, and cores // 2)")
     parser.add_argument("--competitor-threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="runs per cell; the best is kept")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the best is kept")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     threads = args.threads or sorted({cores, max(1, cores // 2)}, reverse=True)
