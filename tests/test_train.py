@@ -23,7 +23,7 @@ from hydra.utils import get_method
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, RUN_OPTIONS, build_from_config
 from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_the_defaults_are_the_documented_ones():
 @pytest.mark.parametrize("name", options("search"))
 def test_every_search_option_builds_its_strategy(name):
     cfg = config(f"search={name}")
-    strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k != "budget"},
+    strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
                                  space=dict(cfg.space), seed=3)
     assert strategy.name == name and cfg.search.budget >= 1
     assert strategy.ask().genotype is not None
