@@ -37,6 +37,7 @@ from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
+from cellsearch.validation import integer, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,8 @@ class SearchSummary:
 
 
 def check_budget(budget: object) -> None:
-    """Raise ValueError unless ``budget`` is a positive number of children."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"search.budget must be a positive number of children, got {budget!r}")
+    """Raise ConfigError unless ``budget`` is a positive number of children."""
+    positive_int(budget, "search.budget")
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -287,8 +287,13 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
     """``node``'s ``_target_`` called with its plain values and those of ``objects`` (a space, a child
     config, an evaluator) that it takes; a value it rejects raises ConfigError naming the group ``what``."""
     factory = instantiate(node, _partial_=True, _convert_="all")
-    accepted = inspect.signature(factory).parameters
+    target = getattr(factory, "func", factory)
+    accepted = inspect.signature(target).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(getattr(factory, "keywords", {})) - set(accepted))
+        if unknown:
+            settings = sorted(set(accepted) - set(objects) - {"self"})
+            raise ConfigError(f"{what}.{unknown[0]} is not a setting of {target.__name__}; it takes {settings}")
         objects = {k: v for k, v in objects.items() if k in accepted}
     try:
         return factory(**objects)
@@ -301,6 +306,7 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
 def run_search(cfg: DictConfig) -> SearchSummary:
     """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots."""
     check_budget(cfg.search.budget)
+    integer(cfg.seed, "seed", 0)
     if cfg.export.name:  # fail now, not after the search
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     settings = search_settings(cfg)
