@@ -107,6 +107,7 @@ def test_presets_set_only_what_differs_from_the_schema():
 
     for group, schema in SCHEMAS.items():
         defaults = schema.__dataclass_fields__
+        assert set(config()[group]) == set(defaults)  # the composed config (--cfg job) still has every key
         for path in (CONF / group).glob("*.yaml"):
             preset = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
             assert set(preset) <= set(defaults), path
