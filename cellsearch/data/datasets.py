@@ -116,7 +116,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> ImageArrays:
 # --- digits and synthetic images ---------------------------------------------------------------------
 
 def read_digits(config: "DataConfig") -> RawDataset:
-    """scikit-learn's 8x8 digits (ship with the package): 1,500 training and 297 test images."""
+    """scikit-learn's 8x8 digits (they ship with the package); the last DIGITS_TEST_SIZE are the test split."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

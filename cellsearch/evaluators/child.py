@@ -97,9 +97,9 @@ class ChildConfig:
                  f"is validated", self.val_every_n_epochs)
         for key in ("limit_train_batches", "limit_val_batches"):
             value = getattr(self, key)
-            if isinstance(value, float):
-                number_in(value, f"child.{key}", 0, 1, low_open=True)
-            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            fraction = isinstance(value, float) and 0 < value <= 1
+            count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if not (fraction or count):
                 fail(f"child.{key}", "a fraction in (0, 1] or a number of batches >= 1", value)
         for key in ("nesterov", "enable_progress_bar"):
             boolean(getattr(self, key), f"child.{key}")
