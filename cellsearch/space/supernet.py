@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype, GenotypeError, SearchSpace
-from cellsearch.space.network import CellNetCifar, stage_plan
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.skeleton import stage_plan
 from cellsearch.space.ops import BN_EPS, build_op
 
 __all__ = ["SuperCell", "SuperNet", "parameter_free_ops"]
