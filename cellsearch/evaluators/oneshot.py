@@ -20,6 +20,7 @@ The supernet lives in this process: one-shot searches use ``executor=local``.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 import random
@@ -138,9 +139,10 @@ class SupernetTrainer:
 
     def __init__(self, supernet: SuperNet, config: OneShotConfig, total_steps: int):
         self.supernet, self.config = supernet.train(), config
+        self.parameters = list(supernet.parameters())  # listed once: a supernet has thousands of tensors
         self.total_steps = max(1, total_steps)
         self.step = 0
-        self.optimizer = torch.optim.SGD(supernet.parameters(), lr=config.lr, momentum=config.momentum,
+        self.optimizer = torch.optim.SGD(self.parameters, lr=config.lr, momentum=config.momentum,
                                          nesterov=config.momentum > 0, weight_decay=config.weight_decay)
 
     def lr(self) -> float:
@@ -157,8 +159,7 @@ class SupernetTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:  # over the path's weights: the others have no gradient
-            torch.nn.utils.clip_grad_norm_([p for p in self.supernet.parameters() if p.grad is not None],
-                                           self.config.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in self.parameters if p.grad is not None], self.config.grad_clip)
         self.optimizer.step()
         self.step += 1
         return float(loss.detach())
@@ -305,6 +306,11 @@ class OneShotEvaluator(Evaluator):
         """The one-shot estimate of ``genotype`` with the supernet as it is now."""
         runtime = self._setup(seed)
         return score_path(runtime["trainer"].supernet, genotype, runtime["bn"], runtime["val"])
+
+    def release(self) -> None:
+        """Drop the supernet, its optimiser and data from memory (it is saved at every phase end)."""
+        self._runtime = None
+        gc.collect()
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
         start = time.perf_counter()

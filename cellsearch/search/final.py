@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from scipy import stats
 
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.standalone import TrainEvaluator
@@ -30,7 +29,8 @@ from cellsearch.space.genotype import Genotype
 if TYPE_CHECKING:
     from cellsearch.evaluators.oneshot import OneShotEvaluator
 
-__all__ = ["Candidate", "FinalReport", "finish_oneshot_search", "oneshot_candidates", "rank_agreement", "train_candidates"]
+__all__ = ["Candidate", "FinalReport", "finish_oneshot_search", "kendall_tau", "oneshot_candidates", "rank_agreement",
+           "spearman_rho", "train_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +71,57 @@ def oneshot_candidates(rows: list[TrialRow], count: int) -> list[Candidate]:
     return picked
 
 
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties in either list counted as neither concordant nor discordant)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman_rho(a: list[float], b: list[float]) -> float:
+    """Spearman's rho: the Pearson correlation of the ranks."""
+    ra, rb = _ranks(a), _ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
+    spread = math.sqrt(sum((x - mean_a) ** 2 for x in ra) * sum((y - mean_b) ** 2 for y in rb))
+    return cov / spread if spread else math.nan
+
+
 def rank_agreement(estimates: list[float], truths: list[float], top_k: int) -> dict[str, float]:
     """Kendall tau and Spearman rho between ``estimates`` and ``truths``, and top-k precision: the share of
     the ``top_k`` best by estimate that are among the ``top_k`` best by truth (NaN below two pairs)."""
     n = len(estimates)
     if n < 2:
         return {"kendall_tau": math.nan, "spearman_rho": math.nan, "top_k_precision": math.nan, "top_k": top_k, "n": n}
-    tau = stats.kendalltau(estimates, truths).statistic
-    rho = stats.spearmanr(estimates, truths).statistic
+    tau, rho = kendall_tau(estimates, truths), spearman_rho(estimates, truths)
     k = min(top_k, n)
     by_estimate = sorted(range(n), key=lambda i: -estimates[i])[:k]
     by_truth = sorted(range(n), key=lambda i: -truths[i])[:k]
@@ -140,6 +183,7 @@ def finish_oneshot_search(evaluator: "OneShotEvaluator", rows: list[TrialRow], r
     """Train the search's best ``evaluator.config.final_candidates`` cells by one-shot estimate stand-alone."""
     config = evaluator.config
     candidates = oneshot_candidates(rows, config.final_candidates)
+    evaluator.release()
     log.info("training the %d best cells by one-shot estimate stand-alone (%s)", len(candidates), run_dir)
     return train_candidates(candidates, TrainEvaluator(evaluator.child, evaluator.data), run_dir, seed,
                             config.final_top_k)
