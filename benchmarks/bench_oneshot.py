@@ -122,9 +122,7 @@ def bench_step(repeats: int, darts_batch: int) -> None:
 
 def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
     space = SearchSpace(ops=QUICK_OPS, num_blocks=3)
-    # channels_last off: a channels-last tiny child of a pools-only cell crashes torch on this CPU (heap corruption)
-    child = dict(cells_per_stage=1, channels=8, epochs=3, batch_size=64, accelerator="cpu", logger=None,
-                 channels_last=False)
+    child = dict(cells_per_stage=1, channels=8, epochs=3, batch_size=64, accelerator="cpu", logger=None)
     data = dict(name="digits")
     rng = random.Random(seed)
     genotypes, keys = [], set()

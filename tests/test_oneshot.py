@@ -22,12 +22,10 @@ from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 ROOT = Path(__file__).resolve().parents[1]
 OPS = ["identity", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3"]
 SPACE = SearchSpace(ops=tuple(OPS), num_blocks=2)
-# channels_last off: a channels-last F=4 child of a pools-only cell crashes torch on a CPU (heap corruption)
-CHILD = dict(cells_per_stage=1, channels=4, epochs=1, batch_size=100, accelerator="cpu", logger=None,
-             channels_last=False)
+CHILD = dict(cells_per_stage=1, channels=4, epochs=1, batch_size=100, accelerator="cpu", logger=None)
 DATA = dict(name="digits", train_subset=300, val_subset=100)
 TINY = [
-    "child=tiny", "data=digits", "child.channels_last=false", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
+    "child=tiny", "data=digits", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
     "child.batch_size=100", "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
     f"space.ops=[{','.join(OPS)}]",
 ]

@@ -29,7 +29,7 @@ from torch import nn
 from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype, GenotypeError, SearchSpace
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.skeleton import stage_plan
-from cellsearch.space.ops import BN_EPS, build_op
+from cellsearch.space.ops import BN_EPS, build_op, pointwise_stride
 
 __all__ = ["SuperCell", "SuperNet", "parameter_free_ops"]
 
@@ -84,8 +84,8 @@ class GatheredReader(nn.Module):
         x = F.relu(x)
         if self.reduce:
             shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-            out = torch.cat([F.conv2d(x, self.weight_1[:, idx, None, None], stride=2),
-                             F.conv2d(shifted, self.weight_2[:, idx, None, None], stride=2)], dim=1)
+            out = torch.cat([F.conv2d(pointwise_stride(x, 2), self.weight_1[:, idx, None, None]),
+                             F.conv2d(pointwise_stride(shifted, 2), self.weight_2[:, idx, None, None])], dim=1)
         else:
             out = F.conv2d(x, self.weight[:, idx, None, None])
         return self.bn(out)
