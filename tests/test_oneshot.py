@@ -142,3 +142,10 @@ def test_darts_second_order_step(tmp_path):
     run_search(config(*args))
     alphas = torch.load(tmp_path / "darts_state.pt", weights_only=True)["alphas"]
     assert all(torch.isfinite(v).all() for v in alphas.values())
+
+
+def test_quick_cpu_preset_composes_as_documented(tmp_path):
+    cfg = config("experiment=oneshot_quick_cpu", f"run_dir={tmp_path}")
+    assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
+    assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
+    assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"
