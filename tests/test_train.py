@@ -78,7 +78,7 @@ def test_the_defaults_are_the_documented_ones():
     assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space
 
 
-@pytest.mark.parametrize("name", options("search"))
+@pytest.mark.parametrize("name", [n for n in options("search") if n != "darts"])  # darts: tests/test_oneshot.py
 def test_every_search_option_builds_its_strategy(name):
     cfg = config(f"search={name}")
     strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k != "budget"},

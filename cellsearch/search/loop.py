@@ -303,8 +303,12 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
         raise ConfigError(f"{what}: {err}") from err
 
 
-def run_search(cfg: DictConfig) -> SearchSummary:
+def run_search(cfg: DictConfig) -> Any:
     """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots."""
+    if cfg.search.get("_target_") == "cellsearch.search.darts.DartsConfig":  # search=darts: no ask/tell loop
+        from cellsearch.search.darts import run_darts
+
+        return run_darts(cfg)
     check_budget(cfg.search.budget)
     integer(cfg.seed, "seed", 0)
     if cfg.export.name:  # fail now, not after the search
@@ -317,6 +321,9 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
+    if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
+        executor.close()
+        raise ConfigError("the one-shot evaluator keeps its supernet in this process: use executor=local")
     if not isinstance(executor, LocalExecutor):
         # Children train in other processes that use the cores. The controller is a small LSTM; with several
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).
@@ -331,6 +338,10 @@ def run_search(cfg: DictConfig) -> SearchSummary:
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget).run()
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
+            if getattr(evaluator, "name", "") == "oneshot":  # name the best cell on stand-alone accuracy
+                from cellsearch.search.final import finish_oneshot_search
+
+                finish_oneshot_search(evaluator, store.rows(), run_dir, cfg.seed)
     finally:
         executor.close()
     if cfg.export.name:
