@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -23,9 +24,17 @@ log = logging.getLogger("cellsearch")
 WEIGHTS_DIR = "weights"
 
 
-def run_retrain(cfg: DictConfig) -> Path:
+@dataclass(frozen=True)
+class RetrainResult:
+    """Where the trained weights went, and the network's accuracy on the test split."""
+
+    weights: Path
+    test_accuracy: float | None  # None when the dataset has no test split
+
+
+def run_retrain(cfg: DictConfig) -> RetrainResult:
     """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
-    directory, if any), test it, and export the weights for timm; returns the weights folder."""
+    directory, if any), test it, and export the weights for timm."""
     if cfg.cell is None:
         raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
     genotype = load_genotype(cfg.cell)
@@ -49,7 +58,7 @@ def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
         raise ConfigError(f"cannot resume from {last[-1]}: it holds objects other than tensors and plain data, "
                           f"which are not unpickled for safety ({str(err).splitlines()[0]}); remove it to start "
                           f"over") from None
-    trainer.test(module, datamodule=datamodule)
+    tested = trainer.test(module, datamodule=datamodule)
     out = run_dir / WEIGHTS_DIR
     if trainer.is_global_zero:
         splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
@@ -57,4 +66,5 @@ def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
                                                mean=splits.mean, std=splits.std)
         export_weights(module.model, out, **stats)
         log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
-    return out
+    accuracy = tested[0].get("test_acc") if tested else None
+    return RetrainResult(out, None if accuracy is None else float(accuracy))
