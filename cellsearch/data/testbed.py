@@ -1,34 +1,45 @@
 """The testbed: a small image task, generated offline from a fixed seed, on which the cell matters.
 
-Each image is a 16x16 grayscale scene. One *target* shape is drawn once or twice, at a random
+Each image is a 12x12 grayscale scene. One *target* shape is drawn once or twice, at a random
 position and a random scale; the label is ``2 * shape + (copies - 1)``, so 10 classes:
 
 - shape (5 kinds): hollow square (ring), filled square, plus, X (both diagonals), and a square with
-  only its top and left edges (an "L" corner). Ring, filled square and corner differ only inside
-  or along part of the outline, so telling them apart at the large scale needs a receptive field
-  that covers the whole shape; plus and X differ in orientation (separable and dilated convs help).
-- scale: side 3, 5 or 7 pixels, drawn independently of the class, so a cell has to recognise a
-  shape at several scales (multi-scale ops and pooling matter).
-- copies (1 or 2): counting, which needs evidence aggregated across the image (long-range wiring
-  and pooling, not only local filters).
+  only its top and left edges (a corner). Ring, filled square and corner differ only inside or along
+  part of the outline, so telling them apart at the larger scales needs a receptive field that
+  covers the whole shape; plus and X differ in orientation.
+- scale: side 3, 4 or 5 pixels, drawn independently of the class, so a cell has to recognise a
+  shape at several scales.
+- copies (1 or 2): counting, which needs evidence gathered across the whole image (wiring and
+  pooling, not only local filters).
 
-Distractors make local evidence insufficient: 2-4 short random strokes (1x2 to 1x3 bars) and
-single bright dots, a random smooth background gradient, per-image contrast from 0.6 to 1, and
-Gaussian pixel noise. Copies of the target never overlap each other.
+Distractors make local evidence insufficient: 2-4 short bars (2-3 pixels, horizontal or vertical)
+and 1-3 bright dots, a random background gradient, a per-image contrast from 0.6 to 1, and
+Gaussian pixel noise (std 0.18 of the intensity range). Copies of the target never touch.
 
-Everything comes from one ``numpy`` generator seeded with ``seed``: the same arguments give the
-same arrays on every machine. The train and test splits are drawn from disjoint streams.
+Everything comes from one ``numpy`` generator seeded with ``GENERATOR_SEED``: the same arguments
+give the same arrays on every machine. The train split (5,000 images, 3,000 held out for
+validation by default) and the test split (2,000) come from separate streams; classes are balanced.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+from cellsearch.data.arrays import ImageArrays
+from cellsearch.data.datasets import RawDataset
+from cellsearch.validation import ConfigError
+
+if TYPE_CHECKING:
+    from cellsearch.data.config import DataConfig
 
 TESTBED_CLASSES = 10
 TESTBED_IMAGE_SIZE = 12
 SHAPES: tuple[str, ...] = ("ring", "square", "plus", "cross", "corner")
 SCALES: tuple[int, ...] = (3, 4, 5)
 NOISE_STD = 0.18  # pixel noise, in units of the full intensity range
+GENERATOR_SEED = 0  # the task is one fixed dataset; data.split_seed only chooses the validation images
 TRAIN_SIZE = 5000  # generated training images (3,000 of them are held out for validation by default)
 TEST_SIZE = 2000
 VAL_SIZE = 3000  # a large validation split keeps the seed-to-seed noise of one cell's reward small
@@ -119,8 +130,15 @@ def make_testbed(train_size: int = TRAIN_SIZE, test_size: int = TEST_SIZE, seed:
                  image_size: int = TESTBED_IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train and test images (uint8, N x 1 x H x W) and labels (int64) of the testbed, from ``seed``."""
     if image_size < max(SCALES) * 2 + 1:
-        raise ValueError(f"testbed images must be at least {max(SCALES) * 2 + 1} pixels wide to fit two "
-                         f"large shapes, got {image_size}")
+        raise ConfigError(f"testbed images must be at least {max(SCALES) * 2 + 1} pixels wide to fit two "
+                         f"large shapes, got {image_size} (data.image_size)")
     train_images, train_labels = _split(train_size, seed, 0, image_size)
     test_images, test_labels = _split(test_size, seed, _TEST_STREAM, image_size)
     return train_images, train_labels, test_images, test_labels
+
+
+def read_testbed(config: "DataConfig") -> RawDataset:
+    """The testbed as a registered dataset (``data=testbed``), generated at ``data.image_size``."""
+    train_images, train_labels, test_images, test_labels = make_testbed(
+        TRAIN_SIZE, TEST_SIZE, GENERATOR_SEED, config.resolved_image_size)
+    return RawDataset(ImageArrays(train_images, train_labels), ImageArrays(test_images, test_labels), TESTBED_CLASSES)
