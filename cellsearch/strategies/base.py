@@ -180,8 +180,8 @@ class Strategy:
         return self._spaces[num_blocks]
 
     def decode(self, actions: list[int]) -> Genotype:
-        """Genotype for an action sequence; its length gives the number of blocks (10 actions each)."""
-        return self.space_with_blocks(len(actions) // 10).decode(actions)
+        """Genotype for an action sequence; its length gives the number of blocks (see the layout)."""
+        return self.space_with_blocks(self.space.layout.blocks_of(actions)).decode(actions)
 
     def learning_reward(self, trial_id: int) -> float:
         """The told reward, or ``failure_reward`` for a failed child."""

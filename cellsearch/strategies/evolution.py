@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.layout import CELL_TYPES
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.random_search import random_actions
 
@@ -30,8 +31,8 @@ def mutate(actions: list[int], space: SearchSpace, rng: random.Random, identity_
     child = list(actions)
     if rng.random() < identity_prob:
         return child
-    decisions = space.decisions()
-    cell = rng.choice(("normal", "reduce"))
+    decisions = space.layout.decisions
+    cell = rng.choice(CELL_TYPES)
     by_kind = {kind: [i for i, d in enumerate(decisions) if d.cell == cell and d.kind == kind and d.num_choices > 1]
                for kind in MUTATION_KINDS}
     kinds = [k for k in MUTATION_KINDS if by_kind[k]]  # inputs always have 2+ choices

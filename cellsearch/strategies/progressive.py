@@ -28,19 +28,28 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.layout import BLOCK_DECISIONS
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.evolution import mutate
 from cellsearch.strategies.random_search import random_actions
 
 
-def canonical_actions(actions: list[int], ops: tuple[str, ...]) -> list[int]:
+_SLOT = {decision: i for i, decision in enumerate(BLOCK_DECISIONS)}  # (kind, slot) -> offset in a block
+
+
+def canonical_actions(actions: list[int], space: SearchSpace) -> list[int]:
     """Actions with each block's two (input, op) pairs sorted as in ``Genotype.canonical``."""
-    out = list(actions)
-    for i in range(0, len(actions), 5):
-        ia, ib, oa, ob, _ = actions[i:i + 5]
-        if (ib, ops[ob]) < (ia, ops[oa]):
-            out[i:i + 4] = [ib, ia, ob, oa]
-    return out
+    ia, ib, oa, ob = _SLOT["input", 0], _SLOT["input", 1], _SLOT["op", 0], _SLOT["op", 1]
+    cells = []
+    for blocks in space.layout.split(actions):
+        canon = []
+        for block in blocks:
+            block = list(block)
+            if (block[ib], space.ops[block[ob]]) < (block[ia], space.ops[block[oa]]):
+                block[ia], block[ib], block[oa], block[ob] = block[ib], block[ia], block[ob], block[oa]
+            canon.append(block)
+        cells.append(canon)
+    return space.layout.join(cells)
 
 
 class CellFeatures:
@@ -49,26 +58,27 @@ class CellFeatures:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        decisions = space.decisions()
+        self.layout = space.layout
         self.offsets = [0]
-        for d in decisions:
-            self.offsets.append(self.offsets[-1] + d.num_choices)
+        for n in self.layout.num_choices_list:
+            self.offsets.append(self.offsets[-1] + n)
         self.num_ops = len(space.ops)
-        self.size = self.offsets[-1] + 2 * self.num_ops + 1
+        self.size = self.offsets[-1] + self.layout.num_cells * self.num_ops + 1
+        self._op_offsets = [_SLOT["op", 0], _SLOT["op", 1]]
 
     def __call__(self, batch: list[list[int]]) -> torch.Tensor:
         x = torch.zeros(len(batch), self.size)
-        per_cell_full = 5 * self.space.num_blocks
         op_base = self.offsets[-1]
         for row, actions in enumerate(batch):
-            actions = canonical_actions(actions, self.space.ops)
-            num_blocks = len(actions) // 10
-            per_cell = 5 * num_blocks
-            for j, a in enumerate(actions):
-                cell, pos = divmod(j, per_cell)
-                x[row, self.offsets[cell * per_cell_full + pos] + a] = 1.0
-                if pos % 5 in (2, 3):
-                    x[row, op_base + cell * self.num_ops + a] += 1.0 / num_blocks
+            cells = self.layout.split(canonical_actions(actions, self.space))
+            num_blocks = len(cells[0])
+            for c, blocks in enumerate(cells):
+                for b, block in enumerate(blocks):
+                    first = self.layout.position(c, b, *BLOCK_DECISIONS[0])
+                    for k, a in enumerate(block):
+                        x[row, self.offsets[first + k] + a] = 1.0
+                    for k in self._op_offsets:
+                        x[row, op_base + c * self.num_ops + block[k]] += 1.0 / num_blocks
             x[row, -1] = num_blocks / self.space.num_blocks
         return x
 
@@ -149,7 +159,8 @@ class ProgressiveSearch(Strategy):
                                          self.num_initial)
             self._planned_size = self.num_initial
             return
-        told = [i for i, t in enumerate(self._trials) if self.is_told(i) and len(t.actions) == 10 * self.stage_blocks]
+        size = self.space.layout.with_blocks(self.stage_blocks).size
+        told = [i for i, t in enumerate(self._trials) if self.is_told(i) and len(t.actions) == size]
         self._parents = sorted(told, key=self.learning_reward, reverse=True)[:self.beam_size]
         self.stage_blocks = min(self.stage_blocks + 1, self.space.num_blocks)
         candidates = self._distinct(self._candidate, self.num_expansions)
@@ -164,11 +175,10 @@ class ProgressiveSearch(Strategy):
         """An unranked candidate for the current stage: an expansion, or at B blocks a mutation."""
         parent = self._trials[self.rng.choice(self._parents)].actions
         b = self.stage_blocks
-        if len(parent) == 10 * b:
+        if len(parent) == self.space.layout.with_blocks(b).size:
             return mutate(parent, self.space, self.rng)
-        new_blocks = random_actions(self.space_with_blocks(b), self.rng)
-        half = len(parent) // 2
-        return parent[:half] + new_blocks[5 * (b - 1):5 * b] + parent[half:] + new_blocks[-5:]
+        new_cells = self.space.layout.split(random_actions(self.space_with_blocks(b), self.rng))
+        return self.space.layout.grow(parent, [blocks[-1] for blocks in new_cells])
 
     def _distinct(self, make, count: int) -> list[list[int]]:
         """Up to ``count`` candidates from ``make`` that are new (not proposed, not repeated)."""

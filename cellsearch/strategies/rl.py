@@ -61,7 +61,7 @@ class PolicyGradientStrategy(Strategy):
         self.update_every = int(update_every)
         self.reward_shaping = check_shaping(reward_shaping)
         self.controller = Controller(
-            [d.num_choices for d in self.space.decisions()],
+            self.space.layout.num_choices_list,
             hidden_size=int(hidden_size),
             num_layers=int(num_layers),
             temperature=temperature,
