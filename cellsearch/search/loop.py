@@ -1,24 +1,24 @@
 """The search loop: a strategy proposes cells, an executor trains them, the trial store keeps them.
 
 The loop keeps ``executor.capacity`` children in flight. Each proposal is recorded in the strategy
-state (saved atomically) before it is submitted; each result is committed to the trial store before
+state (journaled) before it is submitted; each result is committed to the trial store before
 the strategy learns from it, and the state is saved again. So whenever the process dies, the run
 directory holds every finished child, and a rerun resumes: proposals whose rows are in the store
 are told, the others are trained again under the same trial id, and the search stops once the
 store holds ``budget`` children.
 
-Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``,
+Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``
+and its journal ``strategy_state.pt.journal`` (see :mod:`cellsearch.search.strategy_state`),
 ``search_settings.yaml`` (what must not change on resume), ``best_cell.yaml`` (kept up to date),
 and at the end ``rewards.png`` and ``best_cell.png``.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -33,6 +33,7 @@ from cellsearch.space.genotype import Genotype
 from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
+from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles, atomic_write
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 
 log = logging.getLogger(__name__)
@@ -69,31 +70,6 @@ def check_budget(budget: object) -> None:
     """Raise ValueError unless ``budget`` is a positive number of children."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"search.budget must be a positive number of children, got {budget!r}")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` and move ``tmp`` over ``path`` in one step, so ``path`` is never partial."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_strategy_state(strategy: Strategy, path: Path) -> None:
-    """Write ``strategy.state_dict()`` atomically."""
-    state = strategy.state_dict()
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_strategy_state(strategy: Strategy, path: Path) -> None:
-    """Restore a strategy from :func:`save_strategy_state` (plain tensors and containers only)."""
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one
-        raise ResumeError(f"cannot read the strategy state {path}: {err}") from None
-    try:
-        strategy.load_state_dict(state)
-    except (KeyError, ValueError) as err:
-        raise ResumeError(f"cannot resume from {path}: {err}") from None
 
 
 def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
@@ -134,17 +110,22 @@ class SearchLoop:
         self.run_dir = Path(run_dir)
         self.budget = budget
         self.state_path = self.run_dir / STATE_FILE
+        self.state_files = StrategyStateFiles(self.state_path)
         self.best: TrialRow | None = None
 
     # --- one step at a time ---------------------------------------------------------------------
     def _save_state(self) -> None:
-        save_strategy_state(self.strategy, self.state_path)
+        """Journal what the strategy did (a snapshot now and then): cost per child stays flat."""
+        self.state_files.save(self.strategy)
 
     def _resume(self) -> list[Proposal]:
         """Restore the strategy; tell it the children it missed; return those to train again."""
         num_stored = len(self.store)
-        if self.state_path.exists():
-            load_strategy_state(self.strategy, self.state_path)
+        if self.state_files.exists():
+            try:
+                self.state_files.load(self.strategy)
+            except StateFileError as err:
+                raise ResumeError(str(err)) from None
         elif num_stored:
             raise ResumeError(f"{self.store.path} holds {num_stored} children but {self.state_path} is missing, "
                               f"so the search cannot resume; start a new run directory")
@@ -208,6 +189,8 @@ class SearchLoop:
             log.warning("interrupted with %d children in flight; run again with the same run directory "
                         "(hydra.run.dir=%s) to resume", len(in_flight), self.run_dir)
             raise
+        finally:
+            self.state_files.close()
         return SearchSummary(run_dir=self.run_dir, budget=self.budget, num_trials=progress.num_done,
                              num_trained=progress.num_trained, seconds=time.perf_counter() - start, best=self.best)
 

@@ -23,7 +23,7 @@ from cellsearch.space.genotype import Genotype, SearchSpace
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _PENDING, _OK, _FAILED = 0, 1, 2
 STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed"}
 REWARD_SHAPINGS: tuple[str, ...] = ("accuracy", "cubed")
@@ -115,6 +115,8 @@ class Strategy:
         self._trials: list[Trial] = []
         self._proposed_keys: set[str] = set()
         self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space}
+        self.num_events = 0  # asks, tells, ... so far: a saved journal replays them in this order
+        self._events: list[tuple] = []  # (sequence number, kind, trial id, data) not yet taken
 
     # --- the public interface -------------------------------------------------------------------
     def ask(self) -> Proposal:
@@ -132,6 +134,7 @@ class Strategy:
         self._trials.append(Trial(actions=list(actions), genotype=genotype, key=key))
         self._proposed_keys.add(key)
         self._asked(trial_id, info)
+        self._record("ask", trial_id, list(actions))
         return Proposal(trial_id=trial_id, genotype=genotype)
 
     def tell(self, trial_id: int, reward: float | None) -> None:
@@ -151,6 +154,7 @@ class Strategy:
             trial.reward = float(reward)
             trial.status = _OK
         self._told(trial_id)
+        self._record("tell", trial_id, trial.reward)
 
     def pending(self) -> list[Proposal]:
         """Proposals asked and not yet told, in ask order."""
@@ -211,6 +215,28 @@ class Strategy:
         """Restore what :meth:`_extra_state` returned."""
 
     # --- saving and resuming --------------------------------------------------------------------
+    def _record(self, kind: str, trial_id: int, data: Any) -> None:
+        self._events.append((self.num_events, kind, trial_id, data))
+        self.num_events += 1
+
+    def take_events(self) -> list[tuple]:
+        """The events (sequence number, kind, trial id, data) since the last call, for a journal."""
+        events, self._events = self._events, []
+        return events
+
+    def replay(self, event: "list | tuple") -> None:
+        """Apply a journaled event (kind, trial id, data) again; an ask must propose the same cell."""
+        kind, trial_id, data = event
+        if kind == "ask":
+            proposal = self.ask()
+            if proposal.trial_id != trial_id or self._trials[trial_id].actions != list(data):
+                raise ValueError(f"replaying ask {trial_id} proposed another cell than the journal holds "
+                                 f"(trial {proposal.trial_id}); the journal belongs to another search")
+        elif kind == "tell":
+            self.tell(trial_id, data)
+        else:
+            raise ValueError(f"unknown journal event {kind!r}")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only."""
         width = max((len(t.actions) for t in self._trials), default=0)
@@ -222,6 +248,7 @@ class Strategy:
             "space": {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
                       "combines": list(self.space.combines)},
             "seed": self.seed,
+            "events": self.num_events,
             "rng": rng_state_to_plain(self.rng),
             "generator": self.generator.get_state(),
             "trials": {
@@ -244,6 +271,8 @@ class Strategy:
         if saved_space != self.space:
             raise ValueError(f"the saved search was over {saved_space}, this strategy searches {self.space}")
         self.seed = int(state["seed"])
+        self.num_events = int(state["events"])
+        self._events = []
         self.rng.setstate(rng_state_from_plain(state["rng"]))
         self.generator.set_state(state["generator"])
         trials = state["trials"]

@@ -76,17 +76,23 @@ class Controller(nn.Module):
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> tuple[list[int], torch.Tensor]:
         """One action sequence and the log-probability of each of its decisions."""
-        state = self._initial_state(1)
-        x = self.embedding.weight[:1]
+        actions, log_probs = self.sample_batch(1, generator)
+        return actions[0], log_probs[0]
+
+    @torch.no_grad()
+    def sample_batch(self, num: int, generator: torch.Generator | None = None) -> tuple[list[list[int]], torch.Tensor]:
+        """``num`` action sequences drawn in one pass, and their per-decision log-probabilities [num, decisions]."""
+        state = self._initial_state(num)
+        x = self.embedding.weight[:1].expand(num, -1)
         actions, log_probs = [], []
         for t in range(len(self.num_choices)):
             logits, state = self._step(x, state, t)
-            logp = torch.log_softmax(logits[0], dim=-1)
-            a = int(torch.multinomial(logp.exp(), 1, generator=generator))
-            actions.append(a)
-            log_probs.append(logp[a])
-            x = self._embed(t, torch.tensor([a]))
-        return actions, torch.stack(log_probs)
+            logp = torch.log_softmax(logits, dim=-1)
+            a = torch.multinomial(logp.exp(), 1, generator=generator)
+            actions.append(a[:, 0])
+            log_probs.append(logp.gather(1, a)[:, 0])
+            x = self._embed(t, a[:, 0])
+        return torch.stack(actions, 1).tolist(), torch.stack(log_probs, 1)
 
     def evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-decision log-probabilities and entropies, both [batch, decisions], of given actions."""

@@ -42,11 +42,17 @@ class PolicyGradientStrategy(Strategy):
         tanh_constant: float | None,
         init_range: float,
         reward_shaping: str,
+        normalize_advantages: bool,
+        imitation_weight: float,
+        imitation_topk: int,
         failure_reward: float,
         dedupe: bool,
         dedupe_tries: int,
     ) -> None:
         super().__init__(space, seed, dedupe=dedupe, dedupe_tries=dedupe_tries, failure_reward=failure_reward)
+        if imitation_weight < 0 or imitation_topk < 1:
+            raise ValueError(f"imitation_weight must be >= 0 and imitation_topk >= 1, got {imitation_weight} "
+                             f"and {imitation_topk}")
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not 0.0 <= baseline_decay < 1.0:
@@ -60,6 +66,9 @@ class PolicyGradientStrategy(Strategy):
         self.baseline_decay = float(baseline_decay)
         self.update_every = int(update_every)
         self.reward_shaping = check_shaping(reward_shaping)
+        self.normalize_advantages = bool(normalize_advantages)
+        self.imitation_weight = float(imitation_weight)
+        self.imitation_topk = int(imitation_topk)
         self.controller = Controller(
             self.space.layout.num_choices_list,
             hidden_size=int(hidden_size),
@@ -71,30 +80,77 @@ class PolicyGradientStrategy(Strategy):
         )
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.lr)
         self.baseline: float | None = None
+        self.mean_square: float | None = None  # running mean of squared advantages (their scale)
         self.num_updates = 0
         self._log_probs: dict[int, torch.Tensor] = {}  # per-decision log-probs at sampling time
         self._batch: list[int] = []  # told trials not yet learned from
         self._advantages: list[float] = []
+        self._top: list[int] = []  # the imitation_topk best told trials, best first
+        # Proposals are drawn ``update_every`` at a time (one LSTM pass for all: the policy does not
+        # change between updates) and handed out one per ask; an update discards what is left.
+        self._samples: list[tuple[list[int], torch.Tensor]] = []
 
     def _propose(self) -> tuple[list[int], Any]:
-        return self.controller.sample(self.generator)
+        if not self._samples:
+            actions, log_probs = self.controller.sample_batch(self.update_every, self.generator)
+            self._samples = list(zip(actions, log_probs))
+        return self._samples.pop(0)
 
     def _asked(self, trial_id: int, info: Any) -> None:
         self._log_probs[trial_id] = info
 
     def _told(self, trial_id: int) -> None:
-        reward = shape_reward(self.learning_reward(trial_id), self.reward_shaping)
+        learning_reward = self.learning_reward(trial_id)
+        reward = shape_reward(learning_reward, self.reward_shaping)
         if self.baseline is None:
             self.baseline = reward
-        self._batch.append(trial_id)
-        self._advantages.append(reward - self.baseline)
+        advantage = reward - self.baseline
         self.baseline = self.baseline_decay * self.baseline + (1.0 - self.baseline_decay) * reward
+        if self.normalize_advantages:
+            # Scale-free steps: divide by the running root mean square of advantages (ENAS-style
+            # baselines centre the reward; this also fixes its scale, which differs between tasks).
+            square = advantage * advantage
+            self.mean_square = square if not self.mean_square else (
+                self.baseline_decay * self.mean_square + (1.0 - self.baseline_decay) * square)
+            advantage = advantage / (self.mean_square ** 0.5 + 1e-8) if self.mean_square else 0.0
+        self._batch.append(trial_id)
+        self._advantages.append(advantage)
+        self._remember_top(trial_id)
         if len(self._batch) >= self.update_every:
-            actions = torch.tensor([self._trials[i].actions for i in self._batch], dtype=torch.int64)
-            old_log_probs = torch.stack([self._log_probs.pop(i) for i in self._batch])
-            self._update(actions, old_log_probs, torch.tensor(self._advantages))
-            self.num_updates += 1
-            self._batch, self._advantages = [], []
+            self._learn()
+
+    def _remember_top(self, trial_id: int) -> None:
+        """Keep ``_top`` the ``imitation_topk`` best told trials (ties: the earlier first)."""
+        if not self.imitation_weight:
+            return
+        key = self.learning_reward
+        position = len(self._top)
+        while position > 0 and key(self._top[position - 1]) < key(trial_id):
+            position -= 1
+        self._top.insert(position, trial_id)
+        del self._top[self.imitation_topk:]
+
+    def _learn(self) -> None:
+        """One controller update on the told trials not yet learned from."""
+        actions = torch.tensor([self._trials[i].actions for i in self._batch], dtype=torch.int64)
+        old_log_probs = torch.stack([self._log_probs.pop(i) for i in self._batch])
+        self._update(actions, old_log_probs, torch.tensor(self._advantages))
+        self.num_updates += 1
+        self._batch, self._advantages = [], []
+        self._samples = []
+
+    def _evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probs and entropies of ``actions``, plus the imitation loss of the best trials so far
+        (priority-queue training, Abolafia et al. 2018: the negative log-likelihood of the
+        ``imitation_topk`` best cells pulls the policy towards them while the advantages steer it),
+        all in one pass of the controller."""
+        if not self.imitation_weight or not self._top:
+            log_probs, entropy = self.controller.evaluate(actions)
+            return log_probs, entropy, torch.zeros(())
+        best = torch.tensor([self._trials[i].actions for i in self._top], dtype=torch.int64)
+        log_probs, entropy = self.controller.evaluate(torch.cat([actions, best]))
+        n = actions.shape[0]
+        return log_probs[:n], entropy[:n], -self.imitation_weight * log_probs[n:].sum(1).mean()
 
     def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
         """Improve the controller on one minibatch of told trials."""
@@ -105,7 +161,10 @@ class PolicyGradientStrategy(Strategy):
             "controller": self.controller.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "baseline": self.baseline,
+            "mean_square": self.mean_square,
             "num_updates": self.num_updates,
+            "top": list(self._top),
+            "samples": [(list(a), lp) for a, lp in self._samples],
             "log_probs": {int(i): lp for i, lp in self._log_probs.items()},
             "batch": list(self._batch),
             "advantages": list(self._advantages),
@@ -115,7 +174,10 @@ class PolicyGradientStrategy(Strategy):
         self.controller.load_state_dict(state["controller"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        self.mean_square = None if state["mean_square"] is None else float(state["mean_square"])
         self.num_updates = int(state["num_updates"])
+        self._top = [int(i) for i in state["top"]]
+        self._samples = [([int(a) for a in actions], lp.clone()) for actions, lp in state["samples"]]
         self._log_probs = {int(i): lp.clone() for i, lp in state["log_probs"].items()}
         self._batch = [int(i) for i in state["batch"]]
         self._advantages = [float(a) for a in state["advantages"]]
@@ -142,12 +204,16 @@ class PPO(PolicyGradientStrategy):
         tanh_constant: float | None = None,
         init_range: float = 0.1,
         reward_shaping: str = "accuracy",
+        normalize_advantages: bool = False,
+        imitation_weight: float = 0.0,
+        imitation_topk: int = 5,
         failure_reward: float = 0.0,
         dedupe: bool = False,
         dedupe_tries: int = 100,
     ) -> None:
         super().__init__(space, seed, lr, entropy_weight, baseline_decay, update_every, hidden_size, num_layers,
-                         temperature, tanh_constant, init_range, reward_shaping, failure_reward, dedupe, dedupe_tries)
+                         temperature, tanh_constant, init_range, reward_shaping, normalize_advantages, imitation_weight,
+                         imitation_topk, failure_reward, dedupe, dedupe_tries)
         if clip <= 0:
             raise ValueError(f"clip must be positive, got {clip}")
         if ppo_epochs < 1:
@@ -158,10 +224,10 @@ class PPO(PolicyGradientStrategy):
     def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
         adv = advantages[:, None]
         for _ in range(self.ppo_epochs):
-            log_probs, entropy = self.controller.evaluate(actions)
+            log_probs, entropy, imitation = self._evaluate(actions)
             ratio = torch.exp(log_probs - old_log_probs)
             surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - self.clip, 1.0 + self.clip) * adv)
-            loss = -(surrogate.sum(1) + self.entropy_weight * entropy.sum(1)).mean()
+            loss = -(surrogate.sum(1) + self.entropy_weight * entropy.sum(1)).mean() + imitation
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
@@ -186,16 +252,20 @@ class Reinforce(PolicyGradientStrategy):
         tanh_constant: float | None = None,
         init_range: float = 0.1,
         reward_shaping: str = "cubed",
+        normalize_advantages: bool = False,
+        imitation_weight: float = 0.0,
+        imitation_topk: int = 5,
         failure_reward: float = 0.0,
         dedupe: bool = False,
         dedupe_tries: int = 100,
     ) -> None:
         super().__init__(space, seed, lr, entropy_weight, baseline_decay, update_every, hidden_size, num_layers,
-                         temperature, tanh_constant, init_range, reward_shaping, failure_reward, dedupe, dedupe_tries)
+                         temperature, tanh_constant, init_range, reward_shaping, normalize_advantages, imitation_weight,
+                         imitation_topk, failure_reward, dedupe, dedupe_tries)
 
     def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
-        log_probs, entropy = self.controller.evaluate(actions)
-        loss = -(log_probs.sum(1) * advantages + self.entropy_weight * entropy.sum(1)).mean()
+        log_probs, entropy, imitation = self._evaluate(actions)
+        loss = -(log_probs.sum(1) * advantages + self.entropy_weight * entropy.sum(1)).mean() + imitation
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
