@@ -1,4 +1,5 @@
-"""Strategy state on disk: snapshots plus a journal replay to the exact state; a torn last record is dropped."""
+"""Strategy state on disk: snapshots plus a journal replay to the exact state; a torn last record is
+dropped. Withdrawn proposals do not distort a strategy."""
 import random
 
 import pytest
@@ -34,12 +35,18 @@ def same(a, b) -> bool:
 
 
 def drive(strategy, files: StrategyStateFiles | None, steps: int, seed: int = 0) -> None:
-    """Asks and out-of-order tells (some failed), saving after each, as the search loop does."""
+    """Asks, out-of-order tells (some failed), withdrawals and outside trials, saving after each, as
+    the search loop does."""
     rng = random.Random(seed)
     pending = [p.trial_id for p in strategy.pending()]
     for _ in range(steps):
-        if len(pending) < 3 or rng.random() < 0.4:
+        u = rng.random()
+        if len(pending) < 3 or u < 0.4:
             pending.append(strategy.ask().trial_id)
+        elif u < 0.45:
+            strategy.withdraw(pending.pop(rng.randrange(len(pending))))
+        elif u < 0.5:
+            strategy.add_trial(SPACE.sample(rng), rng.random())
         else:
             trial_id = pending.pop(rng.randrange(len(pending)))
             strategy.tell(trial_id, None if rng.random() < 0.1 else rng.random())
@@ -111,3 +118,26 @@ def test_a_journal_of_another_search_is_refused(tmp_path):
     (tmp_path / "0" / "state.pt.journal").write_bytes((tmp_path / "1" / "state.pt.journal").read_bytes())
     with pytest.raises(StateFileError, match="proposed another cell"):
         StrategyStateFiles(tmp_path / "0" / "state.pt").load(build_strategy("random", SPACE, seed=0))
+
+
+@pytest.mark.parametrize("name", ["ppo", "reinforce", "evolution", "progressive"])
+def test_withdrawn_proposals_do_not_count(name):
+    """Every third proposal is withdrawn: learning only sees told trials, and nothing stalls."""
+    strategy = build_strategy(name, SPACE, seed=0, **FAST[name])
+    told = 0
+    for i in range(60):
+        proposal = strategy.ask()
+        if i % 3 == 2:
+            strategy.withdraw(proposal.trial_id)
+        else:
+            strategy.tell(proposal.trial_id, random.Random(i).random())
+            told += 1
+    if name in ("ppo", "reinforce"):
+        assert strategy.num_updates == told // strategy.update_every
+        assert set(strategy._log_probs) == set(strategy._batch)  # nothing kept of withdrawn proposals
+    elif name == "evolution":
+        assert all(strategy.is_told(i) for i in strategy.population)
+        # the random start lasts population_size *evaluated* proposals: the withdrawn ones add to it
+        assert strategy.num_asked - strategy.num_withdrawn >= strategy.population_size
+    else:
+        assert strategy.stage_blocks == SPACE.num_blocks  # the stages did not wait for withdrawn proposals

@@ -24,8 +24,8 @@ from cellsearch.space.genotype import Genotype, SearchSpace
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 2
-_PENDING, _OK, _FAILED = 0, 1, 2
-STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed"}
+_PENDING, _OK, _FAILED, _WITHDRAWN = 0, 1, 2, 3
+STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed", _WITHDRAWN: "withdrawn"}
 REWARD_SHAPINGS: tuple[str, ...] = ("accuracy", "cubed")
 
 
@@ -115,7 +115,7 @@ class Strategy:
         self._trials: list[Trial] = []
         self._proposed_keys: set[str] = set()
         self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space}
-        self.num_events = 0  # asks, tells, ... so far: a saved journal replays them in this order
+        self.num_events = 0  # asks, tells, withdrawals, added trials so far: a journal replays them in order
         self._events: list[tuple] = []  # (sequence number, kind, trial id, data) not yet taken
 
     # --- the public interface -------------------------------------------------------------------
@@ -139,6 +139,45 @@ class Strategy:
 
     def tell(self, trial_id: int, reward: float | None) -> None:
         """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        self._tell(trial_id, reward)
+        self._record("tell", operator.index(trial_id), self._trials[trial_id].reward)
+
+    def _tell(self, trial_id: int, reward: float | None) -> None:
+        trial = self._pending_trial(trial_id)
+        trial_id = operator.index(trial_id)
+        if reward is None or math.isnan(float(reward)):
+            trial.status = _FAILED
+        else:
+            trial.reward = float(reward)
+            trial.status = _OK
+        self._told(trial_id)
+
+    def withdraw(self, trial_id: int) -> None:
+        """Drop a pending proposal without evaluating it (a pre-judger passed it over): it is not a
+        trial, the strategy does not learn from it, and its genotype may be proposed again."""
+        trial = self._pending_trial(trial_id)
+        trial.status = _WITHDRAWN
+        self._proposed_keys.discard(trial.key)
+        self._withdrawn(operator.index(trial_id))
+        self._record("withdraw", operator.index(trial_id), None)
+
+    def add_trial(self, genotype: Genotype, reward: float | None) -> int:
+        """Register a trial evaluated elsewhere (its reward, or None if it failed) and return its id,
+        as if it had been asked and told (rebuilding a strategy from a trial store, warm starts)."""
+        actions = self.space.encode(genotype)  # raises GenotypeError for a genotype outside this space
+        trial_id = len(self._trials)
+        self._trials.append(Trial(actions=actions, genotype=genotype, key=genotype.key()))
+        self._proposed_keys.add(genotype.key())
+        self._added(trial_id)
+        self._tell(trial_id, reward)
+        self._record("add_trial", trial_id, [genotype.to_json(), self._trials[trial_id].reward])
+        return trial_id
+
+    def pending(self) -> list[Proposal]:
+        """Proposals asked and not yet told, in ask order."""
+        return [Proposal(i, t.genotype) for i, t in enumerate(self._trials) if t.status == _PENDING]
+
+    def _pending_trial(self, trial_id: int) -> Trial:
         try:
             trial_id = operator.index(trial_id)  # ints from numpy or a database are fine too
         except TypeError:
@@ -147,18 +186,8 @@ class Strategy:
             raise KeyError(f"unknown trial_id {trial_id}: this strategy has proposed trials 0..{len(self._trials) - 1}")
         trial = self._trials[trial_id]
         if trial.status != _PENDING:
-            raise ValueError(f"trial {trial_id} was already told (status {STATUS_NAMES[trial.status]})")
-        if reward is None or math.isnan(float(reward)):
-            trial.status = _FAILED
-        else:
-            trial.reward = float(reward)
-            trial.status = _OK
-        self._told(trial_id)
-        self._record("tell", trial_id, trial.reward)
-
-    def pending(self) -> list[Proposal]:
-        """Proposals asked and not yet told, in ask order."""
-        return [Proposal(i, t.genotype) for i, t in enumerate(self._trials) if t.status == _PENDING]
+            raise ValueError(f"trial {trial_id} was already told or withdrawn (status {STATUS_NAMES[trial.status]})")
+        return trial
 
     @property
     def num_asked(self) -> int:
@@ -166,7 +195,7 @@ class Strategy:
 
     @property
     def num_told(self) -> int:
-        return sum(t.status != _PENDING for t in self._trials)
+        return sum(t.status in (_OK, _FAILED) for t in self._trials)
 
     def best(self) -> tuple[int, Genotype, float] | None:
         """(trial_id, genotype, reward) of the best successful trial so far, or None."""
@@ -195,7 +224,7 @@ class Strategy:
         return trial.reward if trial.status == _OK else self.failure_reward
 
     def is_told(self, trial_id: int) -> bool:
-        return self._trials[trial_id].status != _PENDING
+        return self._trials[trial_id].status in (_OK, _FAILED)
 
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
@@ -207,6 +236,12 @@ class Strategy:
 
     def _told(self, trial_id: int) -> None:
         """Called after the reward (or failure) of ``trial_id`` was recorded."""
+
+    def _withdrawn(self, trial_id: int) -> None:
+        """Called after the pending proposal ``trial_id`` was withdrawn: forget what ``_asked`` kept of it."""
+
+    def _added(self, trial_id: int) -> None:
+        """Called when :meth:`add_trial` registers ``trial_id`` (before it is told); ``_asked`` is not called."""
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -234,6 +269,12 @@ class Strategy:
                                  f"(trial {proposal.trial_id}); the journal belongs to another search")
         elif kind == "tell":
             self.tell(trial_id, data)
+        elif kind == "withdraw":
+            self.withdraw(trial_id)
+        elif kind == "add_trial":
+            added = self.add_trial(Genotype.from_json(data[0]), data[1])
+            if added != trial_id:
+                raise ValueError(f"replaying add_trial gave trial {added}, the journal holds {trial_id}")
         else:
             raise ValueError(f"unknown journal event {kind!r}")
 
@@ -284,5 +325,6 @@ class Strategy:
             genotype = self.decode(actions)
             key = genotype.key()
             self._trials.append(Trial(actions, genotype, key, None if status != _OK else float(reward), int(status)))
-            self._proposed_keys.add(key)
+            if status != _WITHDRAWN:
+                self._proposed_keys.add(key)
         self._load_extra_state(state["extra"])

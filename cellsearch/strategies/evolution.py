@@ -69,9 +69,10 @@ class RegularizedEvolution(Strategy):
         self.sample_size = int(sample_size)
         self.identity_prob = float(identity_prob)
         self.population: list[int] = []  # trial ids, oldest first
+        self.num_withdrawn = 0  # withdrawn proposals do not count towards the random start
 
     def _propose(self) -> tuple[list[int], Any]:
-        if self.num_asked < self.population_size or not self.population:
+        if self.num_asked - self.num_withdrawn < self.population_size or not self.population:
             return random_actions(self.space, self.rng), None
         sample = [self.rng.choice(self.population) for _ in range(self.sample_size)]
         parent = max(sample, key=self.learning_reward)
@@ -82,8 +83,12 @@ class RegularizedEvolution(Strategy):
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
+    def _withdrawn(self, trial_id: int) -> None:
+        self.num_withdrawn += 1
+
     def _extra_state(self) -> dict[str, Any]:
-        return {"population": list(self.population)}
+        return {"population": list(self.population), "num_withdrawn": self.num_withdrawn}
 
     def _load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.population = [int(i) for i in state["population"]]
+        self.num_withdrawn = int(state["num_withdrawn"])

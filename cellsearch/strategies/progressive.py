@@ -224,6 +224,11 @@ class ProgressiveSearch(Strategy):
         if len(self._planned) < self._planned_size:
             self._planned.append(trial_id)
 
+    def _withdrawn(self, trial_id: int) -> None:
+        # The stage waits for its planned proposals to be told: the next proposal takes this one's place.
+        if trial_id in self._planned:
+            self._planned.remove(trial_id)
+
     def _extra_state(self) -> dict[str, Any]:
         return {
             "stage_blocks": self.stage_blocks,

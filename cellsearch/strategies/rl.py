@@ -99,6 +99,16 @@ class PolicyGradientStrategy(Strategy):
     def _asked(self, trial_id: int, info: Any) -> None:
         self._log_probs[trial_id] = info
 
+    def _withdrawn(self, trial_id: int) -> None:
+        # Never evaluated: it must not enter an update (its advantage would be made up).
+        self._log_probs.pop(trial_id)
+
+    def _added(self, trial_id: int) -> None:
+        # Evaluated elsewhere: learn from it as from a sample of the current policy (PPO ratio 1).
+        with torch.no_grad():
+            actions = torch.tensor([self._trials[trial_id].actions], dtype=torch.int64)
+            self._log_probs[trial_id] = self.controller.evaluate(actions)[0][0]
+
     def _told(self, trial_id: int) -> None:
         learning_reward = self.learning_reward(trial_id)
         reward = shape_reward(learning_reward, self.reward_shaping)
