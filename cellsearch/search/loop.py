@@ -291,7 +291,7 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     search_node = {k: v for k, v in cfg.search.items() if k != "budget"}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
-    evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
+    evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if not isinstance(executor, LocalExecutor):
@@ -299,6 +299,11 @@ def run_search(cfg: DictConfig) -> SearchSummary:
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).
         torch.set_num_threads(1)
     name = getattr(strategy, "name", type(strategy).__name__)
+    needed, why = strategy.min_budget()
+    if cfg.search.budget < needed:
+        log.warning("search.budget=%d is too small for %s as configured: %s, so it needs at least %d children "
+                    "to learn anything; raise search.budget or lower those settings", cfg.search.budget, name, why,
+                    needed)
     run_dir = Path(cfg.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -226,6 +226,10 @@ class Strategy:
     def is_told(self, trial_id: int) -> bool:
         return self._trials[trial_id].status in (_OK, _FAILED)
 
+    def min_budget(self) -> tuple[int, str]:
+        """Fewest children with which these settings learn anything, and why (0 = any budget)."""
+        return 0, ""
+
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
         """Return flat actions of a new proposal and any per-trial info for :meth:`_asked`."""

@@ -71,6 +71,9 @@ class RegularizedEvolution(Strategy):
         self.population: list[int] = []  # trial ids, oldest first
         self.num_withdrawn = 0  # withdrawn proposals do not count towards the random start
 
+    def min_budget(self) -> tuple[int, str]:
+        return 2 * self.population_size, f"the first population_size={self.population_size} children are random"
+
     def _propose(self) -> tuple[list[int], Any]:
         if self.num_asked - self.num_withdrawn < self.population_size or not self.population:
             return random_actions(self.space, self.rng), None

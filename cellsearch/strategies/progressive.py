@@ -145,6 +145,11 @@ class ProgressiveSearch(Strategy):
         self._planned: list[int] = []  # the stage's first proposals; the stage ends when all are told
         self._planned_size = 0
 
+    def min_budget(self) -> tuple[int, str]:
+        children = self.num_initial + (self.space.num_blocks - 1) * self.beam_size
+        return children, (f"cells reach {self.space.num_blocks} blocks after num_initial={self.num_initial} + "
+                          f"{self.space.num_blocks - 1} stages of beam_size={self.beam_size} children")
+
     # --- stages ---------------------------------------------------------------------------------
     def _stage_complete(self) -> bool:
         return len(self._planned) >= self._planned_size and all(self.is_told(i) for i in self._planned)
