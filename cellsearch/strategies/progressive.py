@@ -16,6 +16,9 @@ ensemble of MLPs or LSTMs).
 
 Asynchronous use: a stage is finished when its first K proposals are told. If more proposals are
 asked before that, the next-ranked candidates of the stage are proposed.
+
+Cost that does not grow with the search: the beam and the surrogate look at the ``history`` most
+recent told trials only (by trial id), and each trial's features are computed once.
 """
 from __future__ import annotations
 
@@ -118,6 +121,7 @@ class ProgressiveSearch(Strategy):
         surrogate_steps: int = 200,
         surrogate_lr: float = 0.003,
         surrogate_weight_decay: float = 1e-4,
+        history: int = 512,
         dedupe: bool = False,
         dedupe_tries: int = 100,
         failure_reward: float = 0.0,
@@ -137,6 +141,10 @@ class ProgressiveSearch(Strategy):
         self.surrogate_steps = int(surrogate_steps)
         self.surrogate_lr = float(surrogate_lr)
         self.surrogate_weight_decay = float(surrogate_weight_decay)
+        if history < 1:
+            raise ValueError(f"history must be at least 1, got {history}")
+        self.history = int(history)
+        self._features: dict[int, torch.Tensor] = {}  # trial id -> its surrogate features (a cache)
         self.features = CellFeatures(self.space)
         self.stage_blocks = 0  # blocks per cell of the current stage's proposals; 0 = not started
         self.num_stages = 0
@@ -165,7 +173,7 @@ class ProgressiveSearch(Strategy):
             self._planned_size = self.num_initial
             return
         size = self.space.layout.with_blocks(self.stage_blocks).size
-        told = [i for i, t in enumerate(self._trials) if self.is_told(i) and len(t.actions) == size]
+        told = [i for i in self._recent_told() if len(self._trials[i].actions) == size]
         self._parents = sorted(told, key=self.learning_reward, reverse=True)[:self.beam_size]
         self.stage_blocks = min(self.stage_blocks + 1, self.space.num_blocks)
         candidates = self._distinct(self._candidate, self.num_expansions)
@@ -199,10 +207,25 @@ class ProgressiveSearch(Strategy):
                     break
         return out
 
+    def _recent_told(self) -> list[int]:
+        """Ids of the ``history`` most recent told trials (pending ones are skipped; few are in flight)."""
+        out = []
+        for i in range(self.num_asked - 1, -1, -1):
+            if self.is_told(i):
+                out.append(i)
+                if len(out) == self.history:
+                    break
+        return out[::-1]
+
     def _fit_surrogate(self) -> Surrogate:
         """Train a fresh surrogate on every told trial (rewards standardized)."""
-        told = [i for i in range(self.num_asked) if self.is_told(i)]
-        x = self.features([self._trials[i].actions for i in told])
+        told = self._recent_told()
+        for i in told:
+            if i not in self._features:
+                self._features[i] = self.features([self._trials[i].actions])[0]
+        oldest = min(told)
+        self._features = {i: f for i, f in self._features.items() if i >= oldest}
+        x = torch.stack([self._features[i] for i in told])
         y = torch.tensor([self.learning_reward(i) for i in told])
         y = (y - y.mean()) / (y.std(unbiased=False) + 1e-6)
         model = Surrogate(self.features.size, self.surrogate_hidden, self.generator)
