@@ -7,6 +7,7 @@ when there are several). A rerun in the same run directory resumes from ``last.c
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -21,9 +22,17 @@ log = logging.getLogger("cellsearch")
 WEIGHTS_DIR = "weights"
 
 
-def run_retrain(cfg: DictConfig) -> Path:
+@dataclass(frozen=True)
+class RetrainResult:
+    """Where the trained weights went, and the network's accuracy on the test split."""
+
+    weights: Path
+    test_accuracy: float | None  # None when the dataset has no test split
+
+
+def run_retrain(cfg: DictConfig) -> RetrainResult:
     """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
-    directory, if any), test it, and export the weights for timm; returns the weights folder."""
+    directory, if any), test it, and export the weights for timm."""
     if cfg.cell is None:
         raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
     genotype = load_genotype(cfg.cell)
@@ -35,7 +44,7 @@ def run_retrain(cfg: DictConfig) -> Path:
     if last:
         log.info("resuming from %s", last[-1])
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
-    trainer.test(module, datamodule=datamodule)
+    tested = trainer.test(module, datamodule=datamodule)
     out = run_dir / WEIGHTS_DIR
     if trainer.is_global_zero:
         splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
@@ -43,4 +52,5 @@ def run_retrain(cfg: DictConfig) -> Path:
                                                mean=splits.mean, std=splits.std)
         export_weights(module.model, out, **stats)
         log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
-    return out
+    accuracy = tested[0].get("test_acc") if tested else None
+    return RetrainResult(out, None if accuracy is None else float(accuracy))

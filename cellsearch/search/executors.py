@@ -28,6 +28,7 @@ from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
 from cellsearch.space.genotype import Genotype
+from cellsearch.validation import integer, number_in, positive_int
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
 
@@ -179,15 +180,13 @@ class PoolExecutor(Executor):
                  gpus: list[int] | None = None, threads_per_worker: int | None = None, max_retries: int = 1):
         super().__init__(evaluator, seed)
         evaluator.check_single_device()
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        integer(max_retries, "executor.max_retries", 0)
         if gpus is None and evaluator.accelerator in ("auto", "gpu", "cuda"):
             gpus = list(range(torch.cuda.device_count()))
         gpus = list(gpus or [])
         if num_workers is None:
             num_workers = len(gpus) or max(1, (os.cpu_count() or 1) // 4)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
-            raise ConfigError(f"num_workers must be a positive integer, got {num_workers!r}")
+        positive_int(num_workers, "executor.num_workers")
         if gpus and num_workers > len(gpus):
             raise ConfigError(f"num_workers={num_workers} but only {len(gpus)} GPU(s) {gpus}: one worker per GPU")
         self.num_workers = num_workers
@@ -341,8 +340,8 @@ class RayExecutor(Executor):
                  init_kwargs: Mapping[str, Any] | None = None):
         ray = _import_ray()
         super().__init__(evaluator, seed)
-        if num_cpus_per_child <= 0 or (num_gpus_per_child is not None and num_gpus_per_child < 0):
-            raise ConfigError("num_cpus_per_child must be > 0 and num_gpus_per_child >= 0")
+        number_in(num_cpus_per_child, "executor.num_cpus_per_child", 0, low_open=True)
+        number_in(num_gpus_per_child, "executor.num_gpus_per_child", 0, optional=True)
         self._ray = ray
         self._pending: dict[Any, tuple[int, float]] = {}
         self._owns_ray = not ray.is_initialized()

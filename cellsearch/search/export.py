@@ -13,6 +13,7 @@ from pathlib import Path
 from cellsearch.data import ConfigError
 from cellsearch.space.genotype import Genotype, save_genotype
 from cellsearch.search.store import TRIALS_FILE, TrialStore
+from cellsearch.validation import positive_int
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -21,8 +22,7 @@ def export_paths(name: str, top_k: int = 1, out_dir: "str | Path" = "cells", ove
     """The files an export of ``top_k`` cells under ``name`` writes; ConfigError if it cannot."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"export.name must be a file name of letters, digits, '_', '.' or '-', got {name!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"export.top_k must be a positive integer, got {top_k!r}")
+    positive_int(top_k, "export.top_k")
     paths = [Path(out_dir) / (f"{name}.yaml" if rank == 1 else f"{name}_{rank}.yaml") for rank in range(1, top_k + 1)]
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:

@@ -38,6 +38,7 @@ from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles, atomic_write
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
+from cellsearch.validation import integer, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,8 @@ class SearchSummary:
 
 
 def check_budget(budget: object) -> None:
-    """Raise ValueError unless ``budget`` is a positive number of children."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"search.budget must be a positive number of children, got {budget!r}")
+    """Raise ConfigError unless ``budget`` is a positive number of children."""
+    positive_int(budget, "search.budget")
 
 
 def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
@@ -270,8 +270,13 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
     """``node``'s ``_target_`` called with its plain values and those of ``objects`` (a space, a child
     config, an evaluator) that it takes; a value it rejects raises ConfigError naming the group ``what``."""
     factory = instantiate(node, _partial_=True, _convert_="all")
-    accepted = inspect.signature(factory).parameters
+    target = getattr(factory, "func", factory)
+    accepted = inspect.signature(target).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(getattr(factory, "keywords", {})) - set(accepted))
+        if unknown:
+            settings = sorted(set(accepted) - set(objects) - {"self"})
+            raise ConfigError(f"{what}.{unknown[0]} is not a setting of {target.__name__}; it takes {settings}")
         objects = {k: v for k, v in objects.items() if k in accepted}
     try:
         return factory(**objects)
@@ -281,9 +286,14 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
         raise ConfigError(f"{what}: {err}") from err
 
 
-def run_search(cfg: DictConfig) -> SearchSummary:
+def run_search(cfg: DictConfig) -> Any:
     """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots."""
+    if cfg.search.get("_target_") == "cellsearch.search.darts.DartsConfig":  # search=darts: no ask/tell loop
+        from cellsearch.search.darts import run_darts
+
+        return run_darts(cfg)
     check_budget(cfg.search.budget)
+    integer(cfg.seed, "seed", 0)
     if cfg.export.name:  # fail now, not after the search
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     settings = search_settings(cfg)
@@ -294,6 +304,9 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
+    if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
+        executor.close()
+        raise ConfigError("the one-shot evaluator keeps its supernet in this process: use executor=local")
     if not isinstance(executor, LocalExecutor):
         # Children train in other processes that use the cores. The controller is a small LSTM; with several
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).
@@ -313,6 +326,10 @@ def run_search(cfg: DictConfig) -> SearchSummary:
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget).run()
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
+            if getattr(evaluator, "name", "") == "oneshot":  # name the best cell on stand-alone accuracy
+                from cellsearch.search.final import finish_oneshot_search
+
+                finish_oneshot_search(evaluator, store.rows(), run_dir, cfg.seed)
     finally:
         executor.close()
     if cfg.export.name:
