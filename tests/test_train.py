@@ -72,7 +72,7 @@ def stored(run_dir):
 
 def test_the_defaults_are_the_documented_ones():
     cfg = config()
-    assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.00035 and cfg.search.update_every == 20
+    assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.005 and cfg.search.update_every == 5
     assert cfg.data.name == "cifar10" and cfg.task.name == "search" and cfg.seed == 0
     assert cfg.executor._target_.endswith("LocalExecutor")
     assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space
@@ -132,6 +132,7 @@ def test_task_and_experiment_presets_compose_as_documented(tmp_path):
     paper = config("experiment=nasnet_paper")
     assert paper.search.budget == 20000 and paper.child.epochs == 20 and paper.child.cells_per_stage == 2
     assert paper.data.name == "cifar10" and paper.search._target_.endswith(".PPO")
+    assert paper.search.lr == 0.00035 and paper.search.update_every == 20 and paper.search.tanh_constant is None
     # the task decides the child: the paper preset still retrains the full-size network
     assert config("experiment=nasnet_paper", "task=retrain").child.epochs == 600
     # and the command line decides over both

@@ -1,20 +1,20 @@
 """The search loop: a strategy proposes cells, an executor trains them, the trial store keeps them.
 
 The loop keeps ``executor.capacity`` children in flight. Each proposal is recorded in the strategy
-state (saved atomically) before it is submitted; each result is committed to the trial store before
+state (journaled) before it is submitted; each result is committed to the trial store before
 the strategy learns from it, and the state is saved again. So whenever the process dies, the run
 directory holds every finished child, and a rerun resumes: proposals whose rows are in the store
 are told, the others are trained again under the same trial id, and the search stops once the
 store holds ``budget`` children.
 
-Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``,
+Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``
+and its journal ``strategy_state.pt.journal`` (see :mod:`cellsearch.search.strategy_state`),
 ``search_settings.yaml`` (what must not change on resume), ``best_cell.yaml`` (kept up to date),
 and at the end ``rewards.png`` and ``best_cell.png``.
 """
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import sqlite3
 import time
@@ -39,6 +39,7 @@ from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
+from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 from cellsearch.validation import integer, positive_int
 
@@ -77,27 +78,6 @@ class SearchSummary:
 def check_budget(budget: object) -> None:
     """Raise ConfigError unless ``budget`` is a positive number of children."""
     positive_int(budget, "search.budget")
-
-
-def save_strategy_state(strategy: Strategy, path: Path) -> None:
-    """Write ``strategy.state_dict()`` atomically."""
-    buffer = io.BytesIO()  # serialised first: a full disk then raises OSError, not torch's "unexpected pos"
-    torch.save(strategy.state_dict(), buffer)
-    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-
-
-def load_strategy_state(strategy: Strategy, path: Path) -> None:
-    """Restore a strategy from :func:`save_strategy_state` (plain tensors and containers only)."""
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one, and the way out
-        reason = "the file is empty" if path.stat().st_size == 0 else str(err).strip().splitlines()[0]
-        raise ResumeError(f"cannot read the strategy state {path} ({reason}): it is truncated or damaged; run "
-                          f"again with search.rebuild_state=true to rebuild it from {TRIALS_FILE}") from None
-    try:
-        strategy.load_state_dict(state)
-    except (KeyError, ValueError) as err:
-        raise ResumeError(f"cannot resume from {path}: {err}") from None
 
 
 def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
@@ -146,19 +126,25 @@ class SearchLoop:
         self.budget = budget
         self.state_path = self.run_dir / STATE_FILE
         self.rebuild_state = rebuild_state
+        self.state_files = StrategyStateFiles(self.state_path)
         self.best: TrialRow | None = None
 
     # --- one step at a time ---------------------------------------------------------------------
     def _save_state(self) -> None:
-        save_strategy_state(self.strategy, self.state_path)
+        """Journal what the strategy did (a snapshot now and then): cost per child stays flat."""
+        self.state_files.save(self.strategy)
 
     def _resume(self) -> list[Proposal]:
         """Restore the strategy; tell it the children it missed; return those to train again."""
         num_stored = len(self.store)
         if self.rebuild_state:
             self._rebuild()
-        elif self.state_path.exists():
-            load_strategy_state(self.strategy, self.state_path)
+        elif self.state_files.exists():
+            try:
+                self.state_files.load(self.strategy)
+            except StateFileError as err:
+                raise ResumeError(f"{err}; if the file is truncated or damaged, run again with "
+                                  f"search.rebuild_state=true to rebuild it from {TRIALS_FILE}") from None
             self._check_store_holds_told()
         elif num_stored:
             raise ResumeError(f"{self.store.path} holds {num_stored} children but {self.state_path} is missing, "
@@ -247,6 +233,8 @@ class SearchLoop:
             log.warning("interrupted with %d children in flight; run again with the same run directory "
                         "(hydra.run.dir=%s) to resume", len(in_flight), self.run_dir)
             raise
+        finally:
+            self.state_files.close()
         return SearchSummary(run_dir=self.run_dir, budget=self.budget, num_trials=progress.num_done,
                              num_trained=progress.num_trained, seconds=time.perf_counter() - start, best=self.best)
 
@@ -364,7 +352,7 @@ def _run_search(cfg: DictConfig) -> Any:
     search_node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
-    evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
+    evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
@@ -375,6 +363,11 @@ def _run_search(cfg: DictConfig) -> Any:
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).
         torch.set_num_threads(1)
     name = getattr(strategy, "name", type(strategy).__name__)
+    needed, why = strategy.min_budget()
+    if cfg.search.budget < needed:
+        log.warning("search.budget=%d is too small for %s as configured: %s, so it needs at least %d children "
+                    "to learn anything; raise search.budget or lower those settings", cfg.search.budget, name, why,
+                    needed)
     run_dir = Path(cfg.run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,13 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
+
+from cellsearch.space.layout import BLOCK_DECISIONS, CELL_TYPES, NUM_CELL_INPUTS, ActionLayout, Decision
 
 # The 13 ops of the NASNet search space (Zoph et al. 2018, sec. 3).
 NASNET_OPS: tuple[str, ...] = (
@@ -36,8 +39,6 @@ NASNET_OPS: tuple[str, ...] = (
     "sep_conv_7x7",
 )
 COMBINES: tuple[str, ...] = ("add", "concat")
-CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
-NUM_CELL_INPUTS = 2
 
 
 # Far above any genotype file (the largest space's is about 2 kB): larger files are refused unread.
@@ -333,22 +334,6 @@ def save_genotype(genotype: Genotype, path: "str | Path") -> Path:
 # --- the search space and the controller's action encoding -----------------------------------------
 
 @dataclass(frozen=True)
-class Decision:
-    """One choice the controller makes: which cell and block, what is chosen, and how many options."""
-
-    cell: str
-    block: int
-    kind: str  # "input", "op" or "combine"
-    slot: int  # 0 or 1 for the block's first or second (input, op) pair; 0 for combine
-    num_choices: int
-
-    @property
-    def name(self) -> str:
-        suffix = "" if self.kind == "combine" else f"_{'ab'[self.slot]}"
-        return f"{self.cell}.b{self.block}.{self.kind}{suffix}"
-
-
-@dataclass(frozen=True)
 class SearchSpace:
     """Which ops, how many blocks per cell, and which combine methods the search may choose."""
 
@@ -375,23 +360,19 @@ class SearchSpace:
         if unknown:
             raise GenotypeError(f"unknown op(s) {unknown} in the search space; valid ops are {sorted(OPS)}")
 
+    @cached_property
+    def layout(self) -> ActionLayout:
+        """How a genotype of this space is laid out as a flat action sequence (see ``layout.py``)."""
+        return ActionLayout(self.num_blocks, len(self.ops), len(self.combines))
+
     def decisions(self) -> list[Decision]:
         """The flat action space, in the order the controller emits it: per cell, per block,
         input A, input B, op A, op B, combine (NASNet, sec. 3)."""
-        out = []
-        for cell_type in CELL_TYPES:
-            for b in range(self.num_blocks):
-                num_inputs = NUM_CELL_INPUTS + b
-                out.append(Decision(cell_type, b, "input", 0, num_inputs))
-                out.append(Decision(cell_type, b, "input", 1, num_inputs))
-                out.append(Decision(cell_type, b, "op", 0, len(self.ops)))
-                out.append(Decision(cell_type, b, "op", 1, len(self.ops)))
-                out.append(Decision(cell_type, b, "combine", 0, len(self.combines)))
-        return out
+        return list(self.layout.decisions)
 
     @property
     def num_decisions(self) -> int:
-        return 2 * 5 * self.num_blocks
+        return self.layout.size
 
     def cell_size(self) -> int:
         """Number of distinct action sequences for one cell: prod_b (2+b)^2 * |ops|^2 * |combines|."""
@@ -399,40 +380,41 @@ class SearchSpace:
                          for b in range(self.num_blocks))
 
     def size(self) -> int:
-        return self.cell_size() ** 2
+        return self.cell_size() ** self.layout.num_cells
 
     def encode(self, genotype: Genotype) -> list[int]:
         """Flat action sequence for ``genotype`` (inverse of :meth:`decode`)."""
         self.validate(genotype)
-        actions = []
-        for cell in (genotype.normal, genotype.reduce):
-            for b in cell.blocks:
-                actions += [b.inputs[0], b.inputs[1], self.ops.index(b.ops[0]), self.ops.index(b.ops[1]),
-                            self.combines.index(b.combine)]
-        return actions
+        choice = {
+            "input": lambda b, slot: b.inputs[slot],
+            "op": lambda b, slot: self.ops.index(b.ops[slot]),
+            "combine": lambda b, slot: self.combines.index(b.combine),
+        }
+        return self.layout.join([[[choice[kind](b, slot) for kind, slot in BLOCK_DECISIONS] for b in cell.blocks]
+                                 for cell in (genotype.normal, genotype.reduce)])
 
     def decode(self, actions: Sequence[int]) -> Genotype:
         """Genotype for a flat action sequence; the output list follows the loose-ends rule."""
-        decisions = self.decisions()
+        decisions = self.layout.decisions
         if len(actions) != len(decisions):
             raise GenotypeError(f"expected {len(decisions)} actions for this search space, got {len(actions)}")
         for d, a in zip(decisions, actions):
             if not 0 <= int(a) < d.num_choices:
                 raise GenotypeError(f"action for {d.name} is {a}; it must be in 0..{d.num_choices - 1}")
         cells = []
-        per_cell = 5 * self.num_blocks
-        for c in range(len(CELL_TYPES)):
-            chunk = [int(a) for a in actions[c * per_cell:(c + 1) * per_cell]]
-            blocks = [
-                Block(inputs=(ia, ib), ops=(self.ops[oa], self.ops[ob]), combine=self.combines[cm])
-                for ia, ib, oa, ob, cm in (chunk[i:i + 5] for i in range(0, per_cell, 5))
-            ]
-            cells.append(Cell.from_blocks(blocks))
+        for blocks in self.layout.split(actions):
+            parsed = []
+            for values in blocks:
+                chosen = {(kind, slot): v for (kind, slot), v in zip(BLOCK_DECISIONS, values)}
+                parsed.append(Block(inputs=(chosen["input", 0], chosen["input", 1]),
+                                    ops=(self.ops[chosen["op", 0]], self.ops[chosen["op", 1]]),
+                                    combine=self.combines[chosen["combine", 0]]))
+            cells.append(Cell.from_blocks(parsed))
         return Genotype(cells[0], cells[1])
 
     def sample(self, rng: random.Random) -> Genotype:
         """A genotype drawn uniformly from the space."""
-        return self.decode([rng.randrange(d.num_choices) for d in self.decisions()])
+        return self.decode([rng.randrange(n) for n in self.layout.num_choices_list])
 
     def validate(self, genotype: Genotype) -> None:
         """Raise GenotypeError if ``genotype`` lies outside this space."""

@@ -24,7 +24,7 @@ from cellsearch.validation import integer, one_of, positive_int
 
 logger = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 _PENDING, _OK, _FAILED, _WITHDRAWN = 0, 1, 2, 3
 STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed", _WITHDRAWN: "withdrawn"}
 REWARD_SHAPINGS: tuple[str, ...] = ("accuracy", "cubed")
@@ -113,6 +113,8 @@ class Strategy:
         self._trials: list[Trial] = []
         self._proposed_keys: set[str] = set()
         self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space}
+        self.num_events = 0  # asks, tells, withdrawals, added trials so far: a journal replays them in order
+        self._events: list[tuple] = []  # (sequence number, kind, trial id, data) not yet taken
 
     # --- the public interface -------------------------------------------------------------------
     def ask(self) -> Proposal:
@@ -130,10 +132,15 @@ class Strategy:
         self._trials.append(Trial(actions=list(actions), genotype=genotype, key=key))
         self._proposed_keys.add(key)
         self._asked(trial_id, info)
+        self._record("ask", trial_id, list(actions))
         return Proposal(trial_id=trial_id, genotype=genotype)
 
     def tell(self, trial_id: int, reward: float | None) -> None:
         """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        self._tell(trial_id, reward)
+        self._record("tell", operator.index(trial_id), self._trials[trial_id].reward)
+
+    def _tell(self, trial_id: int, reward: float | None) -> None:
         trial = self._pending_trial(trial_id)
         trial_id = operator.index(trial_id)
         if reward is None or math.isnan(float(reward)):
@@ -149,7 +156,8 @@ class Strategy:
         trial = self._pending_trial(trial_id)
         trial.status = _WITHDRAWN
         self._proposed_keys.discard(trial.key)
-        self._withdrawn(trial_id)
+        self._withdrawn(operator.index(trial_id))
+        self._record("withdraw", operator.index(trial_id), None)
 
     def add_trial(self, genotype: Genotype, reward: float | None) -> int:
         """Register a trial evaluated elsewhere (its reward, or None if it failed) and return its id,
@@ -159,7 +167,8 @@ class Strategy:
         self._trials.append(Trial(actions=actions, genotype=genotype, key=genotype.key()))
         self._proposed_keys.add(genotype.key())
         self._added(trial_id)
-        self.tell(trial_id, reward)
+        self._tell(trial_id, reward)
+        self._record("add_trial", trial_id, [genotype.to_json(), self._trials[trial_id].reward])
         return trial_id
 
     def pending(self) -> list[Proposal]:
@@ -202,8 +211,8 @@ class Strategy:
         return self._spaces[num_blocks]
 
     def decode(self, actions: list[int]) -> Genotype:
-        """Genotype for an action sequence; its length gives the number of blocks (10 actions each)."""
-        return self.space_with_blocks(len(actions) // 10).decode(actions)
+        """Genotype for an action sequence; its length gives the number of blocks (see the layout)."""
+        return self.space_with_blocks(self.space.layout.blocks_of(actions)).decode(actions)
 
     def learning_reward(self, trial_id: int) -> float:
         """The told reward, or ``failure_reward`` for a failed child."""
@@ -214,6 +223,10 @@ class Strategy:
 
     def is_told(self, trial_id: int) -> bool:
         return self._trials[trial_id].status in (_OK, _FAILED)
+
+    def min_budget(self) -> tuple[int, str]:
+        """Fewest children with which these settings learn anything, and why (0 = any budget)."""
+        return 0, ""
 
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
@@ -239,6 +252,34 @@ class Strategy:
         """Restore what :meth:`_extra_state` returned."""
 
     # --- saving and resuming --------------------------------------------------------------------
+    def _record(self, kind: str, trial_id: int, data: Any) -> None:
+        self._events.append((self.num_events, kind, trial_id, data))
+        self.num_events += 1
+
+    def take_events(self) -> list[tuple]:
+        """The events (sequence number, kind, trial id, data) since the last call, for a journal."""
+        events, self._events = self._events, []
+        return events
+
+    def replay(self, event: "list | tuple") -> None:
+        """Apply a journaled event (kind, trial id, data) again; an ask must propose the same cell."""
+        kind, trial_id, data = event
+        if kind == "ask":
+            proposal = self.ask()
+            if proposal.trial_id != trial_id or self._trials[trial_id].actions != list(data):
+                raise ValueError(f"replaying ask {trial_id} proposed another cell than the journal holds "
+                                 f"(trial {proposal.trial_id}); the journal belongs to another search")
+        elif kind == "tell":
+            self.tell(trial_id, data)
+        elif kind == "withdraw":
+            self.withdraw(trial_id)
+        elif kind == "add_trial":
+            added = self.add_trial(Genotype.from_json(data[0]), data[1])
+            if added != trial_id:
+                raise ValueError(f"replaying add_trial gave trial {added}, the journal holds {trial_id}")
+        else:
+            raise ValueError(f"unknown journal event {kind!r}")
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only."""
         width = max((len(t.actions) for t in self._trials), default=0)
@@ -250,6 +291,7 @@ class Strategy:
             "space": {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
                       "combines": list(self.space.combines)},
             "seed": self.seed,
+            "events": self.num_events,
             "rng": rng_state_to_plain(self.rng),
             "generator": self.generator.get_state(),
             "trials": {
@@ -272,6 +314,8 @@ class Strategy:
         if saved_space != self.space:
             raise ValueError(f"the saved search was over {saved_space}, this strategy searches {self.space}")
         self.seed = int(state["seed"])
+        self.num_events = int(state["events"])
+        self._events = []
         self.rng.setstate(rng_state_from_plain(state["rng"]))
         self.generator.set_state(state["generator"])
         trials = state["trials"]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.layout import CELL_TYPES
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.random_search import random_actions
 from cellsearch.validation import fail, number_in, positive_int
@@ -31,8 +32,8 @@ def mutate(actions: list[int], space: SearchSpace, rng: random.Random, identity_
     child = list(actions)
     if rng.random() < identity_prob:
         return child
-    decisions = space.decisions()
-    cell = rng.choice(("normal", "reduce"))
+    decisions = space.layout.decisions
+    cell = rng.choice(CELL_TYPES)
     by_kind = {kind: [i for i, d in enumerate(decisions) if d.cell == cell and d.kind == kind and d.num_choices > 1]
                for kind in MUTATION_KINDS}
     kinds = [k for k in MUTATION_KINDS if by_kind[k]]  # inputs always have 2+ choices
@@ -67,9 +68,13 @@ class RegularizedEvolution(Strategy):
         self.sample_size = int(sample_size)
         self.identity_prob = float(identity_prob)
         self.population: list[int] = []  # trial ids, oldest first
+        self.num_withdrawn = 0  # withdrawn proposals do not count towards the random start
+
+    def min_budget(self) -> tuple[int, str]:
+        return 2 * self.population_size, f"the first population_size={self.population_size} children are random"
 
     def _propose(self) -> tuple[list[int], Any]:
-        if self.num_asked < self.population_size or not self.population:
+        if self.num_asked - self.num_withdrawn < self.population_size or not self.population:
             return random_actions(self.space, self.rng), None
         sample = [self.rng.choice(self.population) for _ in range(self.sample_size)]
         parent = max(sample, key=self.learning_reward)
@@ -80,8 +85,12 @@ class RegularizedEvolution(Strategy):
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
+    def _withdrawn(self, trial_id: int) -> None:
+        self.num_withdrawn += 1
+
     def _extra_state(self) -> dict[str, Any]:
-        return {"population": list(self.population)}
+        return {"population": list(self.population), "num_withdrawn": self.num_withdrawn}
 
     def _load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.population = [int(i) for i in state["population"]]
+        self.num_withdrawn = int(state["num_withdrawn"])

@@ -16,6 +16,9 @@ ensemble of MLPs or LSTMs).
 
 Asynchronous use: a stage is finished when its first K proposals are told. If more proposals are
 asked before that, the next-ranked candidates of the stage are proposed.
+
+Cost that does not grow with the search: the beam and the surrogate look at the ``history`` most
+recent told trials only (by trial id), and each trial's features are computed once.
 """
 from __future__ import annotations
 
@@ -28,20 +31,29 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.layout import BLOCK_DECISIONS
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.evolution import mutate
 from cellsearch.strategies.random_search import random_actions
 from cellsearch.validation import number_in, positive_int
 
 
-def canonical_actions(actions: list[int], ops: tuple[str, ...]) -> list[int]:
+_SLOT = {decision: i for i, decision in enumerate(BLOCK_DECISIONS)}  # (kind, slot) -> offset in a block
+
+
+def canonical_actions(actions: list[int], space: SearchSpace) -> list[int]:
     """Actions with each block's two (input, op) pairs sorted as in ``Genotype.canonical``."""
-    out = list(actions)
-    for i in range(0, len(actions), 5):
-        ia, ib, oa, ob, _ = actions[i:i + 5]
-        if (ib, ops[ob]) < (ia, ops[oa]):
-            out[i:i + 4] = [ib, ia, ob, oa]
-    return out
+    ia, ib, oa, ob = _SLOT["input", 0], _SLOT["input", 1], _SLOT["op", 0], _SLOT["op", 1]
+    cells = []
+    for blocks in space.layout.split(actions):
+        canon = []
+        for block in blocks:
+            block = list(block)
+            if (block[ib], space.ops[block[ob]]) < (block[ia], space.ops[block[oa]]):
+                block[ia], block[ib], block[oa], block[ob] = block[ib], block[ia], block[ob], block[oa]
+            canon.append(block)
+        cells.append(canon)
+    return space.layout.join(cells)
 
 
 class CellFeatures:
@@ -50,26 +62,27 @@ class CellFeatures:
 
     def __init__(self, space: SearchSpace) -> None:
         self.space = space
-        decisions = space.decisions()
+        self.layout = space.layout
         self.offsets = [0]
-        for d in decisions:
-            self.offsets.append(self.offsets[-1] + d.num_choices)
+        for n in self.layout.num_choices_list:
+            self.offsets.append(self.offsets[-1] + n)
         self.num_ops = len(space.ops)
-        self.size = self.offsets[-1] + 2 * self.num_ops + 1
+        self.size = self.offsets[-1] + self.layout.num_cells * self.num_ops + 1
+        self._op_offsets = [_SLOT["op", 0], _SLOT["op", 1]]
 
     def __call__(self, batch: list[list[int]]) -> torch.Tensor:
         x = torch.zeros(len(batch), self.size)
-        per_cell_full = 5 * self.space.num_blocks
         op_base = self.offsets[-1]
         for row, actions in enumerate(batch):
-            actions = canonical_actions(actions, self.space.ops)
-            num_blocks = len(actions) // 10
-            per_cell = 5 * num_blocks
-            for j, a in enumerate(actions):
-                cell, pos = divmod(j, per_cell)
-                x[row, self.offsets[cell * per_cell_full + pos] + a] = 1.0
-                if pos % 5 in (2, 3):
-                    x[row, op_base + cell * self.num_ops + a] += 1.0 / num_blocks
+            cells = self.layout.split(canonical_actions(actions, self.space))
+            num_blocks = len(cells[0])
+            for c, blocks in enumerate(cells):
+                for b, block in enumerate(blocks):
+                    first = self.layout.position(c, b, *BLOCK_DECISIONS[0])
+                    for k, a in enumerate(block):
+                        x[row, self.offsets[first + k] + a] = 1.0
+                    for k in self._op_offsets:
+                        x[row, op_base + c * self.num_ops + block[k]] += 1.0 / num_blocks
             x[row, -1] = num_blocks / self.space.num_blocks
         return x
 
@@ -109,6 +122,7 @@ class ProgressiveSearch(Strategy):
         surrogate_steps: int = 200,
         surrogate_lr: float = 0.003,
         surrogate_weight_decay: float = 1e-4,
+        history: int = 512,
         dedupe: bool = False,
         dedupe_tries: int = 100,
         failure_reward: float = 0.0,
@@ -126,6 +140,10 @@ class ProgressiveSearch(Strategy):
         self.surrogate_steps = int(surrogate_steps)
         self.surrogate_lr = float(surrogate_lr)
         self.surrogate_weight_decay = float(surrogate_weight_decay)
+        if history < 1:
+            raise ValueError(f"history must be at least 1, got {history}")
+        self.history = int(history)
+        self._features: dict[int, torch.Tensor] = {}  # trial id -> its surrogate features (a cache)
         self.features = CellFeatures(self.space)
         self.stage_blocks = 0  # blocks per cell of the current stage's proposals; 0 = not started
         self.num_stages = 0
@@ -133,6 +151,11 @@ class ProgressiveSearch(Strategy):
         self._parents: list[int] = []  # trial ids the current stage's candidates grew from
         self._planned: list[int] = []  # the stage's first proposals; the stage ends when all are told
         self._planned_size = 0
+
+    def min_budget(self) -> tuple[int, str]:
+        children = self.num_initial + (self.space.num_blocks - 1) * self.beam_size
+        return children, (f"cells reach {self.space.num_blocks} blocks after num_initial={self.num_initial} + "
+                          f"{self.space.num_blocks - 1} stages of beam_size={self.beam_size} children")
 
     # --- stages ---------------------------------------------------------------------------------
     def _stage_complete(self) -> bool:
@@ -148,7 +171,8 @@ class ProgressiveSearch(Strategy):
                                          self.num_initial)
             self._planned_size = self.num_initial
             return
-        told = [i for i, t in enumerate(self._trials) if self.is_told(i) and len(t.actions) == 10 * self.stage_blocks]
+        size = self.space.layout.with_blocks(self.stage_blocks).size
+        told = [i for i in self._recent_told() if len(self._trials[i].actions) == size]
         self._parents = sorted(told, key=self.learning_reward, reverse=True)[:self.beam_size]
         self.stage_blocks = min(self.stage_blocks + 1, self.space.num_blocks)
         candidates = self._distinct(self._candidate, self.num_expansions)
@@ -163,11 +187,10 @@ class ProgressiveSearch(Strategy):
         """An unranked candidate for the current stage: an expansion, or at B blocks a mutation."""
         parent = self._trials[self.rng.choice(self._parents)].actions
         b = self.stage_blocks
-        if len(parent) == 10 * b:
+        if len(parent) == self.space.layout.with_blocks(b).size:
             return mutate(parent, self.space, self.rng)
-        new_blocks = random_actions(self.space_with_blocks(b), self.rng)
-        half = len(parent) // 2
-        return parent[:half] + new_blocks[5 * (b - 1):5 * b] + parent[half:] + new_blocks[-5:]
+        new_cells = self.space.layout.split(random_actions(self.space_with_blocks(b), self.rng))
+        return self.space.layout.grow(parent, [blocks[-1] for blocks in new_cells])
 
     def _distinct(self, make, count: int) -> list[list[int]]:
         """Up to ``count`` candidates from ``make`` that are new (not proposed, not repeated)."""
@@ -183,10 +206,25 @@ class ProgressiveSearch(Strategy):
                     break
         return out
 
+    def _recent_told(self) -> list[int]:
+        """Ids of the ``history`` most recent told trials (pending ones are skipped; few are in flight)."""
+        out = []
+        for i in range(self.num_asked - 1, -1, -1):
+            if self.is_told(i):
+                out.append(i)
+                if len(out) == self.history:
+                    break
+        return out[::-1]
+
     def _fit_surrogate(self) -> Surrogate:
         """Train a fresh surrogate on every told trial (rewards standardized)."""
-        told = [i for i in range(self.num_asked) if self.is_told(i)]
-        x = self.features([self._trials[i].actions for i in told])
+        told = self._recent_told()
+        for i in told:
+            if i not in self._features:
+                self._features[i] = self.features([self._trials[i].actions])[0]
+        oldest = min(told)
+        self._features = {i: f for i, f in self._features.items() if i >= oldest}
+        x = torch.stack([self._features[i] for i in told])
         y = torch.tensor([self.learning_reward(i) for i in told])
         y = (y - y.mean()) / (y.std(unbiased=False) + 1e-6)
         model = Surrogate(self.features.size, self.surrogate_hidden, self.generator)
@@ -212,6 +250,11 @@ class ProgressiveSearch(Strategy):
     def _asked(self, trial_id: int, info: Any) -> None:
         if len(self._planned) < self._planned_size:
             self._planned.append(trial_id)
+
+    def _withdrawn(self, trial_id: int) -> None:
+        # The stage waits for its planned proposals to be told: the next proposal takes this one's place.
+        if trial_id in self._planned:
+            self._planned.remove(trial_id)
 
     def _extra_state(self) -> dict[str, Any]:
         return {

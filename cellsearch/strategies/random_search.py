@@ -10,7 +10,7 @@ from cellsearch.strategies.base import Strategy
 
 def random_actions(space: SearchSpace, rng) -> list[int]:
     """A uniformly drawn action sequence for ``space``."""
-    return [rng.randrange(d.num_choices) for d in space.decisions()]
+    return [rng.randrange(n) for n in space.layout.num_choices_list]
 
 
 class RandomSearch(Strategy):

@@ -1,0 +1,144 @@
+"""A strategy's state on disk: periodic snapshots plus an append-only journal of what happened since.
+
+Saving a whole strategy after every child costs time that grows with the search (its history, an
+evolution population, a controller and its optimizer). Instead, :class:`StrategyStateFiles` writes
+
+- ``strategy_state.pt``: a snapshot, ``strategy.state_dict()`` (atomically replaced), taken at the
+  first save and then once every ``snapshot_every`` events;
+- ``strategy_state.pt.journal``: the events since that snapshot (ask, tell, withdraw, add_trial), one
+  small record each, appended and flushed at every save.
+
+A strategy is deterministic given its seed and the events it saw, so loading replays the journal
+onto the snapshot and reaches the exact state of the process that wrote it; each replayed ask must
+propose the journaled cell again. Each record carries its length and a CRC, so a record cut short
+by a kill is recognised and dropped (its event had not been acknowledged: the loop saves before it
+acts), and the journal is truncated to its last whole record before new ones are appended.
+"""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cellsearch.search.atomic import atomic_write
+from cellsearch.strategies.base import Strategy
+
+JOURNAL_SUFFIX = ".journal"
+SNAPSHOT_EVERY = 1000  # events (an ask and a tell per child): bounds both save cost and replay time
+_HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
+
+
+class StateFileError(ValueError):
+    """A snapshot or journal that cannot be read or does not fit the strategy."""
+
+
+def encode_record(event: tuple) -> bytes:
+    """One journal record: header (length, CRC-32) and the event as compact JSON."""
+    payload = json.dumps(event, separators=(",", ":")).encode()
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def read_records(path: Path) -> tuple[list[list[Any]], int]:
+    """The whole records of a journal and the byte offset where they end (a torn tail is left out)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    records, offset = [], 0
+    while offset + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, offset)
+        payload = data[offset + _HEADER.size:offset + _HEADER.size + length]
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            break
+        try:
+            records.append(json.loads(payload))
+        except ValueError:
+            break
+        offset += _HEADER.size + length
+    return records, offset
+
+
+class StrategyStateFiles:
+    """Saves and restores one strategy in ``path`` (the snapshot) and ``path + '.journal'``."""
+
+    def __init__(self, path: "str | Path", snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every must be at least 1, got {snapshot_every}")
+        self.path = Path(path)
+        self.journal_path = self.path.with_name(self.path.name + JOURNAL_SUFFIX)
+        self.snapshot_every = int(snapshot_every)
+        self._journal = None  # open append handle, positioned after the last whole record
+        self._since_snapshot: int | None = None  # events in the journal; None = no snapshot written yet
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def save(self, strategy: Strategy) -> None:
+        """Persist what ``strategy`` did since the last save: journal records, or a fresh snapshot."""
+        events = strategy.take_events()
+        if self._since_snapshot is None or self._since_snapshot + len(events) >= self.snapshot_every:
+            self.snapshot(strategy)
+            return
+        if events:
+            self._append(b"".join(encode_record(e) for e in events))
+            self._since_snapshot += len(events)
+
+    def snapshot(self, strategy: Strategy) -> None:
+        """Write the whole state and empty the journal (replay skips records the snapshot covers)."""
+        strategy.take_events()
+        buffer = io.BytesIO()  # serialised first: a full disk then raises OSError, not torch's "unexpected pos"
+        torch.save(strategy.state_dict(), buffer)
+        atomic_write(self.path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        self._reset_journal(0)
+        self._since_snapshot = 0
+
+    def load(self, strategy: Strategy) -> int:
+        """Restore ``strategy`` from the snapshot and replay the journal; return the events replayed."""
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except Exception as err:  # a truncated or foreign file: say which one
+            raise StateFileError(f"cannot read the strategy state {self.path}: {err}") from None
+        try:
+            strategy.load_state_dict(state)
+        except (KeyError, ValueError) as err:
+            raise StateFileError(f"cannot resume from {self.path}: {err}") from None
+        records, end = read_records(self.journal_path)
+        replayed = 0
+        for record in records:
+            sequence, event = record[0], record[1:]
+            if sequence < strategy.num_events:
+                continue  # written before the snapshot that now covers it
+            if sequence != strategy.num_events:
+                raise StateFileError(f"{self.journal_path} skips from event {strategy.num_events} to {sequence}; "
+                                     f"it does not belong to {self.path}")
+            try:
+                strategy.replay(event)
+            except (KeyError, ValueError) as err:
+                raise StateFileError(f"cannot replay {self.journal_path} onto {self.path}: {err}") from None
+            replayed += 1
+        strategy.take_events()
+        self._reset_journal(end)
+        self._since_snapshot = replayed
+        return replayed
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _reset_journal(self, size: int) -> None:
+        """Keep the journal's first ``size`` bytes (0 = empty it) and append after them."""
+        self.close()
+        with open(self.journal_path, "ab") as f:
+            f.truncate(size)
+        self._journal = open(self.journal_path, "ab")
+
+    def _append(self, data: bytes) -> None:
+        # A flushed write is in the operating system's hands: it survives kill -9 of this process.
+        self._journal.write(data)
+        self._journal.flush()
