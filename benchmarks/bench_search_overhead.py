@@ -26,6 +26,7 @@ import torch
 
 from cellsearch.evaluators.child import ChildConfig
 from cellsearch.data import DataConfig
+from cellsearch.evaluators import TrainEvaluator
 from cellsearch.search.executors import LocalExecutor, PoolExecutor
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.search.loop import SearchLoop, save_strategy_state
@@ -121,11 +122,11 @@ def search_costs(num_children: int, workers: list[int], space: SearchSpace, stra
     for num_workers in workers:
         seconds: dict[str, float] = defaultdict(float)
         if num_workers == 0:  # children train in this process, with all cores
-            label, executor = "local", LocalExecutor(child, data, seed=0)
+            label, executor = "local", LocalExecutor(TrainEvaluator(child, data), seed=0)
             torch.set_num_threads(cores)
         else:  # as run_search does: one thread for the controller, the cores for the workers
             label = f"pool x{num_workers}"
-            executor = PoolExecutor(child, data, seed=0, num_workers=num_workers,
+            executor = PoolExecutor(TrainEvaluator(child, data), seed=0, num_workers=num_workers,
                                     threads_per_worker=max(1, cores // num_workers))
             torch.set_num_threads(1)
         startup = time.perf_counter()

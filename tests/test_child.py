@@ -34,10 +34,11 @@ def test_child_reports_reward_size_and_time_and_logs_csv(tmp_path):
     child = ChildConfig(**{**TINY_CHILD, "logger": "csv", "log_dir": str(tmp_path)})
     result = evaluate_child("nasnet_a", child, TINY_DATA, seed=0, run_name="trial_00007")
     assert result.status == "ok" and result.error == ""
-    assert 0.0 <= result.reward <= 1.0 and result.reward == result.val_accuracy
+    accuracy = result.metrics["val_accuracy"]
+    assert 0.0 <= accuracy <= 1.0 and result.metrics["train_loss"] > 0
     reference = CellNetCifar("nasnet_a", cells_per_stage=1, channels=4, num_classes=10, in_chans=3)
-    assert result.params == count_params(reference)
-    assert result.mult_adds == count_mult_adds(reference, input_size=(3, 8, 8))
+    assert result.metrics["params"] == count_params(reference)
+    assert result.metrics["mult_adds"] == count_mult_adds(reference, input_size=(3, 8, 8))
     assert result.seconds > 0
     metrics = list((tmp_path / "trial_00007").glob("version_*/metrics.csv"))
     assert len(metrics) == 1 and "val_acc" in metrics[0].read_text()
@@ -45,41 +46,41 @@ def test_child_reports_reward_size_and_time_and_logs_csv(tmp_path):
 
 def test_same_seed_same_reward():
     child = ChildConfig(**TINY_CHILD)
-    assert evaluate_child("nasnet_a", child, TINY_DATA, seed=3).reward == evaluate_child(
-        "nasnet_a", child, TINY_DATA, seed=3).reward
+    assert evaluate_child("nasnet_a", child, TINY_DATA, seed=3).metrics == evaluate_child(
+        "nasnet_a", child, TINY_DATA, seed=3).metrics
 
 
 def test_child_learns_synthetic_data():
     child = ChildConfig(**{**TINY_CHILD, "epochs": 6, "batch_size": 16})
     result = evaluate_child("nasnet_a", child, TINY_DATA)
-    assert result.status == "ok" and result.reward > 0.5, result  # chance is 0.1
+    assert result.status == "ok" and result.metrics["val_accuracy"] > 0.5, result  # chance is 0.1
 
 
 @pytest.mark.slow
-def test_nasnet_proxy_child_learns_digits_fast_on_cpu():
-    """NASNet-A proxy child (N=2) on scikit-learn's digits: far above chance in well under a minute."""
+def test_nasnet_proxy_child_learns_digits_on_cpu():
+    """NASNet-A proxy child (N=2) on scikit-learn's digits: far above chance (its time is printed, not
+    asserted: timings belong in benchmarks/)."""
     child = ChildConfig(cells_per_stage=2, channels=8, epochs=3, batch_size=32, lr=0.05, logger=None)
     start = time.perf_counter()
     result = evaluate_child("nasnet_a", child, DataConfig(name="digits"), seed=0)
     seconds = time.perf_counter() - start
-    print(f"digits: val accuracy {result.reward:.3f} in {seconds:.1f} s, {result.params} params, "
-          f"{result.mult_adds} mult-adds")
+    print(f"digits: val accuracy {result.metrics['val_accuracy']:.3f} in {seconds:.1f} s, "
+          f"{result.metrics['params']} params, {result.metrics['mult_adds']} mult-adds")
     assert result.status == "ok", result.error
-    assert result.reward > 0.7
-    assert seconds < 60
+    assert result.metrics["val_accuracy"] > 0.7
 
 
 def test_diverging_child_is_recorded_as_failed():
     child = ChildConfig(**{**TINY_CHILD, "lr": 1e30, "grad_clip": 0.0})
     result = evaluate_child("nasnet_a", child, TINY_DATA)
-    assert result.status == "failed" and result.reward is None and result.val_accuracy is None
+    assert result.status == "failed" and result.metric("val_accuracy") is None
     assert "ChildDiverged" in result.error and "NaN" in result.error
-    assert result.params is not None  # measured before training
+    assert result.metric("params") is not None  # measured before training
 
 
 def test_child_that_raises_is_recorded_as_failed():
     result = evaluate_child(unknown_op_genotype(), ChildConfig(**TINY_CHILD), TINY_DATA)
-    assert result.status == "failed" and result.reward is None
+    assert result.status == "failed" and result.metric("val_accuracy") is None
     assert "no_such_op" in result.error
 
 

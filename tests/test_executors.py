@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from cellsearch.evaluators.child import ChildConfig, ChildResult
+from cellsearch.evaluators import EvalResult, TrainEvaluator
+from cellsearch.evaluators.child import ChildConfig
 from cellsearch.data import ConfigError, DataConfig
 from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
@@ -32,10 +33,10 @@ def batch_of_children() -> dict[int, Genotype]:
     return {0: space.sample(rng), 1: broken_genotype(), 2: load_genotype("nasnet_a"), 3: space.sample(rng)}
 
 
-def run_batch(executor, genotypes: dict[int, Genotype], timeout: float = 300) -> dict[int, ChildResult]:
+def run_batch(executor, genotypes: dict[int, Genotype], timeout: float = 300) -> dict[int, EvalResult]:
     for trial_id, genotype in genotypes.items():
         executor.submit(trial_id, genotype)
-    results: dict[int, ChildResult] = {}
+    results: dict[int, EvalResult] = {}
     deadline = time.monotonic() + timeout
     while executor.num_running() and time.monotonic() < deadline:
         for trial_id, result in executor.wait(timeout=max(0.0, deadline - time.monotonic())):
@@ -44,16 +45,17 @@ def run_batch(executor, genotypes: dict[int, Genotype], timeout: float = 300) ->
     return results
 
 
-def check_batch(results: dict[int, ChildResult]) -> None:
+def check_batch(results: dict[int, EvalResult]) -> None:
     assert sorted(results) == [0, 1, 2, 3]
     assert [results[i].status for i in range(4)] == ["ok", "failed", "ok", "ok"]
-    assert "no_such_op" in results[1].error and results[1].reward is None
+    assert "no_such_op" in results[1].error and results[1].metric("val_accuracy") is None
     for i in (0, 2, 3):
-        assert 0.0 <= results[i].reward <= 1.0 and results[i].params > 0 and results[i].mult_adds > 0
+        metrics = results[i].metrics
+        assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["params"] > 0 and metrics["mult_adds"] > 0
 
 
 def test_local_executor_survives_a_failing_child():
-    with LocalExecutor(CHILD, DATA, seed=0) as executor:
+    with LocalExecutor(TrainEvaluator(CHILD, DATA), seed=0) as executor:
         assert executor.capacity == 1 and executor.wait() == []
         results = run_batch(executor, batch_of_children())
         assert executor.num_running() == 0
@@ -61,18 +63,20 @@ def test_local_executor_survives_a_failing_child():
 
 
 def test_local_executor_records_a_diverging_child():
-    with LocalExecutor(ChildConfig(**{**CHILD.__dict__, "lr": 1e30, "grad_clip": 0.0}), DATA) as executor:
+    with LocalExecutor(TrainEvaluator(ChildConfig(**{**CHILD.__dict__, "lr": 1e30, "grad_clip": 0.0}), DATA)) as executor:
         executor.submit(5, load_genotype("nasnet_a"))
         [(trial_id, result)] = executor.wait()
     assert trial_id == 5 and result.status == "failed" and "diverged" in result.error
 
 
 @pytest.mark.parametrize("make", [
-    lambda: LocalExecutor(CHILD, {"name": "cifar10", "root": "/nonexistent/data", "download": False}),
-    lambda: PoolExecutor(CHILD, DataConfig(name="cifar10", root="/nonexistent/data", download=False), num_workers=2),
-    lambda: PoolExecutor({**CHILD.__dict__, "devices": 2}, DATA),
-    lambda: PoolExecutor(CHILD, DATA, num_workers=0),
-    lambda: build_executor("slurm", CHILD, DATA),
+    lambda: LocalExecutor(TrainEvaluator(CHILD, {"name": "cifar10", "root": "/nonexistent/data", "download": False})),
+    lambda: PoolExecutor(TrainEvaluator(CHILD, DataConfig(name="cifar10", root="/nonexistent/data", download=False)),
+                         num_workers=2),
+    lambda: PoolExecutor(TrainEvaluator({**CHILD.__dict__, "devices": 2}, DATA)),
+    lambda: PoolExecutor(TrainEvaluator(CHILD, DATA), num_workers=0),
+    lambda: build_executor("slurm", TrainEvaluator(CHILD, DATA)),
+    lambda: LocalExecutor(CHILD),
 ])
 def test_configuration_errors_raise_before_any_child_trains(make):
     with pytest.raises(ConfigError):
@@ -82,7 +86,7 @@ def test_configuration_errors_raise_before_any_child_trains(make):
 
 @pytest.mark.slow
 def test_two_worker_processes_evaluate_a_batch_with_a_failing_child():
-    executor = PoolExecutor(CHILD, DATA, seed=0, num_workers=2)
+    executor = PoolExecutor(TrainEvaluator(CHILD, DATA), seed=0, num_workers=2)
     try:
         assert executor.capacity == 2 and executor.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
         pids = executor.worker_pids
@@ -106,7 +110,7 @@ def wait_until_running(executor: PoolExecutor, trial_id: int, timeout: float = 6
 @pytest.mark.slow
 def test_killed_worker_is_replaced_and_its_child_retried_once_then_failed():
     slow_child = ChildConfig(**{**CHILD.__dict__, "epochs": 4})
-    executor = PoolExecutor(slow_child, DATA, seed=0, num_workers=1, max_retries=1)
+    executor = PoolExecutor(TrainEvaluator(slow_child, DATA), seed=0, num_workers=1, max_retries=1)
     try:
         executor.submit(0, load_genotype("nasnet_a"))
         executor.submit(1, load_genotype("nasnet_a"))
@@ -128,7 +132,7 @@ def test_killed_worker_is_replaced_and_its_child_retried_once_then_failed():
             retry_pid = executor.running().get(1, pid)
         os.kill(retry_pid, signal.SIGKILL)
         [(trial_id, result)] = executor.wait()
-        assert trial_id == 1 and result.status == "failed" and result.reward is None
+        assert trial_id == 1 and result.status == "failed" and result.metric("val_accuracy") is None
         assert "died" in result.error and "2 attempt" in result.error
         assert executor.restarts == 3
         executor.submit(2, load_genotype("nasnet_a"))
@@ -141,14 +145,14 @@ def test_killed_worker_is_replaced_and_its_child_retried_once_then_failed():
 def test_ray_executor_without_ray_is_a_clear_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
     with pytest.raises(ConfigError, match=r"pip install 'cellsearch\[ray\]'"):
-        RayExecutor(CHILD, DATA)
+        RayExecutor(TrainEvaluator(CHILD, DATA))
 
 
 @pytest.mark.slow
 def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized()
-    executor = RayExecutor(CHILD, DATA, seed=0, num_cpus=2, num_cpus_per_child=1)
+    executor = RayExecutor(TrainEvaluator(CHILD, DATA), seed=0, num_cpus=2, num_cpus_per_child=1)
     try:
         assert ray.is_initialized() and executor.capacity == 2
         results = run_batch(executor, batch_of_children())

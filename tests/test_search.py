@@ -9,7 +9,7 @@ import random
 import pytest
 import yaml
 
-from cellsearch.evaluators.child import ChildResult
+from cellsearch.evaluators import EvalResult
 from cellsearch.space.genotype import SearchSpace, load_genotype
 from cellsearch.search.loop import (BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings,
                                format_seconds, summary_table)
@@ -30,14 +30,14 @@ class Crash(BaseException):
     """Stands in for the process dying: nothing in the loop catches it."""
 
 
-def score(trial_id: int, genotype) -> ChildResult:
+def score(trial_id: int, genotype) -> EvalResult:
     """A cheap child: reward = share of separable convolutions (+ a little genotype-dependent noise);
     every fifth trial fails."""
     if trial_id % 5 == 3:
-        return ChildResult("failed", None, None, None, None, 0.01, "ChildDiverged: loss became NaN")
+        return EvalResult("failed", {}, 0.01, "ChildDiverged: loss became NaN")
     ops = [op for cell in (genotype.normal, genotype.reduce) for block in cell.blocks for op in block.ops]
     reward = sum(op.startswith("sep_conv") for op in ops) / len(ops) + random.Random(genotype.key()).random() / 100
-    return ChildResult("ok", reward, reward, 1000 + trial_id, 50000, 0.01)
+    return EvalResult("ok", {"val_accuracy": reward, "params": 1000 + trial_id, "mult_adds": 50000}, 0.01)
 
 
 class InlineExecutor:
@@ -81,8 +81,8 @@ class CrashAfterCommit(TrialStore):
         super().__init__(path)
         self.crash_at = crash_at
 
-    def add(self, trial_id, genotype, result):
-        row = super().add(trial_id, genotype, result)
+    def add(self, trial_id, genotype, result, reward):
+        row = super().add(trial_id, genotype, result, reward)
         if len(self) == self.crash_at:
             raise Crash()
         return row

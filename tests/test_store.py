@@ -1,25 +1,25 @@
 """The SQLite trial store: one row per child, committed at once, readable by another connection."""
 import random
 import sqlite3
-from dataclasses import dataclass
-
 import pytest
 
-from cellsearch.space.genotype import SearchSpace
+from cellsearch.evaluators import EvalResult
 from cellsearch.search.store import SCHEMA_VERSION, TrialStore
+from cellsearch.space.genotype import SearchSpace
 
 
-@dataclass
 class Outcome:
-    """The fields the store reads from a ChildResult."""
+    """An evaluation's result and its reward, as the search loop hands them to the store."""
 
-    status: str
-    reward: float | None
-    val_accuracy: float | None = None
-    params: int | None = 1000
-    mult_adds: int | None = 20000
-    seconds: float = 1.5
-    error: str = ""
+    def __init__(self, status: str, reward: float | None, val_accuracy: float | None = None,
+                 params: int | None = 1000, mult_adds: int | None = 20000, error: str = "") -> None:
+        metrics = {"val_accuracy": val_accuracy, "params": params, "mult_adds": mult_adds}
+        self.result = EvalResult(status, {k: v for k, v in metrics.items() if v is not None}, 1.5, error)
+        self.reward = reward
+
+
+def add(store: TrialStore, trial_id: int, genotype, outcome: Outcome):
+    return store.add(trial_id, genotype, outcome.result, outcome.reward)
 
 
 def genotypes(n: int, seed: int = 0):
@@ -31,9 +31,9 @@ def test_rows_round_trip_and_are_visible_to_another_connection(tmp_path):
     path = tmp_path / "trials.db"
     g = genotypes(3)
     with TrialStore(path) as store:
-        store.add(0, g[0], Outcome("ok", 0.5, 0.5))
-        store.add(2, g[2], Outcome("failed", None, params=None, mult_adds=None, error="ChildDiverged: loss is NaN"))
-        store.add(1, g[1], Outcome("ok", 0.75, 0.75))
+        add(store, 0, g[0], Outcome("ok", 0.5, 0.5))
+        add(store, 2, g[2], Outcome("failed", None, params=None, mult_adds=None, error="ChildDiverged: loss is NaN"))
+        add(store, 1, g[1], Outcome("ok", 0.75, 0.75))
         # committed at once: a second connection (another process, sqlite3 CLI) sees every row
         other = sqlite3.connect(path)
         assert other.execute("SELECT trial_id, status FROM trials ORDER BY rowid").fetchall() == [
@@ -52,11 +52,11 @@ def test_rows_round_trip_and_are_visible_to_another_connection(tmp_path):
 def test_best_ranks_successful_children_and_merges_repeated_cells(tmp_path):
     g = genotypes(3)
     with TrialStore(tmp_path / "trials.db") as store:
-        store.add(0, g[0], Outcome("ok", 0.6))
-        store.add(1, g[1], Outcome("ok", 0.9))
-        store.add(2, g[1], Outcome("ok", 0.8))  # the same cell again, lower reward
-        store.add(3, g[2], Outcome("failed", None))
-        store.add(4, g[2], Outcome("ok", 0.6))  # ties: the earlier trial ranks first
+        add(store, 0, g[0], Outcome("ok", 0.6))
+        add(store, 1, g[1], Outcome("ok", 0.9))
+        add(store, 2, g[1], Outcome("ok", 0.8))  # the same cell again, lower reward
+        add(store, 3, g[2], Outcome("failed", None))
+        add(store, 4, g[2], Outcome("ok", 0.6))  # ties: the earlier trial ranks first
         assert [r.trial_id for r in store.best(5)] == [1, 0, 4]
         assert [r.trial_id for r in store.best(2, distinct=False)] == [1, 2]
 
@@ -64,11 +64,11 @@ def test_best_ranks_successful_children_and_merges_repeated_cells(tmp_path):
 def test_a_child_is_stored_once(tmp_path):
     g = genotypes(1)[0]
     with TrialStore(tmp_path / "trials.db") as store:
-        store.add(7, g, Outcome("ok", 0.5))
+        add(store, 7, g, Outcome("ok", 0.5))
         with pytest.raises(ValueError, match="trial 7 is already"):
-            store.add(7, g, Outcome("ok", 0.6))
+            add(store, 7, g, Outcome("ok", 0.6))
         with pytest.raises(ValueError, match="status"):
-            store.add(8, g, Outcome("running", None))
+            add(store, 8, g, Outcome("running", None))
         assert len(store) == 1 and store.get(7).reward == 0.5
 
 

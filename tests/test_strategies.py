@@ -274,3 +274,29 @@ def test_strategies_leave_global_rng_state_alone(name):
     torch_state, python_state = torch.get_rng_state(), random.getstate()
     drive(make(name), range(60), [])
     assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_withdrawn_proposals_are_not_trials_and_resume_exactly(name):
+    space = SearchSpace(num_blocks=2)
+    strategy = build_strategy(name, space, seed=3, **FAST.get(name, {}))
+    kept, dropped = strategy.ask(), strategy.ask()
+    strategy.withdraw(dropped.trial_id)
+    assert [p.trial_id for p in strategy.pending()] == [kept.trial_id]
+    with pytest.raises(ValueError, match="withdrawn"):
+        strategy.tell(dropped.trial_id, 0.5)
+    strategy.tell(kept.trial_id, 0.5)
+    assert strategy.num_told == 1
+    clone = build_strategy(name, space, seed=3, **FAST.get(name, {}))
+    clone.load_state_dict(strategy.state_dict())
+    assert [clone.ask().genotype for _ in range(3)] == [strategy.ask().genotype for _ in range(3)]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_add_trial_registers_an_outside_evaluation(name):
+    space = SearchSpace(num_blocks=2)
+    strategy = build_strategy(name, space, seed=0, **FAST.get(name, {}))
+    genotype = space.sample(random.Random(1))
+    trial_id = strategy.add_trial(genotype, 0.75)
+    assert strategy.best() == (trial_id, genotype, 0.75) and strategy.num_told == 1
+    strategy.ask()  # goes on proposing

@@ -32,13 +32,14 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, \
     dataclass_from_config, describe_dataset
+from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.speed import compile_training_forward, use_channels_last, use_compile
 
 __all__ = [
-    "ChildConfig", "ChildDiverged", "ChildModule", "ChildResult", "ConfigError", "as_child_config",
+    "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
     "build_trainer", "build_training", "check_config", "evaluate_child",
 ]
 
@@ -119,22 +120,6 @@ class ChildConfig:
 def as_child_config(config: "ChildConfig | Mapping[str, Any]") -> ChildConfig:
     """Accept a ChildConfig or a plain mapping of its fields (a Hydra config node)."""
     return dataclass_from_config(ChildConfig, config, "child")
-
-
-@dataclass
-class ChildResult:
-    """Outcome of one child: its reward (validation accuracy) and size, or why it failed."""
-
-    status: str
-    reward: float | None
-    val_accuracy: float | None
-    params: int | None
-    mult_adds: int | None
-    seconds: float
-    error: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ChildDiverged(RuntimeError):
@@ -390,36 +375,40 @@ def describe_error(err: BaseException) -> str:
 
 
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
-                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> ChildResult:
-    """Train one child and return its reward; a failing child gives ``status='failed'``, never an exception.
+                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
+    """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``.
+    A failing child gives ``status='failed'``, never an exception.
 
     Raises ConfigError for configuration problems (checked before training starts).
     """
     start = time.perf_counter()
     child, data = as_child_config(child), as_data_config(data)
     info = describe_dataset(data)
-    params = mult_adds = None
+    sizes: dict[str, float] = {}
     trainer = module = datamodule = None
     try:
         with quiet_lightning():
             trainer = build_trainer(child, run_name=run_name, checkpointing=False, quiet=True)
             pl.seed_everything(seed, workers=True, verbose=False)
             module = ChildModule.from_config(genotype, child, info, trainer.strategy.root_device)
-            params = count_params(module.model)
-            mult_adds = count_mult_adds(module.model, input_size=info.input_size)
+            sizes["params"] = count_params(module.model)
+            sizes["mult_adds"] = count_mult_adds(module.model, input_size=info.input_size)
             datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
             trainer.fit(module, datamodule=datamodule)
         metric = trainer.callback_metrics.get("val_acc")  # set in this process under spawn-based strategies too
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
         accuracy = module.val_accuracy if module.val_accuracy is not None else float(metric)
-        return ChildResult("ok", accuracy, accuracy, params, mult_adds, time.perf_counter() - start)
+        metrics = {"val_accuracy": accuracy, **sizes}
+        train_loss = trainer.callback_metrics.get("train_loss_epoch")
+        if train_loss is not None:
+            metrics["train_loss"] = float(train_loss)
+        return EvalResult("ok", metrics, time.perf_counter() - start)
     except ConfigError:
         raise
     except Exception as err:  # the child failed: record it, the search goes on
         prefix = "out of memory: " if isinstance(err, torch.cuda.OutOfMemoryError) else ""
-        return ChildResult("failed", None, None, params, mult_adds, time.perf_counter() - start,
-                           prefix + describe_error(err))
+        return failed_result(prefix + describe_error(err), time.perf_counter() - start, **sizes)
     finally:
         del trainer, module, datamodule
         gc.collect()

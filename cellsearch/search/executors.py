@@ -1,7 +1,8 @@
 """Evaluate many children: in this process, one worker process per device, or on a Ray cluster.
 
-All executors share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
-``(trial_id, ChildResult)`` pairs that have finished, in the order they finish. A child that fails
+All executors run one :class:`~cellsearch.evaluators.Evaluator` (stand-alone training by default) and
+share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
+``(trial_id, EvalResult)`` pairs that have finished, in the order they finish. A child that fails
 comes back with ``status='failed'``; a worker process that dies is replaced and its child retried
 once, then recorded as failed. Configuration errors (checked in the constructor, before any child
 trains) raise :class:`~cellsearch.data.ConfigError`.
@@ -23,37 +24,31 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from cellsearch.evaluators.child import ChildConfig, ChildResult, as_child_config, check_config, describe_error, evaluate_child
-from cellsearch.data import ConfigError, DataConfig, as_data_config
+from cellsearch.data import ConfigError
+from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.child import describe_error
 from cellsearch.space.genotype import Genotype
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
 
 
-def _run_name(trial_id: int) -> str:
-    return f"trial_{trial_id:05d}"
-
-
-def _failed(error: str, seconds: float = 0.0) -> ChildResult:
-    return ChildResult("failed", None, None, None, None, seconds, error)
-
-
 class Executor(ABC):
     """Runs child evaluations; keep ``capacity`` children in flight and collect them with ``wait``."""
 
-    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
-                 seed: int = 0):
-        self.child = as_child_config(child)
-        self.data = as_data_config(data)
+    def __init__(self, evaluator: Evaluator, seed: int = 0):
+        if not isinstance(evaluator, Evaluator):
+            raise ConfigError(f"an executor runs an Evaluator (e.g. cellsearch.evaluators.TrainEvaluator), "
+                              f"got {type(evaluator).__name__}")
+        self.evaluator = evaluator
         self.seed = seed
-        check_config(self.child, self.data)  # configuration errors surface here, before any child trains
+        evaluator.check()  # configuration errors surface here, before any child trains
 
     @abstractmethod
     def submit(self, trial_id: int, genotype: Genotype) -> None:
         """Queue ``genotype`` for evaluation under ``trial_id``."""
 
     @abstractmethod
-    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
         """Finished ``(trial_id, result)`` pairs: at least one, unless ``timeout`` passed or nothing is in flight."""
 
     @abstractmethod
@@ -78,21 +73,20 @@ class Executor(ABC):
 # --- in-process --------------------------------------------------------------------------------------
 
 class LocalExecutor(Executor):
-    """Trains children one at a time in this process (``wait`` trains the next queued child; no timeout)."""
+    """Evaluates children one at a time in this process (``wait`` runs the next queued child; no timeout)."""
 
-    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
-                 seed: int = 0):
-        super().__init__(child, data, seed)
+    def __init__(self, evaluator: Evaluator, seed: int = 0):
+        super().__init__(evaluator, seed)
         self._queue: collections.deque[tuple[int, Genotype]] = collections.deque()
 
     def submit(self, trial_id: int, genotype: Genotype) -> None:
         self._queue.append((trial_id, genotype))
 
-    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
         if not self._queue:
             return []
         trial_id, genotype = self._queue.popleft()
-        return [(trial_id, evaluate_child(genotype, self.child, self.data, self.seed, run_name=_run_name(trial_id)))]
+        return [(trial_id, self.evaluator.evaluate(genotype, trial_id=trial_id, seed=self.seed))]
 
     def num_running(self) -> int:
         return len(self._queue)
@@ -119,7 +113,7 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _pool_worker(conn: Connection, child: ChildConfig, data: DataConfig, seed: int, threads: int) -> None:
+def _pool_worker(conn: Connection, evaluator: Evaluator, seed: int, threads: int) -> None:
     """Worker process loop: receive ``(trial_id, genotype)``, send back ``(kind, trial_id, payload)``."""
     torch.set_num_threads(threads)
     # The imports are done: the collection evaluate_child runs after each child then skips the ~500,000
@@ -134,11 +128,11 @@ def _pool_worker(conn: Connection, child: ChildConfig, data: DataConfig, seed: i
             return
         trial_id, genotype = task
         try:
-            message = ("result", trial_id, evaluate_child(genotype, child, data, seed, run_name=_run_name(trial_id)))
+            message = ("result", trial_id, evaluator.evaluate(genotype, trial_id=trial_id, seed=seed))
         except ConfigError as err:
             message = ("config_error", trial_id, str(err))
-        except Exception as err:  # evaluate_child records child failures; this is a last resort
-            message = ("result", trial_id, _failed(describe_error(err)))
+        except Exception as err:  # evaluators record child failures; this is a last resort
+            message = ("result", trial_id, failed_result(describe_error(err)))
         conn.send(message)
 
 
@@ -181,16 +175,13 @@ class PoolExecutor(Executor):
     (default once) and then recorded as failed.
     """
 
-    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
-                 seed: int = 0, num_workers: int | None = None, gpus: list[int] | None = None,
-                 threads_per_worker: int | None = None, max_retries: int = 1):
-        super().__init__(child, data, seed)
-        if self.child.devices not in (1, "1", [0]) or self.child.strategy not in ("auto", "single_device"):
-            raise ConfigError("PoolExecutor trains each child on one device; for one child on several devices "
-                              "use LocalExecutor with child.devices > 1 and a DDP strategy")
+    def __init__(self, evaluator: Evaluator, seed: int = 0, num_workers: int | None = None,
+                 gpus: list[int] | None = None, threads_per_worker: int | None = None, max_retries: int = 1):
+        super().__init__(evaluator, seed)
+        evaluator.check_single_device()
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
-        if gpus is None and self.child.accelerator in ("auto", "gpu", "cuda"):
+        if gpus is None and evaluator.accelerator in ("auto", "gpu", "cuda"):
             gpus = list(range(torch.cuda.device_count()))
         gpus = list(gpus or [])
         if num_workers is None:
@@ -205,7 +196,7 @@ class PoolExecutor(Executor):
         self._gpus = gpus[:num_workers] if gpus else [None] * num_workers
         self._context = multiprocessing.get_context("spawn")
         self._queue: collections.deque[_Task] = collections.deque()
-        self._done: list[tuple[int, ChildResult]] = []
+        self._done: list[tuple[int, EvalResult]] = []
         self.restarts = 0
         self._workers = [self._start_worker(gpu) for gpu in self._gpus]
         self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
@@ -214,7 +205,7 @@ class PoolExecutor(Executor):
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=_pool_worker, name=f"cellsearch-worker-{gpu if gpu is not None else 'cpu'}",
-            args=(child_conn, self.child, self.data, self.seed, self.threads_per_worker),
+            args=(child_conn, self.evaluator, self.seed, self.threads_per_worker),
         )
         # The new interpreter inherits these before it imports anything: its GPU, its thread pools.
         settings = {"OMP_NUM_THREADS": str(self.threads_per_worker)}
@@ -232,7 +223,7 @@ class PoolExecutor(Executor):
         self._queue.append(_Task(trial_id, genotype))
         self._dispatch()
 
-    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done:
             busy = [w for w in self._workers if w.task is not None]
@@ -306,7 +297,8 @@ class PoolExecutor(Executor):
                 self._queue.appendleft(task)
             else:
                 seconds = time.perf_counter() - task.started
-                self._done.append((task.trial_id, _failed(f"{why}; gave up after {task.attempts} attempt(s)", seconds)))
+                self._done.append((task.trial_id, failed_result(f"{why}; gave up after {task.attempts} attempt(s)",
+                                                                seconds)))
 
     def _restart(self, worker: _Worker) -> None:
         worker.process.join(1.0)
@@ -327,10 +319,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def _ray_evaluate(genotype: Genotype, child: ChildConfig, data: DataConfig, seed: int, run_name: str,
-                  threads: int) -> ChildResult:
+def _ray_evaluate(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed: int, threads: int) -> EvalResult:
     torch.set_num_threads(threads)
-    return evaluate_child(genotype, child, data, seed, run_name=run_name)
+    return evaluator.evaluate(genotype, trial_id=trial_id, seed=seed)
 
 
 class RayExecutor(Executor):
@@ -343,14 +334,13 @@ class RayExecutor(Executor):
     down by ``close``.
     """
 
-    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
-                 seed: int = 0, address: str | None = None, num_workers: int | None = None,
+    def __init__(self, evaluator: Evaluator, seed: int = 0, address: str | None = None, num_workers: int | None = None,
                  num_cpus_per_child: float = 1, num_gpus_per_child: float | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 1,
                  init_kwargs: Mapping[str, Any] | None = None):
         ray = _import_ray()
-        super().__init__(child, data, seed)
+        super().__init__(evaluator, seed)
         if num_cpus_per_child <= 0 or (num_gpus_per_child is not None and num_gpus_per_child < 0):
             raise ConfigError("num_cpus_per_child must be > 0 and num_gpus_per_child >= 0")
         self._ray = ray
@@ -369,7 +359,7 @@ class RayExecutor(Executor):
                                   f"{err}") from err
         resources = ray.cluster_resources()
         if num_gpus_per_child is None:
-            num_gpus_per_child = 1 if resources.get("GPU", 0) >= 1 and self.child.accelerator != "cpu" else 0
+            num_gpus_per_child = 1 if resources.get("GPU", 0) >= 1 and evaluator.accelerator != "cpu" else 0
         if num_gpus_per_child > resources.get("GPU", 0) or num_cpus_per_child > resources.get("CPU", 0):
             self.close()
             raise ConfigError(f"a child asks for {num_cpus_per_child} CPU(s) and {num_gpus_per_child} GPU(s) but the "
@@ -385,11 +375,10 @@ class RayExecutor(Executor):
                                                          max_retries=max_retries)
 
     def submit(self, trial_id: int, genotype: Genotype) -> None:
-        ref = self._remote.remote(genotype, self.child, self.data, self.seed, _run_name(trial_id),
-                                  self.threads_per_child)
+        ref = self._remote.remote(self.evaluator, genotype, trial_id, self.seed, self.threads_per_child)
         self._pending[ref] = (trial_id, time.perf_counter())
 
-    def wait(self, timeout: float | None = None) -> list[tuple[int, ChildResult]]:
+    def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
         if not self._pending:
             return []
         refs = list(self._pending)
@@ -398,7 +387,7 @@ class RayExecutor(Executor):
             ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
         return [self._result(ref) for ref in ready]
 
-    def _result(self, ref: Any) -> tuple[int, ChildResult]:
+    def _result(self, ref: Any) -> tuple[int, EvalResult]:
         trial_id, started = self._pending.pop(ref)
         try:
             return trial_id, self._ray.get(ref)
@@ -406,11 +395,11 @@ class RayExecutor(Executor):
             cause = getattr(err, "cause", None)
             if isinstance(cause, ConfigError):
                 raise ConfigError(str(cause)) from err
-            return trial_id, _failed(f"Ray task failed: {cause!r}" if cause else str(err).splitlines()[0],
-                                     time.perf_counter() - started)
+            return trial_id, failed_result(f"Ray task failed: {cause!r}" if cause else str(err).splitlines()[0],
+                                           time.perf_counter() - started)
         except self._ray.exceptions.RayError as err:  # worker died (after retries), node lost, ...
-            return trial_id, _failed(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",
-                                     time.perf_counter() - started)
+            return trial_id, failed_result(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",
+                                           time.perf_counter() - started)
 
     def num_running(self) -> int:
         return len(self._pending)
@@ -431,9 +420,8 @@ class RayExecutor(Executor):
 EXECUTORS: dict[str, type[Executor]] = {"local": LocalExecutor, "pool": PoolExecutor, "ray": RayExecutor}
 
 
-def build_executor(kind: str, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
-                   seed: int = 0, **options: Any) -> Executor:
-    """``LocalExecutor``, ``PoolExecutor`` or ``RayExecutor`` by name, with its own options."""
+def build_executor(kind: str, evaluator: Evaluator, seed: int = 0, **options: Any) -> Executor:
+    """``LocalExecutor``, ``PoolExecutor`` or ``RayExecutor`` by name, running ``evaluator``, with its own options."""
     if kind not in EXECUTORS:
         raise ConfigError(f"unknown executor {kind!r}; choose one of {list(EXECUTORS)}")
-    return EXECUTORS[kind](child, data, seed, **options)
+    return EXECUTORS[kind](evaluator, seed, **options)

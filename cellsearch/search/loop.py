@@ -13,6 +13,7 @@ and at the end ``rewards.png`` and ``best_cell.png``.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -25,13 +26,15 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.evaluators.child import ChildResult, as_child_config
 from cellsearch.data import ConfigError, as_data_config
+from cellsearch.evaluators.base import EvalResult
+from cellsearch.evaluators.child import as_child_config
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.export import export_cells, export_paths
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
+from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 
@@ -126,10 +129,11 @@ class SearchLoop:
     """Runs (or resumes) one search in ``run_dir`` until the store holds ``budget`` children."""
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
-                 budget: int) -> None:
+                 budget: int, objective: Objective | None = None) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.executor = executor
+        self.objective = objective or AccuracyObjective()
         self.store = store
         self.run_dir = Path(run_dir)
         self.budget = budget
@@ -166,9 +170,10 @@ class SearchLoop:
                      self.budget, len(to_retrain), f", best reward {self.best.reward:.4f}" if self.best else "")
         return to_retrain
 
-    def _record(self, trial_id: int, genotype: Genotype, result: ChildResult) -> TrialRow:
+    def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
-        row = self.store.add(trial_id, genotype, result)
+        reward = self.objective.reward(result) if result.ok else None
+        row = self.store.add(trial_id, genotype, result, reward)
         self.strategy.tell(trial_id, row.reward if row.ok else None)
         self._save_state()
         if row.ok and row.reward is not None and (self.best is None or row.reward > self.best.reward):
@@ -270,6 +275,8 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that define what a search's rewards mean (checked when it resumes)."""
     settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
+    if settings.get("evaluator", {}).get("_target_") != "cellsearch.evaluators.TrainEvaluator":
+        chosen["evaluator"] = settings["evaluator"]  # the default is left out: run dirs from before it match
     chosen["search"] = {k: v for k, v in settings["search"].items() if k != "budget"}
     for group, free in RESUMABLE_CHANGES.items():
         chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
@@ -277,9 +284,12 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects: Any) -> Any:
-    """``node``'s ``_target_`` called with its plain values and ``objects`` (a strategy, an executor);
-    a value it rejects raises ConfigError naming the config group ``what``."""
+    """``node``'s ``_target_`` called with its plain values and those of ``objects`` (a space, a child
+    config, an evaluator) that it takes; a value it rejects raises ConfigError naming the group ``what``."""
     factory = instantiate(node, _partial_=True, _convert_="all")
+    accepted = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        objects = {k: v for k, v in objects.items() if k in accepted}
     try:
         return factory(**objects)
     except (TypeError, ValueError) as err:
@@ -298,8 +308,9 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     search_node = {k: v for k, v in cfg.search.items() if k != "budget"}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
-    # The executor checks the child and data settings and the dataset before anything trains.
-    executor = build_from_config("executor", cfg.executor, child=child, data=data, seed=cfg.seed)
+    evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
+    # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
+    executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if not isinstance(executor, LocalExecutor):
         # Children train in other processes that use the cores. The controller is a small LSTM; with several
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).

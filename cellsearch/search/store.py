@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cellsearch.space.genotype import Genotype
 
 if TYPE_CHECKING:  # for type hints only
-    from cellsearch.evaluators.child import ChildResult
+    from cellsearch.evaluators.base import EvalResult
 
 SCHEMA_VERSION = 1
 TRIALS_FILE = "trials.db"  # its name in a run directory
@@ -78,17 +78,18 @@ class TrialStore:
             raise ValueError(f"{self.path} is not a cellsearch trial store: {err}") from None
 
     # --- writing ----------------------------------------------------------------------------------
-    def add(self, trial_id: int, genotype: Genotype, result: ChildResult) -> TrialRow:
-        """Commit the result of child ``trial_id``; a trial is stored once (ValueError if it exists)."""
+    def add(self, trial_id: int, genotype: Genotype, result: EvalResult, reward: float | None) -> TrialRow:
+        """Commit the result of child ``trial_id`` and its reward (None when it failed); a trial is stored
+        once (ValueError if it exists)."""
         if result.status not in STATUSES:
             raise ValueError(f"trial {trial_id}: status must be one of {list(STATUSES)}, got {result.status!r}")
         row = TrialRow(
             trial_id=int(trial_id),
             genotype=genotype,
-            reward=_float_or_none(result.reward),
-            val_accuracy=_float_or_none(result.val_accuracy),
-            params=None if result.params is None else int(result.params),
-            mult_adds=None if result.mult_adds is None else int(result.mult_adds),
+            reward=_float_or_none(reward),
+            val_accuracy=_float_or_none(result.metric("val_accuracy")),
+            params=_int_or_none(result.metric("params")),
+            mult_adds=_int_or_none(result.metric("mult_adds")),
             seconds=float(result.seconds),
             status=result.status,
             error=result.error or "",
@@ -157,3 +158,7 @@ class TrialStore:
 
 def _float_or_none(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def _int_or_none(value: float | None) -> int | None:
+    return None if value is None else int(value)

@@ -24,8 +24,8 @@ from cellsearch.space.genotype import Genotype, SearchSpace
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-_PENDING, _OK, _FAILED = 0, 1, 2
-STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed"}
+_PENDING, _OK, _FAILED, _WITHDRAWN = 0, 1, 2, 3
+STATUS_NAMES = {_PENDING: "pending", _OK: "ok", _FAILED: "failed", _WITHDRAWN: "withdrawn"}
 REWARD_SHAPINGS: tuple[str, ...] = ("accuracy", "cubed")
 
 
@@ -136,6 +136,39 @@ class Strategy:
 
     def tell(self, trial_id: int, reward: float | None) -> None:
         """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        trial = self._pending_trial(trial_id)
+        trial_id = operator.index(trial_id)
+        if reward is None or math.isnan(float(reward)):
+            trial.status = _FAILED
+        else:
+            trial.reward = float(reward)
+            trial.status = _OK
+        self._told(trial_id)
+
+    def withdraw(self, trial_id: int) -> None:
+        """Drop a pending proposal without evaluating it (a pre-judger passed it over): it is not a
+        trial, the strategy does not learn from it, and its genotype may be proposed again."""
+        trial = self._pending_trial(trial_id)
+        trial.status = _WITHDRAWN
+        self._proposed_keys.discard(trial.key)
+        self._withdrawn(trial_id)
+
+    def add_trial(self, genotype: Genotype, reward: float | None) -> int:
+        """Register a trial evaluated elsewhere (its reward, or None if it failed) and return its id,
+        as if it had been asked and told (rebuilding a strategy from a trial store, warm starts)."""
+        actions = self.space.encode(genotype)  # raises GenotypeError for a genotype outside this space
+        trial_id = len(self._trials)
+        self._trials.append(Trial(actions=actions, genotype=genotype, key=genotype.key()))
+        self._proposed_keys.add(genotype.key())
+        self._added(trial_id)
+        self.tell(trial_id, reward)
+        return trial_id
+
+    def pending(self) -> list[Proposal]:
+        """Proposals asked and not yet told, in ask order."""
+        return [Proposal(i, t.genotype) for i, t in enumerate(self._trials) if t.status == _PENDING]
+
+    def _pending_trial(self, trial_id: int) -> Trial:
         try:
             trial_id = operator.index(trial_id)  # ints from numpy or a database are fine too
         except TypeError:
@@ -144,17 +177,8 @@ class Strategy:
             raise KeyError(f"unknown trial_id {trial_id}: this strategy has proposed trials 0..{len(self._trials) - 1}")
         trial = self._trials[trial_id]
         if trial.status != _PENDING:
-            raise ValueError(f"trial {trial_id} was already told (status {STATUS_NAMES[trial.status]})")
-        if reward is None or math.isnan(float(reward)):
-            trial.status = _FAILED
-        else:
-            trial.reward = float(reward)
-            trial.status = _OK
-        self._told(trial_id)
-
-    def pending(self) -> list[Proposal]:
-        """Proposals asked and not yet told, in ask order."""
-        return [Proposal(i, t.genotype) for i, t in enumerate(self._trials) if t.status == _PENDING]
+            raise ValueError(f"trial {trial_id} was already told or withdrawn (status {STATUS_NAMES[trial.status]})")
+        return trial
 
     @property
     def num_asked(self) -> int:
@@ -162,7 +186,7 @@ class Strategy:
 
     @property
     def num_told(self) -> int:
-        return sum(t.status != _PENDING for t in self._trials)
+        return sum(t.status in (_OK, _FAILED) for t in self._trials)
 
     def best(self) -> tuple[int, Genotype, float] | None:
         """(trial_id, genotype, reward) of the best successful trial so far, or None."""
@@ -191,7 +215,7 @@ class Strategy:
         return trial.reward if trial.status == _OK else self.failure_reward
 
     def is_told(self, trial_id: int) -> bool:
-        return self._trials[trial_id].status != _PENDING
+        return self._trials[trial_id].status in (_OK, _FAILED)
 
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
@@ -203,6 +227,12 @@ class Strategy:
 
     def _told(self, trial_id: int) -> None:
         """Called after the reward (or failure) of ``trial_id`` was recorded."""
+
+    def _withdrawn(self, trial_id: int) -> None:
+        """Called after the pending proposal ``trial_id`` was withdrawn: forget what ``_asked`` kept of it."""
+
+    def _added(self, trial_id: int) -> None:
+        """Called when :meth:`add_trial` registers ``trial_id`` (before it is told); ``_asked`` is not called."""
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -255,5 +285,6 @@ class Strategy:
             genotype = self.decode(actions)
             key = genotype.key()
             self._trials.append(Trial(actions, genotype, key, None if status != _OK else float(reward), int(status)))
-            self._proposed_keys.add(key)
+            if status != _WITHDRAWN:
+                self._proposed_keys.add(key)
         self._load_extra_state(state["extra"])

@@ -1,0 +1,84 @@
+"""The evaluator protocol: what a cell is worth, as a dict of named metrics.
+
+An evaluator turns a genotype into metrics. Stand-alone Lightning training
+(:class:`~cellsearch.evaluators.standalone.TrainEvaluator`) is one; reward landscapes, a lookup
+table, zero-cost scores and a one-shot supernet are others. Executors run any evaluator (in this
+process, in worker processes, on Ray), so an evaluator must pickle: keep its settings as plain data
+and build heavy objects lazily, in the process that evaluates.
+
+Metric names that mean the same thing everywhere (the trial store keeps each as a column):
+
+- ``val_accuracy``: validation accuracy in [0, 1] (the default reward)
+- ``train_loss``: mean training loss of the last epoch
+- ``params``: trainable parameters of the child network
+- ``mult_adds``: multiply-adds of one forward pass at the dataset's image size
+- ``latency_ms``: measured forward latency at batch 1
+
+Any other metric an evaluator measures is kept too (in the store's ``metrics`` JSON).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from cellsearch.space.genotype import Genotype
+
+__all__ = ["EvalResult", "Evaluator", "STANDARD_METRICS", "failed_result"]
+
+STANDARD_METRICS: tuple[str, ...] = ("val_accuracy", "train_loss", "params", "mult_adds", "latency_ms")
+STATUSES: tuple[str, ...] = ("ok", "failed")
+
+
+@dataclass
+class EvalResult:
+    """What one evaluation gave: named metrics, or (``status='failed'``) why it failed."""
+
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def metric(self, name: str) -> float | None:
+        """The metric ``name``, or None when it was not measured (or is NaN)."""
+        value = self.metrics.get(name)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "metrics": dict(self.metrics), "seconds": self.seconds, "error": self.error}
+
+
+def failed_result(error: str, seconds: float = 0.0, **metrics: float) -> EvalResult:
+    """A failed evaluation with its reason (and whatever was measured before it failed)."""
+    return EvalResult("failed", {k: v for k, v in metrics.items() if v is not None}, seconds, error)
+
+
+class Evaluator(ABC):
+    """Turns a genotype into metrics. Subclasses set ``name`` and ``metrics`` and implement ``evaluate``."""
+
+    name: str = "evaluator"
+    #: The metrics this evaluator measures for every successful trial (objectives check against it).
+    metrics: tuple[str, ...] = ("val_accuracy",)
+    #: Lightning-style accelerator setting: "cpu", or "auto"/"gpu"/"cuda" when it may use a GPU.
+    accelerator: str = "cpu"
+
+    def check(self) -> None:
+        """Raise ConfigError for bad settings or missing data, before anything is evaluated."""
+
+    def check_single_device(self) -> None:
+        """Raise ConfigError if one evaluation needs several devices (worker pools give each one device)."""
+
+    @abstractmethod
+    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
+        """Evaluate ``genotype``; failures of the cell itself come back as ``status='failed'``, not raised."""
+
+    def describe(self) -> str:
+        """A few words for log lines: what is evaluated and on what."""
+        return self.name
