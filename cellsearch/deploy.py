@@ -7,7 +7,7 @@ Formats (the file name says which):
 - ``onnx``: ``<name>.onnx``, opset :data:`ONNX_OPSET`, dynamic batch axis, input ``image``, output
   ``logits`` (needs the ``[deploy]`` extra: onnx and onnxruntime)
 - ``python``: ``<name>.py`` + ``<name>.pth``, one module that needs only torch (see
-  :mod:`cellsearch.standalone`)
+  :mod:`cellsearch.deploy_python`)
 - ``safetensors``: ``<name>.safetensors/`` holding ``model.safetensors`` and ``config.json``
   (``timm.create_model('local-dir:<folder>')``)
 
@@ -34,7 +34,7 @@ import torch
 from cellsearch.data import ConfigError
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.network import CellNet, CellNetCifar
-from cellsearch.standalone import module_name, write_standalone
+from cellsearch.deploy_python import module_name, write_standalone
 from cellsearch.weights import CONFIG_FILE, WEIGHTS_FILE, export_weights, model_from_checkpoint
 
 log = logging.getLogger("cellsearch")

@@ -27,7 +27,8 @@ from cellsearch.space import genotype as genotype_module
 from cellsearch.space import ops as ops_module
 from cellsearch.space.cell import CellModule
 from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell
-from cellsearch.space.network import CellNet, ConvStemCell
+from cellsearch.space.network import CellNet
+from cellsearch.space.skeleton import ConvStemCell
 from cellsearch.space.ops import FactorizedReduce, ReLUConvBN
 
 # timm pool types the generated head reproduces (SelectAdaptivePool2d with flatten).
