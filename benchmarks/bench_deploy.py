@@ -117,7 +117,7 @@ def main() -> None:
     repeats = dict(zip(args.batches, args.repeats + args.repeats[-1:] * len(args.batches)))
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
           f"{args.image_size}px, warm-up {args.warmup}, repeats {repeats}\n")
-    rows = []
+    print("| network | batch | runtime | median ms | speed-up vs eager | notes |\n|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in networks(args.cell).items():
             out_dir = Path(tmp) / name.split()[0]
@@ -126,15 +126,12 @@ def main() -> None:
                 batch = torch.randn(batch_size, 3, args.image_size, args.image_size)
                 runners = check(all_runners, batch, notes)
                 medians = measure(runners, batch, args.warmup, repeats[batch_size])
-                for label in all_runners:
+                for label in all_runners:  # each row as soon as it is measured
                     ms = medians.get(label)
-                    ratio = f"{medians['eager'] / ms:.2f}x" if ms else "-"
-                    rows.append((name, batch_size, label, f"{ms * 1e3:.1f}" if ms else "mismatched", ratio,
-                                 notes.get(label, "") if batch_size == args.batches[0] else ""))
-                print(f"done: {name}, batch {batch_size}", flush=True)
-    print("\n| network | batch | runtime | median ms | speed-up vs eager | notes |\n|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
+                    row = (name, batch_size, label, f"{ms * 1e3:.1f}" if ms else "mismatched",
+                           f"{medians['eager'] / ms:.2f}x" if ms else "-",
+                           notes.get(label, "") if batch_size == args.batches[0] else "")
+                    print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -162,6 +162,7 @@ def _quietly(fn: Callable, *args: Any, **kwargs: Any) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)  # the ONNX exporter's constant-folding notes
         return fn(*args, **kwargs)
 
 
