@@ -9,7 +9,7 @@ Formats (the file name says which):
 - ``python``: ``<name>.py`` + ``<name>.pth``, one module that needs only torch (see
   :mod:`cellsearch.deploy_python`)
 - ``safetensors``: ``<name>.safetensors/`` holding ``model.safetensors`` and ``config.json``
-  (``timm.create_model('local-dir:<folder>')``)
+  (``timm.create_model('local-dir:<folder>', pretrained=True)``)
 
 The batch axis is dynamic in every format; the image size is the one exported at (the network's
 configured input size unless given). Command line::
@@ -105,7 +105,7 @@ def _trained_network(path: Path) -> CellNet:
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise ConfigError(f"{path}: not trained weights; give a folder with {WEIGHTS_FILE} and {CONFIG_FILE} "
                           f"(what task=retrain writes), its {WEIGHTS_FILE}, or a Lightning .ckpt")
-    return timm.create_model(f"local-dir:{folder}")
+    return timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
 def input_spec(model: CellNet, input_size: Sequence[int] | None = None) -> tuple[tuple[int, int, int], tuple, tuple]:
@@ -184,7 +184,7 @@ def load_export(path: "str | Path", fmt: str) -> Callable[[torch.Tensor], torch.
         spec.loader.exec_module(module)
         return module.load_model()
     if fmt == "safetensors":
-        return timm.create_model(f"local-dir:{path}").eval()
+        return timm.create_model(f"local-dir:{path}", pretrained=True).eval()
     raise ConfigError(f"unknown export format {fmt}; valid formats: {', '.join(FORMATS)}")
 
 

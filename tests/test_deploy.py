@@ -103,7 +103,8 @@ def test_every_format_matches_eager(fmt, cell, concat_cell, tmp_path):
     [result] = export_network(model, fmt, tmp_path / "out", "net", input_size=(3, 16, 16))
     assert result.max_abs_diff <= TOLERANCE
     loadable = result.paths[0]
-    assert fmt.split("_")[0] in loadable.name or loadable.suffix in {".py", ".onnx"}  # the name says the format
+    assert loadable.name == {"torchscript": "net.torchscript.pt", "torch_export": "net.pt2", "onnx": "net.onnx",
+                             "python": "net.py", "safetensors": "net.safetensors"}[fmt]  # the name says the format
     exported = load_export(loadable, fmt)
     x = torch.randn(7, 3, 16, 16)  # another batch size than at export time: the batch axis is dynamic
     with torch.inference_mode():
