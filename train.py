@@ -4,6 +4,7 @@
     python train.py experiment=quick_cpu                # a few tiny children on digits, on a CPU
     python train.py hydra.run.dir=<run dir> ...         # resume that search (same overrides)
     python train.py task=export export.run=<run dir> export.name=my_cell
+    python train.py task=export export.format=onnx export.run=<run dir>   # also torchscript, python, ...
     python train.py task=retrain cell=my_cell           # N=6, F=32, 600 epochs; weights for timm
     python train.py -m search=ppo,random seed=0,1,2     # a sweep: one run directory per job
 
@@ -59,6 +60,9 @@ def run(cfg: DictConfig) -> Any:
         return run_retrain(cfg)
     if task == "export":
         settings = cfg.export
+        if settings.get("format") is not None:
+            from cellsearch.deploy import run_export
+            return run_export(cfg)
         if settings.name is None:
             raise ConfigError("task=export needs export.name=<name for the exported cells>")
         paths = export_cells(settings.run, settings.name, settings.top_k, settings.dir, settings.overwrite)

@@ -169,8 +169,8 @@ def _network_from_checkpoint(state_dict: dict[str, torch.Tensor], hparams: Mappi
     raise ValueError("could not rebuild the network from the checkpoint's hyperparameters: " + "; ".join(errors))
 
 
-def convert_checkpoint(ckpt_path: "str | Path", out_dir: "str | Path", model_name: str | None = None) -> Path:
-    """Lightning checkpoint of a child or retrain run -> timm export in ``out_dir`` (see export_weights).
+def model_from_checkpoint(ckpt_path: "str | Path") -> CellNet:
+    """The trained network of a Lightning checkpoint of a child or retrain run.
 
     The Lightning module keeps its network as ``self.model`` and saves the genotype (as a dict) and
     the network's sizes with ``save_hyperparameters``.
@@ -182,8 +182,12 @@ def convert_checkpoint(ckpt_path: "str | Path", out_dir: "str | Path", model_nam
     if not weights:
         raise ValueError(f"{ckpt_path}: no weights under 'model.': the Lightning module must keep its network "
                          f"as self.model")
-    model = _network_from_checkpoint(weights, checkpoint.get("hyper_parameters") or {})
-    return export_weights(model, out_dir, model_name)
+    return _network_from_checkpoint(weights, checkpoint.get("hyper_parameters") or {})
+
+
+def convert_checkpoint(ckpt_path: "str | Path", out_dir: "str | Path", model_name: str | None = None) -> Path:
+    """Lightning checkpoint of a child or retrain run -> timm export in ``out_dir`` (see export_weights)."""
+    return export_weights(model_from_checkpoint(ckpt_path), out_dir, model_name)
 
 
 # --- command line ----------------------------------------------------------------------------------

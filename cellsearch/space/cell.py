@@ -60,15 +60,20 @@ class CellModule(nn.Module):
         self.preprocess1 = ReLUConvBN(c_prev, channels, 1)
         state_channels = [channels if not isinstance(self.preprocess0, nn.Identity) else c_prev_prev, channels]
 
-        self.inputs: list[tuple[int, int]] = []
-        self.combines: list[str] = []
+        # Flat per-op tables (op j reads state op_inputs[j]; ops 2k and 2k+1 form block k) so that
+        # forward iterates the ModuleList directly, which TorchScript can compile.
+        self.op_inputs: list[int] = []
+        self.op_drops: list[bool] = []
+        self.block_adds: list[bool] = []
         self.ops = nn.ModuleList()
         for block in genotype_cell.blocks:
             for state, op_name in block.pairs():
                 stride = 2 if reduction and state < NUM_CELL_INPUTS else 1
-                self.ops.append(build_op(op_name, state_channels[state], channels, stride))
-            self.inputs.append(block.inputs)
-            self.combines.append(block.combine)
+                op = build_op(op_name, state_channels[state], channels, stride)
+                self.ops.append(op)
+                self.op_inputs.append(state)
+                self.op_drops.append(not is_parameter_free_identity(op))
+            self.block_adds.append(block.combine == "add")
             state_channels.append(2 * channels if block.combine == "concat" else channels)
 
         self.concat = list(genotype_cell.concat)
@@ -81,16 +86,21 @@ class CellModule(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for k, ((ia, ib), combine) in enumerate(zip(self.inputs, self.combines)):
-            op_a, op_b = self.ops[2 * k], self.ops[2 * k + 1]
-            a, b = op_a(states[ia]), op_b(states[ib])
-            if not is_parameter_free_identity(op_a):
-                a = drop_path(a, self.drop_prob, self.training)
-            if not is_parameter_free_identity(op_b):
-                b = drop_path(b, self.drop_prob, self.training)
-            states.append(a + b if combine == "add" else torch.cat([a, b], dim=1))
-        outputs = [
-            self.output_reduce[str(s)](states[s]) if str(s) in self.output_reduce else states[s]
-            for s in self.concat
-        ]
+        first = states[0]  # the block's first operand, held until its second op has run
+        for j, op in enumerate(self.ops):
+            y = op(states[self.op_inputs[j]])
+            if self.op_drops[j]:
+                y = drop_path(y, self.drop_prob, self.training)
+            if j % 2 == 0:
+                first = y
+            elif self.block_adds[j // 2]:
+                states.append(first + y)
+            else:
+                states.append(torch.cat([first, y], dim=1))
+        reduced: dict[int, torch.Tensor] = {}
+        for key, module in self.output_reduce.items():
+            reduced[int(key)] = module(states[int(key)])
+        outputs: list[torch.Tensor] = []
+        for s in self.concat:
+            outputs.append(reduced[s] if s in reduced else states[s])
         return torch.cat(outputs, dim=1)

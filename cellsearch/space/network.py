@@ -49,6 +49,9 @@ class CellNet(nn.Module):
     the next cell reads it; the last one is ``forward_features``' output.
     """
 
+    # Plain-data bookkeeping for timm's export helpers, never needed by a scripted forward.
+    __jit_unused_properties__ = ["_model_args"]
+
     def __init__(
         self,
         genotype: Genotype,
@@ -148,17 +151,16 @@ class CellNet(nn.Module):
         return dict(stem=r"^stem", blocks=r"^cells\.(\d+)")
 
     # --- forward -------------------------------------------------------------------------------
-    def _cell(self, cell: nn.Module, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint(cell, s0, s1)
-        return cell(s0, s1)
-
-    def _run_cells(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run_cells(self, x: torch.Tensor, aux_index: int = -1) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Final features and the output of cell ``aux_index`` (None for -1, the default)."""
         s0 = s1 = self.stem(x)
-        aux_input = None
+        aux_input: torch.Tensor | None = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, self._cell(cell, s0, s1)
-            if i == self.aux_index:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                s0, s1 = s1, checkpoint(cell, s0, s1)
+            else:
+                s0, s1 = s1, cell(s0, s1)
+            if i == aux_index:
                 aux_input = s1
         return self.final_act(s1), aux_input
 
@@ -175,7 +177,7 @@ class CellNet(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, in training mode with an auxiliary head, the auxiliary logits (else None)."""
-        features, aux_input = self._run_cells(x)
+        features, aux_input = self._run_cells(x, -1 if self.aux_index is None else self.aux_index)
         aux_logits = self.aux_head(aux_input) if self.aux_head is not None and self.training else None
         return self.forward_head(features), aux_logits
 
@@ -208,7 +210,7 @@ class CellNet(nn.Module):
         if -1 in take_layers:
             intermediates.append(F.relu(s1))
         for i, cell in enumerate(self.cells[: last_layer + 1]):
-            s0, s1 = s1, self._cell(cell, s0, s1)
+            s0, s1 = s1, checkpoint(cell, s0, s1) if self.grad_checkpointing else cell(s0, s1)
             if i in take_layers:
                 intermediates.append(F.relu(s1))
         if intermediates_only:

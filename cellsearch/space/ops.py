@@ -45,8 +45,8 @@ class ReLUConvBN(nn.Sequential):
         self.pointwise_stride = stride if kernel_size == 1 else 1  # see pointwise_stride()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        relu, conv, bn = self[0], self[1], self[2]
-        return bn(conv(pointwise_stride(relu(x), self.pointwise_stride)))
+        # ReLU, conv, BN by index: TorchScript cannot call a module held in a local variable.
+        return self[2](self[1](pointwise_stride(self[0](x), self.pointwise_stride)))
 
 
 class FactorizedConvPair(nn.Sequential):
