@@ -57,9 +57,9 @@ def test_a_gpu_requested_where_none_exists_is_one_line(make, match):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(workers_per_gpu=0), "workers_per_gpu must be a positive integer"),
-    (dict(device_memory_mb=-1), "device_memory_mb must be a positive number"),
-    (dict(num_workers=0), "num_workers must be a positive integer"),
+    (dict(workers_per_gpu=0), "executor.workers_per_gpu must be an integer >= 1"),
+    (dict(device_memory_mb=-1), "executor.device_memory_mb must be a number > 0"),
+    (dict(num_workers=0), "executor.num_workers must be an integer >= 1"),
 ])
 def test_bad_placement_settings_are_config_errors(options, match):
     with pytest.raises(ConfigError, match=match):

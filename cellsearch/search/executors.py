@@ -27,8 +27,8 @@ import torch
 from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
-from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, positive_int, \
-    worker_devices
+from cellsearch.validation import positive_int
+from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
@@ -359,7 +359,7 @@ class RayExecutor(Executor):
         if num_cpus_per_child <= 0 or (num_gpus_per_child is not None and num_gpus_per_child < 0):
             raise ConfigError("num_cpus_per_child must be > 0 and num_gpus_per_child >= 0")
         if children_per_gpu is not None:
-            positive_int("children_per_gpu", children_per_gpu)
+            positive_int(children_per_gpu, "executor.children_per_gpu")
             if num_gpus_per_child is not None:
                 raise ConfigError("set executor.children_per_gpu or executor.num_gpus_per_child, not both "
                                   "(children_per_gpu=K asks for 1/K GPU per child)")

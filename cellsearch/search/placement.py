@@ -18,22 +18,16 @@ from typing import Any, Hashable
 
 import torch
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError, number_in, positive_int
 from cellsearch.evaluators.base import Evaluator
 from cellsearch.evaluators.memory import MB
 from cellsearch.space.genotype import Genotype
 
-__all__ = ["MB", "MemoryPlan", "memory_budgets", "memory_estimate", "positive_int", "worker_devices"]
+__all__ = ["MB", "MemoryPlan", "memory_budgets", "memory_estimate", "worker_devices"]
 
 # Of each GPU's memory, what children may reserve: the rest is margin for CUDA contexts and the
 # caching allocator's fragmentation.
 GPU_MEMORY_SHARE = 0.9
-
-
-def positive_int(name: str, value: Any) -> None:
-    """Raise ConfigError unless ``executor.<name>`` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"executor.{name} must be a positive integer, got {value!r}")
 
 
 def _check_gpus(gpus: list[Any]) -> None:
@@ -55,12 +49,11 @@ def worker_devices(accelerator: str, num_workers: int | None = None, gpus: list[
         _check_gpus(gpus)
     else:
         gpus = list(range(torch.cuda.device_count())) if accelerator in ("auto", "gpu", "cuda") else []
-    if workers_per_gpu is not None:
-        positive_int("workers_per_gpu", workers_per_gpu)
+    positive_int(workers_per_gpu, "executor.workers_per_gpu", optional=True)
     per_device = workers_per_gpu or 1
     if num_workers is None:  # without a GPU: workers_per_gpu on the CPU, else a quarter of the cores
         num_workers = len(gpus) * per_device if gpus else workers_per_gpu or max(1, (os.cpu_count() or 1) // 4)
-    positive_int("num_workers", num_workers)
+    positive_int(num_workers, "executor.num_workers")
     if gpus and num_workers > len(gpus) * per_device:
         raise ConfigError(f"executor.num_workers={num_workers} but only {len(gpus)} GPU(s) {gpus} with "
                           f"workers_per_gpu={per_device}: raise executor.workers_per_gpu")
@@ -70,10 +63,7 @@ def worker_devices(accelerator: str, num_workers: int | None = None, gpus: list[
 def memory_budgets(devices: list[int | None], device_memory_mb: float | None = None) -> dict[int | None, float]:
     """Bytes each device offers children: ``device_memory_mb`` on every device, else GPU_MEMORY_SHARE of
     each GPU's memory and no budget (no packing) on the CPU."""
-    if device_memory_mb is not None:
-        if isinstance(device_memory_mb, bool) or not isinstance(device_memory_mb, (int, float)) \
-                or not device_memory_mb > 0:
-            raise ConfigError(f"executor.device_memory_mb must be a positive number or null, got {device_memory_mb!r}")
+    if number_in(device_memory_mb, "executor.device_memory_mb", low=0, low_open=True, optional=True) is not None:
         return {device: device_memory_mb * MB for device in set(devices)}
     return {gpu: GPU_MEMORY_SHARE * torch.cuda.get_device_properties(gpu).total_memory
             for gpu in set(devices) if gpu is not None}
