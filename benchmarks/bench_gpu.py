@@ -20,7 +20,7 @@ training images at the same rate.
 Part 2 is ``bench_builder_vs_timm.py`` at training batch size: the genotype builder's NASNet-A
 Large against timm's hand-written one, images/s and ratio.
 
-    python benchmarks/bench_gpu.py                       # on a GPU: the full tables (~4 min on an H200)
+    python benchmarks/bench_gpu.py                       # on a GPU: the full tables (sized for < 4 min)
     python benchmarks/bench_gpu.py --device cpu --quick  # smoke test on a CPU (tiny children, K = 1, 2)
 """
 from __future__ import annotations
