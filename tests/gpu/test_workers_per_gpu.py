@@ -29,17 +29,22 @@ def test_k_workers_per_gpu_train_concurrently_and_every_child_lands_in_trials_db
     try:
         gpus = torch.cuda.device_count()
         assert executor.num_workers == K * gpus
-        space = SearchSpace()
-        rng = random.Random(0)
-        for trial_id in range(K * gpus):
-            executor.submit(1000 + trial_id, space.sample(rng))
-        most, done = 0, []
-        deadline = time.monotonic() + 240
-        while executor.num_running() and time.monotonic() < deadline:
-            most = max(most, len(executor.running()))
-            done += executor.wait(timeout=0.1)
-        assert most == K * gpus, "the children did not all train at once"
-        assert all(result.ok and result.metrics["peak_memory_mb"] > 0 for _, result in done), done
+        space, rng = SearchSpace(), random.Random(0)
+
+        def run_round(first_id: int) -> tuple[float, list]:
+            start, done = time.monotonic(), []
+            for trial_id in range(first_id, first_id + K * gpus):
+                executor.submit(trial_id, space.sample(rng))
+            while executor.num_running() and time.monotonic() < start + 240:
+                done += executor.wait(timeout=1.0)
+            return time.monotonic() - start, done
+
+        run_round(1000)  # warm-up: the workers import torch and Lightning
+        wall, done = run_round(2000)
+        assert len(done) == K * gpus
+        assert all(result.ok and result.metrics["peak_memory_mb"] > 0 for _, result in done), done  # on the GPU
+        # Concurrent: the round took well under the children's summed training times.
+        assert wall < 0.75 * sum(result.seconds for _, result in done), wall
         budget = 2 * K * gpus
         with TrialStore(tmp_path / TRIALS_FILE) as store:
             SearchLoop(RandomSearch(space, seed=0), executor, store, tmp_path, budget).run()
