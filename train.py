@@ -8,13 +8,18 @@
     python train.py -m search=ppo,random seed=0,1,2     # a sweep: one run directory per job
 
 Configuration lives in conf/ (``python train.py --help`` lists the groups). Mistakes in it end the
-program with one line on stderr and exit status 2; set HYDRA_FULL_ERROR=1 for a traceback.
+program with one line on stderr and exit status 2; set HYDRA_FULL_ERROR=1 for a traceback. ``main``
+returns the number a Hydra sweeper optimises: the search's best reward, or the retrained cell's test
+accuracy (``python train.py -m hydra/sweeper=optuna ...``, with the ``optuna`` extra installed).
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -22,21 +27,29 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+import cellsearch.config  # noqa: F401  (registers the data and child schemas before hydra.main composes)
+from cellsearch.search.atomic import RunDirWriteError
+from cellsearch.search.lock import RunDirBusy
+from cellsearch.search.loop import ResumeError
+from cellsearch.space.genotype import GenotypeError
+from cellsearch.validation import ConfigError
 
 log = logging.getLogger("cellsearch")
 
 # Errors in what the user asked for: reported in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException)
+USER_ERRORS = (ConfigError, GenotypeError, ResumeError, RunDirBusy, RunDirWriteError, FileExistsError,
+               NotADirectoryError, PermissionError, HydraException, OmegaConfBaseException)
 _traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before cli() sets it
+BUG_HINT = ("error: an unexpected {name} (the traceback is above): not a problem with your settings but a bug; "
+            "please report it with the traceback and the command line")
 
 
 def run(cfg: DictConfig) -> Any:
     """Run the task ``cfg.task.name`` (search, retrain or export) and return its result."""
-    # Imported here, not at the top, so that --help and configuration errors answer without loading torch.
-    from cellsearch.data import ConfigError
-    from cellsearch.search.export import export_cells
     from cellsearch.retrain import run_retrain
+    from cellsearch.search.export import export_cells
     from cellsearch.search.loop import run_search
 
     task = cfg.task.name
@@ -54,6 +67,19 @@ def run(cfg: DictConfig) -> Any:
     raise ConfigError(f"unknown task {task!r}; choose search, retrain or export")
 
 
+def task_value(result: Any) -> float | None:
+    """What a sweeper optimises: a search's best reward (None if no child succeeded, a failed trial to
+    Optuna), a retrained cell's test accuracy; None for an export."""
+    from cellsearch.retrain import RetrainResult
+    from cellsearch.search.loop import SearchSummary
+
+    if isinstance(result, SearchSummary):
+        return result.best.reward if result.best is not None else None
+    if isinstance(result, RetrainResult):
+        return result.test_accuracy
+    return None
+
+
 def error_message(err: BaseException) -> str:
     """One line that says what is wrong with the user's input."""
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
@@ -64,7 +90,7 @@ def error_message(err: BaseException) -> str:
         return (f"cannot read the override {err.override!r}: {' '.join(reason) or err.message.splitlines()[0]} "
                 f"(write key=value, group=option or +new_key=value)")
     cause = err.__cause__ if isinstance(err, HydraException) and err.__cause__ is not None else err
-    if isinstance(cause, OmegaConfBaseException) and "not in struct" in str(cause):
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and " not in " in str(cause):
         key = getattr(cause, "full_key", None) or getattr(cause, "key", "")
         return f"unknown config key {key!r} (python train.py --cfg job lists the keys; +{key}=... adds a new one)"
     if isinstance(cause, MissingMandatoryValue):
@@ -72,7 +98,26 @@ def error_message(err: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException):
         where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
         return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
+    if isinstance(err, (FileExistsError, NotADirectoryError, PermissionError)):  # Hydra creating the run directory
+        return (f"cannot create or write {err.filename} ({err.strerror}): choose a run directory you can write "
+                f"that is not a file or under one (hydra.run.dir=...)")
+    if str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError):
+        return (f"cannot write the log file {err.__cause__.filename} ({err.__cause__.strerror}); choose a run "
+                f"directory you can write (hydra.run.dir=...)")
     return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
+def _refuse_a_busy_run_dir(args: list[str]) -> None:
+    """Before Hydra writes its own files into a run directory named on the command line, refuse one that
+    another process holds (the search itself takes the lock; this only keeps a refused run from touching it)."""
+    if "-m" in args or "--multirun" in args:
+        return
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "run_dir") and value:
+            lock = _lock_module()
+            if lock.is_main_rank():
+                lock.check_not_locked(value)
 
 
 def _fail(err: BaseException) -> None:
@@ -80,11 +125,22 @@ def _fail(err: BaseException) -> None:
     raise SystemExit(2)
 
 
+def _lock_module() -> Any:
+    """cellsearch/search/lock.py alone: importing the package would load torch, which takes seconds (minutes
+    on a busy machine) before a second search could be refused."""
+    package = importlib.util.find_spec("cellsearch")  # found, not imported
+    path = Path(package.submodule_search_locations[0]) / "search" / "lock.py"
+    spec = importlib.util.spec_from_file_location("cellsearch_lock_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: one run, or one job of a ``-m`` sweep."""
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point: one run, or one job of a ``-m`` sweep; returns :func:`task_value`."""
     try:
-        run(cfg)
+        return task_value(run(cfg))
     except USER_ERRORS as err:
         if _traceback_wanted or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # in a sweep the launcher says which job failed, then cli() prints why
@@ -95,6 +151,7 @@ def cli() -> None:
     """Run :func:`main`; configuration errors (Hydra's included) end with one line and exit status 2."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's own errors reach us instead of being printed
     try:
+        _refuse_a_busy_run_dir(sys.argv[1:])
         main()
     except USER_ERRORS as err:
         if _traceback_wanted:
@@ -102,6 +159,10 @@ def cli() -> None:
         _fail(err)
     except KeyboardInterrupt:  # the search has logged how to resume
         raise SystemExit(130) from None
+    except Exception as err:
+        traceback.print_exc()
+        print(BUG_HINT.format(name=type(err).__name__), file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -7,13 +7,16 @@ when there are several). A rerun in the same run directory resumes from ``last.c
 from __future__ import annotations
 
 import logging
+import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from cellsearch.evaluators.child import build_training
 from cellsearch.data import ConfigError
-from cellsearch.space.genotype import load_genotype
+from cellsearch.search.lock import is_main_rank, lock_run_dir
+from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.weights import export_weights
 
 log = logging.getLogger("cellsearch")
@@ -21,21 +24,41 @@ log = logging.getLogger("cellsearch")
 WEIGHTS_DIR = "weights"
 
 
-def run_retrain(cfg: DictConfig) -> Path:
+@dataclass(frozen=True)
+class RetrainResult:
+    """Where the trained weights went, and the network's accuracy on the test split."""
+
+    weights: Path
+    test_accuracy: float | None  # None when the dataset has no test split
+
+
+def run_retrain(cfg: DictConfig) -> RetrainResult:
     """Train ``cfg.cell`` with the ``child`` settings (resuming from the last checkpoint in the run
-    directory, if any), test it, and export the weights for timm; returns the weights folder."""
+    directory, if any), test it, and export the weights for timm."""
     if cfg.cell is None:
         raise ConfigError("task=retrain needs a cell: cell=<shipped name, e.g. nasnet_a, or a YAML path>")
     genotype = load_genotype(cfg.cell)
     run_dir = Path(cfg.run_dir)
+    if not is_main_rank():  # DDP's other processes write nothing of their own here; the main one holds the lock
+        return _retrain(cfg, genotype, run_dir)
+    with lock_run_dir(run_dir, "retrain"):
+        return _retrain(cfg, genotype, run_dir)
+
+
+def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
     trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
     log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
              cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)
     last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if last:
         log.info("resuming from %s", last[-1])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
-    trainer.test(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last[-1]) if last else None)
+    except pickle.UnpicklingError as err:  # weights-only loading refused what the checkpoint holds
+        raise ConfigError(f"cannot resume from {last[-1]}: it holds objects other than tensors and plain data, "
+                          f"which are not unpickled for safety ({str(err).splitlines()[0]}); remove it to start "
+                          f"over") from None
+    tested = trainer.test(module, datamodule=datamodule)
     out = run_dir / WEIGHTS_DIR
     if trainer.is_global_zero:
         splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
@@ -43,4 +66,5 @@ def run_retrain(cfg: DictConfig) -> Path:
                                                mean=splits.mean, std=splits.std)
         export_weights(module.model, out, **stats)
         log.info("weights for timm: %s (timm.create_model('local-dir:%s'))", out, out)
-    return out
+    accuracy = tested[0].get("test_acc") if tested else None
+    return RetrainResult(out, None if accuracy is None else float(accuracy))

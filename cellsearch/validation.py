@@ -21,8 +21,7 @@ class ConfigError(ValueError):
 
 def fail(key: str, requirement: str, value: Any) -> None:
     """Raise the one-line ConfigError: ``key must be <requirement>, got <value>``."""
-    hint = f" (set {key}=...)" if "." in key else ""  # dotted keys are config keys the user can set
-    raise ConfigError(f"{key} must be {requirement}, got {value!r}{hint}")
+    raise ConfigError(f"{key} must be {requirement}, got {value!r} (set {key}=...)")
 
 
 def _or_null(requirement: str, optional: bool) -> str:

@@ -108,6 +108,9 @@ def load_lightning_checkpoint(ckpt_path: "str | Path") -> dict[str, Any]:
     """Read a Lightning checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
     try:
         return torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError) as err:  # a truncated or foreign file: torch's reader reports it this way
+        raise ValueError(f"{ckpt_path}: not a readable checkpoint (truncated or not a torch file: "
+                         f"{str(err).strip().splitlines()[0]})") from None
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{ckpt_path}: the checkpoint holds objects other than tensors and plain data, which are not "

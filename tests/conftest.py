@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+import cellsearch.config  # noqa: F401  (registers the config groups' schemas for Hydra's compose API)
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():

@@ -95,19 +95,23 @@ def test_configuration_errors_raise_instead_of_failing_the_child(child, data, ma
         evaluate_child("nasnet_a", ChildConfig(**{**TINY_CHILD, **child}), data_config)
 
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(epochs=0), "epochs"),
-    (dict(lr=-0.1), "lr"),
-    (dict(lr=0.01, lr_min=0.1), "lr_min"),
-    (dict(drop_path_rate=1.0), "drop_path_rate"),
-    (dict(epochs=10, val_every_n_epochs=3), "divisor"),
-    (dict(limit_train_batches=1.5), "limit_train_batches"),
-    (dict(logger="wandb"), "logger"),
-    (dict(batch_size=True), "batch_size"),
+@pytest.mark.parametrize("settings, message", [
+    (dict(epochs=0), "child.epochs must be an integer >= 1, got 0 (set child.epochs=...)"),
+    (dict(batch_size=True), "child.batch_size must be an integer >= 1, got True (set child.batch_size=...)"),
+    (dict(lr=-0.1), "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
+    (dict(lr=0), "child.lr must be a number > 0, got 0 (set child.lr=...)"),
+    (dict(lr=0.01, lr_min=0.1), "child.lr_min must be at most child.lr (0.01), got 0.1 (set child.lr_min=...)"),
+    (dict(drop_path_rate=1.0), "child.drop_path_rate must be a number >= 0 and < 1, got 1.0"),
+    (dict(epochs=10, val_every_n_epochs=3), "child.val_every_n_epochs must be a divisor of child.epochs (10)"),
+    (dict(limit_train_batches=1.5), "child.limit_train_batches must be a fraction in (0, 1] or a number of "
+                                    "batches >= 1, got 1.5"),
+    (dict(logger="wandb"), "child.logger must be one of ['csv', 'tensorboard'] or null, got 'wandb'"),
+    (dict(compile="yes"), "child.compile must be true, false or null (automatic), got 'yes'"),
 ])
-def test_bad_child_settings_raise_config_errors(settings, match):
-    with pytest.raises(ConfigError, match=match):
+def test_bad_child_settings_are_refused_in_one_line_naming_the_key(settings, message):
+    with pytest.raises(ConfigError) as info:
         ChildConfig(**settings)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
 def test_child_config_from_a_mapping():

@@ -12,15 +12,19 @@ from PIL import Image
 from cellsearch.data import (
     ConfigError,
     DataConfig,
+    DatasetSpec,
     ImageArrays,
     ImageDataModule,
+    RawDataset,
     TensorLoader,
     as_data_config,
     cutout,
+    dataset_names,
     describe_dataset,
     load_splits,
     random_crop,
     random_flip,
+    register_dataset,
 )
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
@@ -268,3 +272,27 @@ def test_synthetic_data_is_reproducible():
     b = load_splits(DataConfig(name="synthetic", synthetic_train_size=40, synthetic_test_size=10, image_size=8))
     assert torch.equal(a.train.images, b.train.images) and torch.equal(a.val.labels, b.val.labels)
     assert a.train.images.shape == (32, 3, 8, 8) and len(a.val) == 8
+
+
+def read_stripes(config):
+    """A two-class dataset of horizontal or vertical stripes, written the way a new dataset registers."""
+    size = 12
+    stripes = (torch.arange(size) % 2 * 255).to(torch.uint8)
+    horizontal = stripes[:, None].expand(size, size)
+    images = torch.stack([horizontal, horizontal.T] * 30)[:, None]
+    labels = torch.tensor([0, 1] * 30)
+    return RawDataset(ImageArrays(images[:40], labels[:40]), ImageArrays(images[40:], labels[40:]), num_classes=2)
+
+
+def test_a_registered_dataset_trains_like_a_built_in_one():
+    register_dataset(DatasetSpec("stripes", read_stripes, image_size=12, val_size=10, flips=False, in_chans=1))
+    assert "stripes" in dataset_names()
+    config = DataConfig(name="stripes")
+    info = describe_dataset(config)
+    assert (info.num_classes, info.in_chans, info.image_size, info.train_size, info.val_size) == (2, 1, 12, 30, 10)
+    assert not config.resolved_flip and config.resolved_loader == "tensor"  # the entry's defaults
+    module = ImageDataModule(config, batch_size=8)
+    x, y = next(iter(module.train_dataloader()))
+    assert x.shape == (8, 1, 12, 12) and set(y.tolist()) <= {0, 1}
+    with pytest.raises(ConfigError, match="registered already"):
+        register_dataset(DatasetSpec("stripes", read_stripes, image_size=12, val_size=10, flips=False))

@@ -9,8 +9,9 @@ import sys
 import time
 
 import pytest
+import torch
 
-from cellsearch.evaluators import EvalResult, TrainEvaluator
+from cellsearch.evaluators import EvalResult, Evaluator, TrainEvaluator
 from cellsearch.evaluators.child import ChildConfig
 from cellsearch.data import ConfigError, DataConfig
 from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
@@ -162,3 +163,60 @@ def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
         executor.close()
     assert not ray.is_initialized()
     check_batch(results)
+
+
+# --- a time limit per child -------------------------------------------------------------------------------
+
+LONG_CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=10_000, batch_size=32, logger=None)
+
+
+@pytest.mark.parametrize("kind", ["local", "pool"])
+def test_a_child_past_its_time_limit_is_stopped_and_recorded(kind):
+    """A child that would train for hours is stopped after child_timeout seconds, with its process."""
+    with build_executor(kind, TrainEvaluator(LONG_CHILD, DATA), seed=0, child_timeout=3) as executor:
+        start = time.monotonic()
+        results = run_batch(executor, {7: load_genotype("nasnet_a")}, timeout=120)
+        pool = executor if kind == "pool" else executor._worker
+        assert results[7].status == "failed" and results[7].error.startswith("timed out after 3 s")
+        assert 3 <= results[7].seconds and time.monotonic() - start < 60
+        assert pool.restarts == 1 and executor.num_running() == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True])
+def test_child_timeout_must_be_positive_seconds(value):
+    with pytest.raises(ConfigError, match="executor.child_timeout must be a positive number of seconds"):
+        build_executor("local", TrainEvaluator(CHILD, DATA), seed=0, child_timeout=value)
+
+
+# --- threads per worker -----------------------------------------------------------------------------------
+
+class _ThreadsSeen(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return torch.get_num_threads()
+
+
+class ThreadsEvaluator(Evaluator):
+    """Reports the compute threads of the process that evaluates, and of a DataLoader worker it starts."""
+
+    name = "threads"
+    metrics = ("threads", "loader_threads")
+
+    def evaluate(self, genotype, trial_id=0, seed=0):
+        loader = torch.utils.data.DataLoader(_ThreadsSeen(), batch_size=2, num_workers=1)
+        loader_threads = int(next(iter(loader)).max())
+        return EvalResult("ok", {"threads": torch.get_num_threads(), "loader_threads": loader_threads,
+                                 "omp": float(os.environ.get("OMP_NUM_THREADS", "0"))})
+
+
+def test_each_worker_runs_the_threads_it_owns_and_loader_workers_add_none():
+    with PoolExecutor(ThreadsEvaluator(), seed=0, num_workers=2) as executor:
+        results = run_batch(executor, {0: load_genotype("nasnet_a"), 1: load_genotype("nasnet_a")})
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert executor.threads_per_worker == share
+    for result in results.values():
+        assert result.metrics == {"threads": share, "loader_threads": 1, "omp": share}
+    with pytest.raises(ConfigError, match="threads_per_worker must be a positive integer"):
+        PoolExecutor(ThreadsEvaluator(), seed=0, threads_per_worker=0)

@@ -1,6 +1,7 @@
 """Published parameter counts and mult-adds are reproduced by the generic genotype builder.
 
-Anchors (counts exclude the auxiliary head): shared/DESIGN.md sec. 4.
+Anchors (counts exclude the auxiliary head): the papers' tables (NASNet, Zoph et al. 2018; DARTS,
+Liu et al. 2019; AmoebaNet, Real et al. 2019) and timm's hand-written nasnetalarge and pnasnet5large.
 """
 import pytest
 import torch

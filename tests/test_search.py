@@ -162,7 +162,7 @@ def test_resume_refuses_another_strategy_or_a_missing_state(tmp_path):
 
 def test_budget_must_be_positive(tmp_path):
     for budget in (0, -3, 2.5, True):
-        with pytest.raises(ValueError, match="search.budget must be a positive number"):
+        with pytest.raises(ValueError, match="search.budget must be an integer >= 1"):
             search(tmp_path, budget=budget)
 
 

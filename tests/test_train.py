@@ -19,11 +19,12 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
+from omegaconf import OmegaConf
 
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, RUN_OPTIONS, build_from_config
 from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +78,10 @@ def test_the_defaults_are_the_documented_ones():
     assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space
 
 
-@pytest.mark.parametrize("name", options("search"))
+@pytest.mark.parametrize("name", [n for n in options("search") if n != "darts"])  # darts: tests/test_oneshot.py
 def test_every_search_option_builds_its_strategy(name):
     cfg = config(f"search={name}")
-    strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k != "budget"},
+    strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
                                  space=dict(cfg.space), seed=3)
     assert strategy.name == name and cfg.search.budget >= 1
     assert strategy.ask().genotype is not None
@@ -96,6 +97,31 @@ def test_every_data_child_and_executor_option_is_valid(tmp_path):
         node = dict(config(f"executor={name}").executor)
         target = get_method(node.pop("_target_"))
         inspect.signature(target).bind(evaluator=None, seed=0, **node)  # every key is a parameter
+
+
+def test_presets_set_only_what_differs_from_the_schema():
+    """Each field's default lives in its dataclass; a preset that repeats one would be a second source."""
+    import yaml
+
+    from cellsearch.config import SCHEMAS
+
+    for group, schema in SCHEMAS.items():
+        defaults = schema.__dataclass_fields__
+        assert set(config()[group]) == set(defaults)  # the composed config (--cfg job) still has every key
+        for path in (CONF / group).glob("*.yaml"):
+            preset = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
+            assert set(preset) <= set(defaults), path
+            repeated = [k for k, v in preset.items()
+                        if k != "name" and v == defaults[k].default and "${" not in str(v)]  # name: which preset
+            assert not repeated, f"{path.name} repeats the schema's default for {repeated}"
+
+
+@pytest.mark.parametrize("override, key", [("child.epochs=ten", "child.epochs"), ("data.flip=maybe", "data.flip"),
+                                           ("data.val_size=[1]", "data.val_size")])
+def test_a_wrong_type_fails_at_composition_naming_the_key(override, key):
+    with pytest.raises(Exception) as info:
+        config(override)
+    assert f"full_key: {key}" in str(info.value.__cause__)
 
 
 def test_task_and_experiment_presets_compose_as_documented(tmp_path):
@@ -123,6 +149,7 @@ def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     summary = train.run(config(*TINY, "search=random", "search.budget=3", f"run_dir={run_dir}"))
     assert summary.num_trials == 3 and summary.best is not None
+    assert train.task_value(summary) == max(reward for _, _, reward, _ in stored(run_dir))  # what sweepers optimise
     for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db", "strategy_state.pt"):
         assert (run_dir / name).is_file(), name
     assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
@@ -151,7 +178,9 @@ def test_retrain_exports_weights_that_timm_loads(tmp_path):
                  "child.epochs=1", "child.accelerator=cpu", "child.devices=1", "child.enable_progress_bar=false",
                  "data.train_subset=300", "data.cutout=4", f"run_dir={tmp_path}")
     assert cfg.child.auxiliary_weight > 0 and cfg.data.cutout > 0  # the retrain recipe, at a tiny size
-    weights = train.run(cfg)
+    result = train.run(cfg)
+    assert 0.0 <= result.test_accuracy <= 1.0 and train.task_value(result) == result.test_accuracy
+    weights = result.weights
     assert (weights / "model.safetensors").is_file()
     model = timm.create_model(f"local-dir:{weights}").eval()
     assert model.genotype == load_genotype(cell) and model.num_classes == 10
@@ -215,16 +244,42 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, launcher)
     assert len(seen) == 4
 
 
+@pytest.mark.slow
+def test_optuna_sweeper_maximises_the_returned_best_reward(tmp_path):
+    """``main`` returns the search's best reward, so Hydra's Optuna sweeper can tune child.lr on it."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "sweep"
+    result = cli("-m", *TINY, "search=random", "search.budget=1", "hydra/sweeper=optuna",
+                 "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0",
+                 "child.lr=interval(0.01,0.5)", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rewards = {}
+    for job in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        lr = float(OmegaConf.load(job / ".hydra" / "config.yaml").child.lr)
+        rewards[lr] = max(reward for _, _, reward, _ in stored(job))
+    assert len(rewards) == 3 and all(0.01 <= lr <= 0.5 for lr in rewards)  # three distinct trials
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(rewards.values()))  # the values Optuna read are the rewards
+    assert rewards[float(best.best_params["child.lr"])] == pytest.approx(best.best_value)
+
+
 BAD_INPUT = {
     "unknown group option": (["search=foo"], "unknown option search=foo; choose one of: evolution, ppo"),
     "unknown key": (["child.foo=1"], "unknown config key 'child.foo'"),
     "unparsable override": (["seed=[1"], "cannot read the override 'seed=[1'"),
-    "budget 0": ([*TINY, "search.budget=0"], "search.budget must be a positive number of children, got 0"),
-    "negative channels": ([*TINY, "child.channels=-4"], "child.channels must be a positive integer, got -4"),
-    "bad strategy setting": ([*TINY, "search.lr=-1"], "search: lr must be positive"),
-    "unknown strategy setting": ([*TINY, "+search.foo=1"], "search: PPO.__init__() got an unexpected keyword"),
+    "budget 0": ([*TINY, "search.budget=0"], "search.budget must be an integer >= 1, got 0 (set search.budget=...)"),
+    "negative channels": ([*TINY, "child.channels=-4"],
+                          "child.channels must be an integer >= 1, got -4 (set child.channels=...)"),
+    "negative lr": ([*TINY, "child.lr=-0.1"], "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
+    "zero lr": ([*TINY, "child.lr=0"], "child.lr must be a number > 0, got 0"),
+    "negative seed": ([*TINY, "seed=-1"], "seed must be an integer >= 0, got -1 (set seed=...)"),
+    "flip maybe": ([*TINY, "data.flip=maybe"], "data.flip: Value 'maybe' is not a valid bool"),
+    "text for a number": ([*TINY, "child.epochs=ten"], "child.epochs: Value 'ten' of type 'str' could not be converted"),
+    "bad strategy setting": ([*TINY, "search.lr=-1"], "search.lr must be a number > 0, got -1 (set search.lr=...)"),
+    "unknown strategy setting": ([*TINY, "+search.foo=1"], "search.foo is not a setting of PPO; it takes ['baseline_decay'"),
     "missing dataset": (["data.root=nowhere", "data.download=false"], "cifar10 not found"),
-    "missing value": (["data=imagefolder"], "data.root has no value"),
+    "missing value": (["task=retrain", "cell=???"], "cell has no value"),
+    "no image folder": (["data=imagefolder"], "/train with one sub-folder of images per class"),
     "invalid cell file": (["task=retrain", "cell=bad.yaml"], "bad.yaml: normal cell, block 0 field 'inputs'"),
     "unknown cell": (["task=retrain", "cell=no_such_cell"], "no genotype named 'no_such_cell'"),
 }

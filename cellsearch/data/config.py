@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from cellsearch.data.registry import DatasetSpec, dataset_spec
 from cellsearch.validation import ConfigError, bool_or_none, boolean, dataclass_from_config, integer, one_of
@@ -24,16 +24,16 @@ class DataConfig:
     name: str = "cifar10"
     root: str = "data"  # where dataset files are (or are downloaded to)
     download: bool = True  # fetch missing CIFAR archives
-    val_size: Optional[int] = None  # training images held out for validation (the reward)
+    val_size: int | None = None  # training images held out for validation (the reward)
     split_seed: int = 0  # fixed split, so every child is judged on the same images
-    image_size: Optional[int] = None
-    loader: Optional[str] = None  # tensor (dataset on the device, augmented there) | dataloader (torchvision)
+    image_size: int | None = None
+    loader: str | None = None  # tensor (dataset on the device, augmented there) | dataloader (torchvision)
     num_workers: int = 2  # DataLoader workers (dataloader only)
-    crop_padding: Optional[int] = None  # random crop from a zero-padded image
-    flip: Optional[bool] = None  # random horizontal flip
+    crop_padding: int | None = None  # random crop from a zero-padded image
+    flip: bool | None = None  # random horizontal flip
     cutout: int = 0  # cutout square side in pixels (0: off)
-    train_subset: Optional[int] = None  # use only the first N training / validation images (quick runs)
-    val_subset: Optional[int] = None
+    train_subset: int | None = None  # use only the first N training / validation images (quick runs)
+    val_subset: int | None = None
     synthetic_train_size: int = 1000
     synthetic_test_size: int = 200
     synthetic_classes: int = 10

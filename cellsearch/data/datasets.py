@@ -116,7 +116,7 @@ def _read_cifar_batch(path: Path, label_key: str) -> ImageArrays:
 # --- digits and synthetic images ---------------------------------------------------------------------
 
 def read_digits(config: "DataConfig") -> RawDataset:
-    """scikit-learn's 8x8 digits (ship with the package): 1,500 training and 297 test images."""
+    """scikit-learn's 8x8 digits (they ship with the package); the last DIGITS_TEST_SIZE are the test split."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -151,7 +151,7 @@ def prepare_imagefolder(config: "DataConfig") -> None:
     train_dir = config.root_path / "train"
     if not train_dir.is_dir():
         raise ConfigError(f"imagefolder dataset needs {train_dir} with one sub-folder of images per class "
-                          f"(and {config.root_path / 'val'} for the test split)")
+                          f"(and {config.root_path / 'val'} for the test split): set data.root=<that folder>")
     if config.resolved_val_size == 0 and not (config.root_path / "val").is_dir():
         raise ConfigError(f"data.val_size is 0, so validation uses {config.root_path / 'val'}, which does not "
                           f"exist; create it or hold out training images with data.val_size > 0")

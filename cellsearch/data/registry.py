@@ -15,8 +15,14 @@ Adding a dataset is one reader function and one entry::
 
     register_dataset(DatasetSpec("testbed", read_testbed, image_size=32, val_size=5000, flips=True))
 
-then ``data=...`` with ``name: testbed`` (a conf/data/testbed.yaml of a few lines) trains on it. A
-``prepare`` function, if given, checks or downloads files first and raises ConfigError with a fix.
+A built-in dataset's entry goes at the end of this module and its reader in ``datasets.py``, so every
+process that imports ``cellsearch.data`` (executor workers included) knows it. ``data.name=testbed``
+then trains on it; a preset ``conf/data/testbed.yaml`` holds only::
+
+    defaults: [schema, _self_]
+    name: testbed
+
+A ``prepare`` function, if given, checks or downloads files first and raises ConfigError with a fix.
 """
 from __future__ import annotations
 

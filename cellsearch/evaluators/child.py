@@ -2,10 +2,10 @@
 
 A child is the CIFAR skeleton (:class:`~cellsearch.space.network.CellNetCifar`) built from a genotype with
 N cells per stage and F filters. NASNet's proxy task trains it on CIFAR-10 with 5,000 training images
-held out, for 20 epochs with a cosine learning-rate schedule and momentum 0.9 (Zoph et al. 2018):
-the defaults of :class:`ChildConfig` and :class:`~cellsearch.data.DataConfig`. The same
-LightningModule serves final retraining: auxiliary head loss, scheduled drop path, label smoothing,
-weight decay, gradient clipping and cutout are all settings.
+held out, briefly, with a cosine learning-rate schedule and momentum (Zoph et al. 2018): the defaults
+of :class:`ChildConfig` and :class:`~cellsearch.data.DataConfig` (``child=nasnet_proxy``: the paper's
+schedule). The same LightningModule serves final retraining: auxiliary head loss, scheduled drop
+path, label smoothing, weight decay, gradient clipping and cutout are all settings.
 
 :func:`evaluate_child` never raises for a failure of the child itself (a diverging loss, running out
 of memory, any exception while building or training it): it returns a ``ChildResult`` with
@@ -37,7 +37,9 @@ from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_bat
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
-from cellsearch.evaluators.speed import compile_training_forward, use_channels_last, use_compile
+from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
+from cellsearch.validation import bool_or_none, boolean, fail, number_in, one_of, positive_int
+from cellsearch.evaluators.speed import use_channels_last, use_compile
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
@@ -50,72 +52,66 @@ _NONFINITE_CHECK_EVERY = 20  # steps between checks for a diverged loss (each ch
 
 @dataclass
 class ChildConfig:
-    """How one child is built and trained. Defaults: NASNet's proxy child and schedule (N=2, F=16,
-    20 epochs, SGD with Nesterov momentum 0.9, cosine schedule), validating once at the end."""
+    """How one child is built and trained: the ``child`` config group. The defaults are a search child,
+    NASNet's proxy network trained briefly with SGD, Nesterov momentum and a cosine schedule, validated
+    once at the end; conf/child/ holds the presets (retrain: the full-size network)."""
 
-    cells_per_stage: int = 2
-    channels: int = 16
-    epochs: int = 20
+    cells_per_stage: int = 2  # N: Normal cells per stage
+    channels: int = 16  # F: filters of the first stage
+    epochs: int = 10
     batch_size: int = 128
     micro_batches: int = 1  # each batch as this many micro-batches, gradients accumulated (less memory)
     lr: float = 0.05
-    lr_min: float = 0.0
+    lr_min: float = 0.0  # the cosine schedule's floor
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 3e-4
     label_smoothing: float = 0.0
-    auxiliary_weight: float = 0.0
-    drop_path_rate: float = 0.0
-    grad_clip: float = 5.0
-    val_every_n_epochs: int | None = None
-    accelerator: str = "auto"
-    devices: int | str | list[int] = 1
+    auxiliary_weight: float = 0.0  # > 0 adds the auxiliary head and its loss
+    drop_path_rate: float = 0.0  # ScheduledDropPath: ramps linearly from 0 to this over training
+    grad_clip: float = 5.0  # 0: off
+    val_every_n_epochs: int | None = None  # None: validate once, after the last epoch (the reward)
+    accelerator: str = "auto"  # Lightning Trainer settings, passed through
+    devices: Any = 1  # a count, "auto" or a list of device indices
     strategy: str = "auto"
     precision: str = "32-true"
     channels_last: bool | None = None  # None: automatic, per device (cellsearch.evaluators.speed)
     compile: bool | None = None  # torch.compile the training step; None: automatic, per device and length
-    limit_train_batches: int | float = 1.0
+    limit_train_batches: int | float = 1.0  # a fraction of the batches, or a number of them
     limit_val_batches: int | float = 1.0
-    logger: str | None = "csv"
+    logger: str | None = None  # csv | tensorboard | None (children are many: no logs by default)
     log_dir: str = "logs"
     log_every_n_steps: int = 50
     enable_progress_bar: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("cells_per_stage", "channels", "epochs", "batch_size", "micro_batches", "log_every_n_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"child.{name} must be a positive integer, got {value!r}")
-        for name in ("lr", "lr_min", "momentum", "weight_decay", "label_smoothing", "auxiliary_weight",
-                     "drop_path_rate", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"child.{name} must be a number >= 0, got {value!r}")
-        if self.lr == 0:
-            raise ConfigError("child.lr must be positive")
+        for key in ("cells_per_stage", "channels", "epochs", "batch_size", "micro_batches", "log_every_n_steps"):
+            positive_int(getattr(self, key), f"child.{key}")
+        number_in(self.lr, "child.lr", 0, low_open=True)
+        for key in ("lr_min", "momentum", "weight_decay", "auxiliary_weight", "grad_clip"):
+            number_in(getattr(self, key), f"child.{key}", 0)
+        for key in ("label_smoothing", "drop_path_rate"):
+            number_in(getattr(self, key), f"child.{key}", 0, 1, high_open=True)
         if self.batch_size % self.micro_batches:
             raise ConfigError(f"child.micro_batches ({self.micro_batches}) must divide child.batch_size "
                               f"({self.batch_size}) so that every micro-batch weighs the same")
         if self.lr_min > self.lr:
-            raise ConfigError(f"child.lr_min ({self.lr_min}) must not exceed child.lr ({self.lr})")
-        if self.label_smoothing >= 1 or self.drop_path_rate >= 1:
-            raise ConfigError("child.label_smoothing and child.drop_path_rate must be below 1")
-        if self.val_every_n_epochs is not None:
-            every = self.val_every_n_epochs
-            if isinstance(every, bool) or not isinstance(every, int) or every < 1 or self.epochs % every:
-                raise ConfigError(f"child.val_every_n_epochs must be a positive divisor of child.epochs "
-                                  f"({self.epochs}) so that the last epoch is validated, got {every!r}")
-        for name in ("limit_train_batches", "limit_val_batches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
-                    isinstance(value, float) and value > 1):
-                raise ConfigError(f"child.{name} must be a fraction in (0, 1] or a number of batches >= 1, "
-                                  f"got {value!r}")
-        for name in ("channels_last", "compile"):
-            if getattr(self, name) not in (None, True, False):
-                raise ConfigError(f"child.{name} must be true, false or null (automatic), got {getattr(self, name)!r}")
-        if self.logger is not None and self.logger not in LOGGERS:
-            raise ConfigError(f"unknown child.logger {self.logger!r}; choose one of {list(LOGGERS)} or null")
+            fail("child.lr_min", f"at most child.lr ({self.lr})", self.lr_min)
+        if positive_int(self.val_every_n_epochs, "child.val_every_n_epochs", optional=True) and \
+                self.epochs % self.val_every_n_epochs:
+            fail("child.val_every_n_epochs", f"a divisor of child.epochs ({self.epochs}) so that the last epoch "
+                 f"is validated", self.val_every_n_epochs)
+        for key in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, key)
+            fraction = isinstance(value, float) and 0 < value <= 1
+            count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if not (fraction or count):
+                fail(f"child.{key}", "a fraction in (0, 1] or a number of batches >= 1", value)
+        for key in ("nesterov", "enable_progress_bar"):
+            boolean(getattr(self, key), f"child.{key}")
+        for key in ("channels_last", "compile"):
+            bool_or_none(getattr(self, key), f"child.{key}")
+        one_of(self.logger, "child.logger", LOGGERS, optional=True)
 
     @property
     def check_val_every_n_epoch(self) -> int:
@@ -155,6 +151,7 @@ class ChildModule(pl.LightningModule):
         weight_decay: float = 3e-4,
         channels_last: bool = False,
         compile_training: bool = False,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
@@ -164,8 +161,11 @@ class ChildModule(pl.LightningModule):
                                   num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if compile_training:  # compiled lazily, on the first training step; evaluation stays eager
-            compile_training_forward(self.model)
+        # Compiled on the first training step, once a probe on that batch has matched eager (compile_guard);
+        # evaluation stays eager. train_path says which way the child trained.
+        self._compile_pending = compile_training
+        self.train_path = "eager"
+        self.probe: ProbeVerdict | None = None
         self._nonfinite = torch.zeros((), dtype=torch.bool)
         self._eval_sums: torch.Tensor | None = None  # correct, seen, loss sum
         self.val_accuracy: float | None = None  # of the latest validation, exact (the logged copy is float32)
@@ -198,13 +198,26 @@ class ChildModule(pl.LightningModule):
         progress = self.current_epoch / max(1, self.trainer.max_epochs or 1)
         self.model.set_drop_path_rate(self.hparams.drop_path_rate * progress)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits, aux_logits = self.model.forward_with_aux(self._prepare(x))
+    def _training_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits, aux_logits = self.model.forward_with_aux(x)
         smoothing = self.hparams.label_smoothing
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         if aux_logits is not None:
             loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux_logits, y, label_smoothing=smoothing)
+        return loss
+
+    def _compile_if_it_matches_eager(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._compile_pending = False
+        key = Genotype.from_dict(self.hparams.genotype).key()
+        self.probe = guarded_compile(self.model, x, y, self._training_loss, key, backend=self.hparams.compile_backend)
+        self.train_path = "compiled" if self.probe.ok else "compiled->eager fallback"
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x = self._prepare(x)
+        if self._compile_pending:
+            self._compile_if_it_matches_eager(x, y)
+        loss = self._training_loss(x, y)
         self._nonfinite = self._nonfinite.to(loss.device) | ~torch.isfinite(loss.detach())
         if batch_idx % _NONFINITE_CHECK_EVERY == 0:
             self._raise_if_diverged()
@@ -385,6 +398,16 @@ def describe_error(err: BaseException) -> str:
     return text
 
 
+def train_path_metrics(module: ChildModule) -> dict[str, float]:
+    """How the child trained, as metrics (floats): ``compiled`` 1 or 0; where compiling was asked for,
+    ``compile_fallback`` (1: the probe found a mismatch, trained eagerly) and ``compile_probe_s``."""
+    metrics = {"compiled": float(module.train_path == "compiled")}
+    if module.probe is not None:
+        metrics["compile_fallback"] = float(not module.probe.ok)
+        metrics["compile_probe_s"] = module.probe.seconds
+    return metrics
+
+
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
                    data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
     """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``
@@ -426,7 +449,7 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
         accuracy = module.val_accuracy if module.val_accuracy is not None else float(metric)
-        metrics = {"val_accuracy": accuracy, **sizes, **peak.metrics()}
+        metrics = {"val_accuracy": accuracy, **sizes, **train_path_metrics(module), **peak.metrics()}
         if child.micro_batches > 1:
             metrics["micro_batches"] = float(child.micro_batches)
         train_loss = trainer.callback_metrics.get("train_loss_epoch")

@@ -4,7 +4,9 @@ All executors run one :class:`~cellsearch.evaluators.Evaluator` (stand-alone tra
 share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
 ``(trial_id, EvalResult)`` pairs that have finished, in the order they finish. A child that fails
 comes back with ``status='failed'``; a worker process that dies is replaced and its child retried
-once, then recorded as failed. Configuration errors (checked in the constructor, before any child
+once, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
+process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local
+executor then trains its children in one worker process, so that it can stop them. Configuration errors (checked in the constructor, before any child
 trains) raise :class:`~cellsearch.data.ConfigError`.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import gc
 import math
 import multiprocessing
 import os
+import signal
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -27,11 +30,47 @@ import torch
 from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
-from cellsearch.validation import positive_int
 from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
+from cellsearch.validation import integer, number_in, positive_int
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "PoolExecutor", "RayExecutor", "build_executor"]
+
+
+def check_child_timeout(child_timeout: object) -> float | None:
+    """``child_timeout`` as seconds (None: no limit); ConfigError unless it is a positive number."""
+    if child_timeout is None:
+        return None
+    if isinstance(child_timeout, bool) or not isinstance(child_timeout, (int, float)) or not child_timeout > 0:
+        raise ConfigError(f"executor.child_timeout must be a positive number of seconds (or null for no limit), "
+                          f"got {child_timeout!r}")
+    return float(child_timeout)
+
+
+def owned_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: a container's or taskset's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def thread_settings(threads: int) -> dict[str, str]:
+    """Environment for a worker process with ``threads`` compute threads, read by OpenMP and MKL at start-up."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def check_threads(threads: object) -> int | None:
+    """``threads_per_worker`` as given (None: automatic); ConfigError unless a positive integer."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"executor.threads_per_worker must be a positive integer (or null: cores // workers), "
+                          f"got {threads!r}")
+    return threads
+
+
+def timed_out(seconds: float, started: float) -> EvalResult:
+    """The failed result of a child stopped at its time limit."""
+    return failed_result(f"timed out after {seconds:g} s (executor.child_timeout)", time.perf_counter() - started)
 
 
 class Executor(ABC):
@@ -75,27 +114,42 @@ class Executor(ABC):
 # --- in-process --------------------------------------------------------------------------------------
 
 class LocalExecutor(Executor):
-    """Evaluates children one at a time in this process (``wait`` runs the next queued child; no timeout)."""
+    """Evaluates children one at a time in this process (``wait`` runs the next queued child). With a
+    ``child_timeout`` they run in one worker process instead (a PoolExecutor), which can be stopped."""
 
-    def __init__(self, evaluator: Evaluator, seed: int = 0):
+    def __init__(self, evaluator: Evaluator, seed: int = 0, child_timeout: float | None = None,
+                 threads_per_worker: int | None = None):
         super().__init__(evaluator, seed)
         self._queue: collections.deque[tuple[int, Genotype]] = collections.deque()
+        self.threads_per_worker = check_threads(threads_per_worker) or owned_cores()
+        self._worker = None if check_child_timeout(child_timeout) is None else PoolExecutor(
+            evaluator, seed, num_workers=1, child_timeout=child_timeout, threads_per_worker=self.threads_per_worker)
+        if self._worker is None:
+            torch.set_num_threads(self.threads_per_worker)
 
     def submit(self, trial_id: int, genotype: Genotype) -> None:
+        if self._worker is not None:
+            return self._worker.submit(trial_id, genotype)
         self._queue.append((trial_id, genotype))
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
+        if self._worker is not None:
+            return self._worker.wait(timeout)
         if not self._queue:
             return []
         trial_id, genotype = self._queue.popleft()
         return [(trial_id, self.evaluator.evaluate(genotype, trial_id=trial_id, seed=self.seed))]
 
     def num_running(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._worker is None else self._worker.num_running()
 
     @property
     def capacity(self) -> int:
         return 1
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
 
 
 # --- one worker process per device -------------------------------------------------------------------
@@ -117,6 +171,7 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
 
 def _pool_worker(conn: Connection, evaluator: Evaluator, seed: int, threads: int) -> None:
     """Worker process loop: receive ``(trial_id, genotype)``, send back ``(kind, trial_id, payload)``."""
+    os.setpgid(0, 0)  # its own process group: a child past its time limit is killed with its data-loader workers
     torch.set_num_threads(threads)
     # The imports are done: the collection evaluate_child runs after each child then skips the ~500,000
     # objects torch and Lightning created (190-480 ms per child measured, ~0 ms frozen; benchmarks/RESULTS.md).
@@ -173,11 +228,10 @@ def _stop_workers(workers: list[_Worker]) -> None:
 
 class PoolExecutor(Executor):
     """Worker processes: ``workers_per_gpu`` per GPU (default 1; each sees only its own GPU), or
-    ``num_workers`` CPU workers, with ``cores // num_workers`` torch threads each. Without a GPU,
-    ``workers_per_gpu`` counts the CPU as one device. Processes use the ``spawn`` start method.
-
-    Children are packed by memory where a device has a budget (``device_memory_mb``; default 90% of
-    each GPU, none on the CPU): one starts only while it fits there (:mod:`cellsearch.search.placement`).
+    ``num_workers`` CPU workers, with ``cores // num_workers`` torch threads each (the cores this
+    process owns). Without a GPU, ``workers_per_gpu`` counts the CPU as one device. Processes use the
+    ``spawn`` start method. Children are packed by memory where a device has a budget
+    (``device_memory_mb``; default 90% of each GPU, none on the CPU): :mod:`cellsearch.search.placement`.
 
     A worker that dies (killed, segfault) is replaced; its child is retried ``max_retries`` times
     (default once) and then recorded as failed.
@@ -185,14 +239,15 @@ class PoolExecutor(Executor):
 
     def __init__(self, evaluator: Evaluator, seed: int = 0, num_workers: int | None = None,
                  gpus: list[int] | None = None, threads_per_worker: int | None = None, max_retries: int = 1,
-                 workers_per_gpu: int | None = None, device_memory_mb: float | None = None):
+                 child_timeout: float | None = None, workers_per_gpu: int | None = None,
+                 device_memory_mb: float | None = None):
         super().__init__(evaluator, seed)
+        self.child_timeout = check_child_timeout(child_timeout)
         evaluator.check_single_device()
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
+        integer(max_retries, "executor.max_retries", 0)
         self._gpus = worker_devices(evaluator.accelerator, num_workers, gpus, workers_per_gpu)
         self.num_workers = len(self._gpus)
-        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // self.num_workers)
+        self.threads_per_worker = check_threads(threads_per_worker) or max(1, owned_cores() // self.num_workers)
         self.max_retries = max_retries
         self.memory = MemoryPlan(memory_budgets(self._gpus, device_memory_mb))
         self._context = multiprocessing.get_context("spawn")
@@ -209,7 +264,7 @@ class PoolExecutor(Executor):
             args=(child_conn, self.evaluator, self.seed, self.threads_per_worker),
         )
         # The new interpreter inherits these before it imports anything: its GPU, its thread pools.
-        settings = {"OMP_NUM_THREADS": str(self.threads_per_worker)}
+        settings = thread_settings(self.threads_per_worker)
         if gpu is not None:
             settings["CUDA_VISIBLE_DEVICES"] = str(gpu)
         with _environment(settings):
@@ -232,10 +287,16 @@ class PoolExecutor(Executor):
             if not busy:
                 break
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self.child_timeout is not None:  # wake up when the first running child reaches its limit
+                first_limit = min(w.task.started for w in busy) + self.child_timeout - time.perf_counter()
+                remaining = max(0.0, first_limit if remaining is None else min(remaining, first_limit))
             ready = set(wait_for_ready([w.conn for w in busy] + [w.process.sentinel for w in busy], remaining))
             for worker in busy:
                 if worker.task is not None and (worker.conn in ready or worker.process.sentinel in ready):
                     self._collect(worker, worker.task)
+                elif (worker.task is not None and self.child_timeout is not None
+                      and time.perf_counter() - worker.task.started >= self.child_timeout):
+                    self._stop_for_time(worker, worker.task)
             self._dispatch()
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -314,6 +375,16 @@ class PoolExecutor(Executor):
         self.memory.release(worker.gpu, task.reserved)
         task.reserved = 0.0
 
+    def _stop_for_time(self, worker: _Worker, task: _Task) -> None:
+        """Kill the worker's process group (the child and its data-loader workers), record the child, replace it."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        worker.process.kill()  # in case it had not yet made its own process group
+        worker.process.join(5.0)
+        self._release(worker, task)
+        self._done.append((task.trial_id, timed_out(self.child_timeout, task.started)))
+        self._restart(worker)
+
     def _restart(self, worker: _Worker) -> None:
         worker.process.join(1.0)
         worker.conn.close()
@@ -353,11 +424,14 @@ class RayExecutor(Executor):
                  num_cpus_per_child: float = 1, num_gpus_per_child: float | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 1,
-                 init_kwargs: Mapping[str, Any] | None = None, children_per_gpu: int | None = None):
+                 init_kwargs: Mapping[str, Any] | None = None, child_timeout: float | None = None,
+                 children_per_gpu: int | None = None):
         ray = _import_ray()
         super().__init__(evaluator, seed)
-        if num_cpus_per_child <= 0 or (num_gpus_per_child is not None and num_gpus_per_child < 0):
-            raise ConfigError("num_cpus_per_child must be > 0 and num_gpus_per_child >= 0")
+        # Counted from submission: the search keeps at most as many children in flight as the cluster runs at once.
+        self.child_timeout = check_child_timeout(child_timeout)
+        number_in(num_cpus_per_child, "executor.num_cpus_per_child", 0, low_open=True)
+        number_in(num_gpus_per_child, "executor.num_gpus_per_child", 0, optional=True)
         if children_per_gpu is not None:
             positive_int(children_per_gpu, "executor.children_per_gpu")
             if num_gpus_per_child is not None:
@@ -405,10 +479,20 @@ class RayExecutor(Executor):
         if not self._pending:
             return []
         refs = list(self._pending)
+        if self.child_timeout is not None:  # wake up when the first child reaches its limit
+            first_limit = min(started for _, started in self._pending.values()) + self.child_timeout
+            timeout = max(0.0, min(first_limit - time.perf_counter(), timeout if timeout is not None else math.inf))
         ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
-        return [self._result(ref) for ref in ready]
+        done = [self._result(ref) for ref in ready]
+        if self.child_timeout is not None:
+            for ref, (trial_id, started) in list(self._pending.items()):
+                if time.perf_counter() - started >= self.child_timeout:
+                    self._ray.cancel(ref, force=True)  # ends the worker process that runs it
+                    del self._pending[ref]
+                    done.append((trial_id, timed_out(self.child_timeout, started)))
+        return done
 
     def _result(self, ref: Any) -> tuple[int, EvalResult]:
         trial_id, started = self._pending.pop(ref)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from cellsearch.data import ConfigError
 from cellsearch.space.genotype import Genotype, save_genotype
+from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.store import TRIALS_FILE, TrialStore
+from cellsearch.validation import positive_int
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -21,8 +23,7 @@ def export_paths(name: str, top_k: int = 1, out_dir: "str | Path" = "cells", ove
     """The files an export of ``top_k`` cells under ``name`` writes; ConfigError if it cannot."""
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(f"export.name must be a file name of letters, digits, '_', '.' or '-', got {name!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"export.top_k must be a positive integer, got {top_k!r}")
+    positive_int(top_k, "export.top_k")
     paths = [Path(out_dir) / (f"{name}.yaml" if rank == 1 else f"{name}_{rank}.yaml") for rank in range(1, top_k + 1)]
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
@@ -45,8 +46,9 @@ def export_cells(run_dir: "str | Path", name: str, top_k: int = 1, out_dir: "str
         best = store.best(top_k)
     if not best:
         raise ConfigError(f"{db} holds no successful child yet; nothing to export")
-    for rank, (row, path) in enumerate(zip(best, paths), 1):
-        source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, trial {row.trial_id}, "
-                  f"reward {row.reward:.4f}")
-        save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
+    with lock_run_dir(out_dir, "export"):  # one writer per folder of cells
+        for rank, (row, path) in enumerate(zip(best, paths), 1):
+            source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, "
+                      f"trial {row.trial_id}, reward {row.reward:.4f}")
+            save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
     return paths[:len(best)]

@@ -14,12 +14,13 @@ and at the end ``rewards.png`` and ``best_cell.png``.
 from __future__ import annotations
 
 import inspect
+import io
 import logging
-import os
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -30,13 +31,16 @@ from cellsearch.data import ConfigError, as_data_config
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.search.executors import Executor, LocalExecutor
+from cellsearch.search.atomic import atomic_write, write_failure
 from cellsearch.search.export import export_cells, export_paths
+from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
+from cellsearch.validation import integer, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ BEST_CELL_FILE = "best_cell.yaml"
 SETTINGS_FILE = "search_settings.yaml"
 REWARDS_PLOT = "rewards.png"
 BEST_CELL_PLOT = "best_cell.png"
+# search.* keys for the loop, not the strategy (and free to change on resume).
+RUN_OPTIONS = ("budget", "rebuild_state")
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
 RESUMABLE_CHANGES = {
     "data": ("root", "download", "num_workers", "loader"),
@@ -69,30 +75,25 @@ class SearchSummary:
 
 
 def check_budget(budget: object) -> None:
-    """Raise ValueError unless ``budget`` is a positive number of children."""
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"search.budget must be a positive number of children, got {budget!r}")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` and move ``tmp`` over ``path`` in one step, so ``path`` is never partial."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """Raise ConfigError unless ``budget`` is a positive number of children."""
+    positive_int(budget, "search.budget")
 
 
 def save_strategy_state(strategy: Strategy, path: Path) -> None:
     """Write ``strategy.state_dict()`` atomically."""
-    state = strategy.state_dict()
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    buffer = io.BytesIO()  # serialised first: a full disk then raises OSError, not torch's "unexpected pos"
+    torch.save(strategy.state_dict(), buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_strategy_state(strategy: Strategy, path: Path) -> None:
     """Restore a strategy from :func:`save_strategy_state` (plain tensors and containers only)."""
     try:
         state = torch.load(path, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one
-        raise ResumeError(f"cannot read the strategy state {path}: {err}") from None
+    except Exception as err:  # a truncated or foreign file: say which one, and the way out
+        reason = "the file is empty" if path.stat().st_size == 0 else str(err).strip().splitlines()[0]
+        raise ResumeError(f"cannot read the strategy state {path} ({reason}): it is truncated or damaged; run "
+                          f"again with search.rebuild_state=true to rebuild it from {TRIALS_FILE}") from None
     try:
         strategy.load_state_dict(state)
     except (KeyError, ValueError) as err:
@@ -105,7 +106,13 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
         return
-    saved = yaml.safe_load(path.read_text())
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:  # damaged, or not written by cellsearch (safe_load runs no tags)
+        raise ResumeError(f"{path} is not a settings file cellsearch wrote ({str(err).splitlines()[0]}); restore it "
+                          f"or start a new run directory") from None
+    if not isinstance(saved, dict):
+        raise ResumeError(f"{path} is not a settings file cellsearch wrote; restore it or start a new run directory")
     old, new = _flatten(saved), _flatten(settings)
     changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
@@ -129,7 +136,7 @@ class SearchLoop:
     """Runs (or resumes) one search in ``run_dir`` until the store holds ``budget`` children."""
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
-                 budget: int, objective: Objective | None = None) -> None:
+                 budget: int, objective: Objective | None = None, rebuild_state: bool = False) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.executor = executor
@@ -138,6 +145,7 @@ class SearchLoop:
         self.run_dir = Path(run_dir)
         self.budget = budget
         self.state_path = self.run_dir / STATE_FILE
+        self.rebuild_state = rebuild_state
         self.best: TrialRow | None = None
 
     # --- one step at a time ---------------------------------------------------------------------
@@ -147,8 +155,11 @@ class SearchLoop:
     def _resume(self) -> list[Proposal]:
         """Restore the strategy; tell it the children it missed; return those to train again."""
         num_stored = len(self.store)
-        if self.state_path.exists():
+        if self.rebuild_state:
+            self._rebuild()
+        elif self.state_path.exists():
             load_strategy_state(self.strategy, self.state_path)
+            self._check_store_holds_told()
         elif num_stored:
             raise ResumeError(f"{self.store.path} holds {num_stored} children but {self.state_path} is missing, "
                               f"so the search cannot resume; start a new run directory")
@@ -165,10 +176,32 @@ class SearchLoop:
             self._save_state()
         best = self.store.best(1)
         self.best = best[0] if best else None
+        if self.best is not None:  # rewritten from the store: a damaged or stale copy is repaired
+            write_best_cell(self.best, self.run_dir)
         if num_stored:
             log.info("resuming %s: %d of %d children done, %d to train again%s", self.run_dir, num_stored,
                      self.budget, len(to_retrain), f", best reward {self.best.reward:.4f}" if self.best else "")
         return to_retrain
+
+    def _rebuild(self) -> None:
+        """Rebuild the (fresh) strategy by replaying the stored children in trial order (search.rebuild_state)."""
+        rows = sorted(self.store.rows(), key=lambda r: r.trial_id)
+        for row in rows:
+            while self.strategy.num_asked < row.trial_id:  # proposed but never stored: a withdrawn placeholder
+                self.strategy.withdraw(self.strategy.ask().trial_id)
+            self.strategy.add_trial(row.genotype, row.reward if row.ok else None)
+        self._save_state()
+        log.warning("rebuilt the strategy state %s from the %d children in %s", self.state_path, len(rows),
+                    self.store.path)
+
+    def _check_store_holds_told(self) -> None:
+        """Refuse a strategy state that learned from children the store does not hold (an emptied trials.db)."""
+        missing = [i for i in range(self.strategy.num_asked) if self.strategy.is_told(i) and i not in self.store]
+        if missing:
+            raise ResumeError(f"{self.state_path} learned from {len(missing)} finished children that {self.store.path} "
+                              f"does not hold (trials {missing[:5]}{'...' if len(missing) > 5 else ''}): it was "
+                              f"emptied or replaced; restore it, or run with search.rebuild_state=true to go on "
+                              f"from the children it holds")
 
     def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
@@ -176,7 +209,8 @@ class SearchLoop:
         row = self.store.add(trial_id, genotype, result, reward)
         self.strategy.tell(trial_id, row.reward if row.ok else None)
         self._save_state()
-        if row.ok and row.reward is not None and (self.best is None or row.reward > self.best.reward):
+        if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
+                -self.best.reward, self.best.trial_id)):  # ties: the earlier trial, as TrialStore.best ranks them
             self.best = row
             write_best_cell(row, self.run_dir)
         return row
@@ -277,7 +311,7 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
     if settings.get("evaluator", {}).get("_target_") != "cellsearch.evaluators.TrainEvaluator":
         chosen["evaluator"] = settings["evaluator"]  # the default is left out: run dirs from before it match
-    chosen["search"] = {k: v for k, v in settings["search"].items() if k != "budget"}
+    chosen["search"] = {k: v for k, v in settings["search"].items() if k not in RUN_OPTIONS}
     for group, free in RESUMABLE_CHANGES.items():
         chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
     return chosen
@@ -287,8 +321,13 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
     """``node``'s ``_target_`` called with its plain values and those of ``objects`` (a space, a child
     config, an evaluator) that it takes; a value it rejects raises ConfigError naming the group ``what``."""
     factory = instantiate(node, _partial_=True, _convert_="all")
-    accepted = inspect.signature(factory).parameters
+    target = getattr(factory, "func", factory)
+    accepted = inspect.signature(target).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(getattr(factory, "keywords", {})) - set(accepted))
+        if unknown:
+            settings = sorted(set(accepted) - set(objects) - {"self"})
+            raise ConfigError(f"{what}.{unknown[0]} is not a setting of {target.__name__}; it takes {settings}")
         objects = {k: v for k, v in objects.items() if k in accepted}
     try:
         return factory(**objects)
@@ -298,19 +337,39 @@ def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects:
         raise ConfigError(f"{what}: {err}") from err
 
 
-def run_search(cfg: DictConfig) -> SearchSummary:
-    """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots."""
+def run_search(cfg: DictConfig) -> Any:
+    """Run or resume the search that ``cfg`` describes in ``cfg.run_dir``; write the summary and plots.
+    The run directory is locked first: a second search on it is refused (RunDirBusy)."""
+    with lock_run_dir(cfg.run_dir, "search"):
+        try:
+            return _run_search(cfg)
+        except (OSError, sqlite3.Error) as err:  # a full disk: one line, the directory stays resumable
+            failure = write_failure(err, cfg.run_dir)
+            if failure is err:
+                raise
+            raise failure from err
+
+
+def _run_search(cfg: DictConfig) -> Any:
+    if cfg.search.get("_target_") == "cellsearch.search.darts.DartsConfig":  # search=darts: no ask/tell loop
+        from cellsearch.search.darts import run_darts
+
+        return run_darts(cfg)
     check_budget(cfg.search.budget)
+    integer(cfg.seed, "seed", 0)
     if cfg.export.name:  # fail now, not after the search
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     settings = search_settings(cfg)
     space = as_search_space(settings["space"])
-    search_node = {k: v for k, v in cfg.search.items() if k != "budget"}
+    search_node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
+    if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
+        executor.close()
+        raise ConfigError("the one-shot evaluator keeps its supernet in this process: use executor=local")
     if not isinstance(executor, LocalExecutor):
         # Children train in other processes that use the cores. The controller is a small LSTM; with several
         # threads it contends with them (measured on a busy 2-core machine: a PPO ask took 120 ms, not 5 ms).
@@ -323,8 +382,13 @@ def run_search(cfg: DictConfig) -> SearchSummary:
         log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
-            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget).run()
+            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget,
+                                 rebuild_state=bool(cfg.search.get("rebuild_state", False))).run()
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
+            if getattr(evaluator, "name", "") == "oneshot":  # name the best cell on stand-alone accuracy
+                from cellsearch.search.final import finish_oneshot_search
+
+                finish_oneshot_search(evaluator, store.rows(), run_dir, cfg.seed)
     finally:
         executor.close()
     if cfg.export.name:

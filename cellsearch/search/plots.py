@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
+from cellsearch.search.atomic import atomic_write  # noqa: E402
 from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype  # noqa: E402
 from cellsearch.search.store import TrialRow  # noqa: E402
 
@@ -44,7 +45,7 @@ def plot_rewards(rows: Sequence[TrialRow], path: "str | Path", title: str = "") 
     ax.set_title(title or f"{len(rows)} children")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
 
@@ -121,7 +122,7 @@ def plot_genotype(genotype: Genotype, path: "str | Path", title: str = "") -> Pa
     draw_cell(genotype.reduce, axes[1], "Reduction cell (ops on h[i-2], h[i-1] use stride 2)")
     if title or genotype.name:
         fig.suptitle(title or genotype.name, fontsize=11)
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return path
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellsearch.space.genotype import Genotype
+from cellsearch.validation import ConfigError
 
 if TYPE_CHECKING:  # for type hints only
     from cellsearch.evaluators.base import EvalResult
@@ -70,12 +71,12 @@ class TrialStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise ValueError(f"{self.path} was written by a newer cellsearch (trial store schema {version}; "
+                raise ConfigError(f"{self.path} was written by a newer cellsearch (trial store schema {version}; "
                                  f"this version reads schema {SCHEMA_VERSION})")
             self._db.execute(_SCHEMA)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
-            raise ValueError(f"{self.path} is not a cellsearch trial store: {err}") from None
+            raise ConfigError(f"{self.path} is not a cellsearch trial store: {err}") from None
 
     # --- writing ----------------------------------------------------------------------------------
     def add(self, trial_id: int, genotype: Genotype, result: EvalResult, reward: float | None) -> TrialRow:

@@ -40,6 +40,10 @@ CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 NUM_CELL_INPUTS = 2
 
 
+# Far above any genotype file (the largest space's is about 2 kB): larger files are refused unread.
+MAX_GENOTYPE_BYTES = 1_000_000
+
+
 class GenotypeError(ValueError):
     """A genotype, genotype file or action sequence that does not describe a valid cell."""
 
@@ -298,8 +302,15 @@ def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
                 f"no genotype named {text_name!r}: not a file, and not a shipped cell "
                 f"(shipped: {', '.join(shipped_cells())})"
             )
+    size = path.stat().st_size
+    if size > MAX_GENOTYPE_BYTES:  # refused before parsing: a huge file would parse for minutes
+        raise GenotypeError(f"{path}: {size:,} bytes is far more than any genotype file (a few hundred bytes, at "
+                            f"most {MAX_GENOTYPE_BYTES:,}); give the cell's YAML file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise GenotypeError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start}); give the cell's "
+                            f"YAML file") from None
     except yaml.YAMLError as err:
         raise GenotypeError(f"{path}: not valid YAML: {err}") from None
     try:
@@ -349,8 +360,8 @@ class SearchSpace:
         # Hydra hands lists; keep the dataclass hashable and immutable.
         object.__setattr__(self, "ops", tuple(self.ops))
         object.__setattr__(self, "combines", tuple(self.combines))
-        if self.num_blocks < 1:
-            raise GenotypeError(f"num_blocks must be at least 1, got {self.num_blocks}")
+        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            raise GenotypeError(f"space.num_blocks must be an integer of at least 1, got {self.num_blocks!r}")
         if not self.ops:
             raise GenotypeError("the search space needs at least one op")
         if len(set(self.ops)) != len(self.ops):

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.validation import integer, one_of, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ def shape_reward(reward: float, shaping: str) -> float:
 
 def check_shaping(shaping: str) -> str:
     """Raise ValueError for an unknown reward shaping name."""
-    if shaping not in REWARD_SHAPINGS:
-        raise ValueError(f"unknown reward_shaping {shaping!r}; choose one of {list(REWARD_SHAPINGS)}")
-    return shaping
+    return one_of(shaping, "search.reward_shaping", REWARD_SHAPINGS)
 
 
 def rng_state_to_plain(rng: random.Random) -> dict[str, Any]:
@@ -104,10 +103,9 @@ class Strategy:
         failure_reward: float = 0.0,
     ) -> None:
         self.space = as_search_space(space)
-        self.seed = int(seed)
+        self.seed = integer(seed, "seed", 0)
         self.dedupe = bool(dedupe)
-        if dedupe_tries < 1:
-            raise ValueError(f"dedupe_tries must be at least 1, got {dedupe_tries}")
+        positive_int(dedupe_tries, "search.dedupe_tries")
         self.dedupe_tries = int(dedupe_tries)
         self.failure_reward = float(failure_reward)
         self.rng = random.Random(self.seed)

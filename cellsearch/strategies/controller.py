@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from cellsearch.validation import number_in
+
 
 class Controller(nn.Module):
     """LSTM policy over a fixed sequence of categorical decisions."""
@@ -30,10 +32,8 @@ class Controller(nn.Module):
         super().__init__()
         if not num_choices or min(num_choices) < 1:
             raise ValueError(f"every decision needs at least one choice, got {num_choices}")
-        if temperature is not None and temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if tanh_constant is not None and tanh_constant <= 0:
-            raise ValueError(f"tanh_constant must be positive, got {tanh_constant}")
+        number_in(temperature, "search.temperature", 0, low_open=True, optional=True)
+        number_in(tanh_constant, "search.tanh_constant", 0, low_open=True, optional=True)
         self.num_choices = list(num_choices)
         self.temperature = temperature
         self.tanh_constant = tanh_constant

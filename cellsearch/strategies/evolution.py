@@ -16,6 +16,7 @@ from typing import Any
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.random_search import random_actions
+from cellsearch.validation import fail, number_in, positive_int
 
 MUTATION_KINDS: tuple[str, ...] = ("input", "op", "combine")
 
@@ -58,12 +59,10 @@ class RegularizedEvolution(Strategy):
         failure_reward: float = 0.0,
     ) -> None:
         super().__init__(space, seed, dedupe=dedupe, dedupe_tries=dedupe_tries, failure_reward=failure_reward)
-        if population_size < 1:
-            raise ValueError(f"population_size must be at least 1, got {population_size}")
-        if not 1 <= sample_size <= population_size:
-            raise ValueError(f"sample_size must be in 1..population_size ({population_size}), got {sample_size}")
-        if not 0.0 <= identity_prob <= 1.0:
-            raise ValueError(f"identity_prob must be a probability, got {identity_prob}")
+        positive_int(population_size, "search.population_size")
+        if positive_int(sample_size, "search.sample_size") > population_size:
+            fail("search.sample_size", f"at most search.population_size ({population_size})", sample_size)
+        number_in(identity_prob, "search.identity_prob", 0, 1)
         self.population_size = int(population_size)
         self.sample_size = int(sample_size)
         self.identity_prob = float(identity_prob)

@@ -31,6 +31,7 @@ from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.evolution import mutate
 from cellsearch.strategies.random_search import random_actions
+from cellsearch.validation import number_in, positive_int
 
 
 def canonical_actions(actions: list[int], ops: tuple[str, ...]) -> list[int]:
@@ -116,10 +117,8 @@ class ProgressiveSearch(Strategy):
         for name, value in (("beam_size", beam_size), ("num_initial", num_initial),
                             ("num_expansions", num_expansions), ("surrogate_hidden", surrogate_hidden),
                             ("surrogate_steps", surrogate_steps)):
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if surrogate_lr <= 0:
-            raise ValueError(f"surrogate_lr must be positive, got {surrogate_lr}")
+            positive_int(value, f"search.{name}")
+        number_in(surrogate_lr, "search.surrogate_lr", 0, low_open=True)
         self.beam_size = int(beam_size)
         self.num_initial = int(num_initial)
         self.num_expansions = int(num_expansions)

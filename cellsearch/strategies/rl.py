@@ -23,6 +23,7 @@ import torch
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies.base import Strategy, check_shaping, shape_reward
 from cellsearch.strategies.controller import Controller
+from cellsearch.validation import number_in, positive_int
 
 
 class PolicyGradientStrategy(Strategy):
@@ -47,14 +48,10 @@ class PolicyGradientStrategy(Strategy):
         dedupe_tries: int,
     ) -> None:
         super().__init__(space, seed, dedupe=dedupe, dedupe_tries=dedupe_tries, failure_reward=failure_reward)
-        if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        if not 0.0 <= baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
-        if update_every < 1:
-            raise ValueError(f"update_every must be at least 1, got {update_every}")
-        if hidden_size < 1 or num_layers < 1:
-            raise ValueError(f"hidden_size and num_layers must be positive, got {hidden_size} and {num_layers}")
+        number_in(lr, "search.lr", 0, low_open=True)
+        number_in(baseline_decay, "search.baseline_decay", 0, 1, high_open=True)
+        for name, value in (("update_every", update_every), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            positive_int(value, f"search.{name}")
         self.lr = float(lr)
         self.entropy_weight = float(entropy_weight)
         self.baseline_decay = float(baseline_decay)
@@ -148,10 +145,8 @@ class PPO(PolicyGradientStrategy):
     ) -> None:
         super().__init__(space, seed, lr, entropy_weight, baseline_decay, update_every, hidden_size, num_layers,
                          temperature, tanh_constant, init_range, reward_shaping, failure_reward, dedupe, dedupe_tries)
-        if clip <= 0:
-            raise ValueError(f"clip must be positive, got {clip}")
-        if ppo_epochs < 1:
-            raise ValueError(f"ppo_epochs must be at least 1, got {ppo_epochs}")
+        number_in(clip, "search.clip", 0, low_open=True)
+        positive_int(ppo_epochs, "search.ppo_epochs")
         self.clip = float(clip)
         self.ppo_epochs = int(ppo_epochs)
 

@@ -1,0 +1,176 @@
+"""One-shot search: what a supernet step costs, and whether the supernet ranks cells.
+
+    python benchmarks/bench_oneshot.py step       # memory and time of one step at proxy size
+    python benchmarks/bench_oneshot.py ranking    # Kendall tau / Spearman over stand-alone trained cells
+
+``step``: NASNet's proxy size (N=2, F=16, CIFAR-sized 32x32 images, batch 64, the full 13-op space
+with add and concat). A single-path step (one path of the supernet), a first-order DARTS step (an
+architecture step and a weight step through the relaxed supernet, at F=16 and at F=8, the documented
+way down) and, as the reference measured in the same run, the stand-alone child of the same cell.
+Activation memory is the bytes autograd saves for the backward pass (the part that grows with the
+supernet), counted with saved-tensor hooks; weights are the parameter bytes.
+
+``ranking``: ``--cells`` random cells of the space are trained stand-alone as the child says
+(the reference), and scored on supernets trained for 1x, 3x and 10x ``--base-epochs`` epochs with
+uniform paths; Kendall tau and Spearman rho between the one-shot estimates and stand-alone
+accuracy, top-k precision, and the cost of each.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from cellsearch.evaluators.child import evaluate_child
+from cellsearch.evaluators.oneshot import OneShotConfig, OneShotEvaluator, SupernetTrainer
+from cellsearch.search.darts import ArchitectureWeights
+from cellsearch.search.final import rank_agreement
+from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.supernet import SuperNet
+
+QUICK_OPS = ("identity", "conv_1x3_3x1", "dil_conv_3x3", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3")
+
+
+def saved_bytes(step) -> tuple[float, int]:
+    """Seconds of ``step()`` and the bytes autograd saved for its backward passes."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    start = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return time.perf_counter() - start, total
+
+
+def weight_mib(module: torch.nn.Module) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2 ** 20
+
+
+def bench_step(repeats: int, darts_batch: int) -> None:
+    space = SearchSpace()
+    rng = random.Random(0)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    rows = []
+
+    genotypes = [space.sample(rng) for _ in range(repeats)]
+    times, mems = [], []
+    for g in genotypes:
+        net = CellNetCifar(g, cells_per_stage=2, channels=16)
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+        def child_step() -> None:
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        child_step()  # warm-up
+        t, m = saved_bytes(child_step)
+        times.append(t)
+        mems.append(m)
+    rows.append(("stand-alone child (reference)", sum(times) / repeats, sum(mems) / repeats, weight_mib(net)))
+
+    start = time.perf_counter()
+    supernet = SuperNet(space, cells_per_stage=2, channels=16)
+    build = time.perf_counter() - start
+    trainer = SupernetTrainer(supernet, OneShotConfig(), 1000)
+    trainer.train_step(x, y, genotypes[0])
+    times, mems = [], []
+    for g in genotypes:
+        t, m = saved_bytes(lambda: trainer.train_step(x, y, g))
+        times.append(t)
+        mems.append(m)
+    rows.append((f"single-path supernet step (built in {build:.1f} s)", sum(times) / repeats, sum(mems) / repeats,
+                 weight_mib(supernet)))
+    del supernet, trainer
+
+    # The relaxed supernet runs every op of every block input: measured at a small batch (memory and time
+    # grow linearly with it) and scaled to 64 in the table.
+    xd, yd = x[:darts_batch], y[:darts_batch]
+    scale = 64 / darts_batch
+    for channels in (16, 8):
+        supernet = SuperNet(space, cells_per_stage=2, channels=channels)
+        alphas = ArchitectureWeights(space)
+        w_opt = torch.optim.SGD(supernet.parameters(), lr=0.025, momentum=0.9)
+        a_opt = torch.optim.Adam(alphas.parameters(), lr=3e-4)
+
+        def darts_step() -> None:
+            for opt, params in ((a_opt, list(alphas.parameters())), (w_opt, list(supernet.parameters()))):
+                loss = F.cross_entropy(supernet.forward_relaxed(xd, alphas.softmaxes()), yd)
+                opt.zero_grad()
+                loss.backward(inputs=params)
+                opt.step()
+        t, m = saved_bytes(darts_step)  # one step: each is tens of seconds on a CPU
+        rows.append((f"DARTS 1st-order step, F={channels} (batch {darts_batch} x{scale:g})", t * scale, m * scale,
+                     weight_mib(supernet)))
+        del supernet
+
+    print(f"supernet steps at proxy size: N=2, F=16, 32x32, batch 64, 13 ops, add+concat; "
+          f"{torch.get_num_threads()} thread(s)")
+    print(f"{'step':<48} {'seconds':>8} {'x ref':>6} {'activations MiB':>16} {'x ref':>6} {'weights MiB':>12}")
+    ref_t, ref_m = rows[0][1], rows[0][2]
+    for name, t, m, w in rows:
+        print(f"{name:<48} {t:>8.3f} {t / ref_t:>6.1f} {m / 2 ** 20:>16.1f} {m / ref_m:>6.1f} {w:>12.1f}")
+
+
+def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
+    space = SearchSpace(ops=QUICK_OPS, num_blocks=3)
+    child = dict(cells_per_stage=1, channels=8, epochs=3, batch_size=64, accelerator="cpu", logger=None)
+    data = dict(name="digits")
+    rng = random.Random(seed)
+    genotypes, keys = [], set()
+    while len(genotypes) < cells:
+        g = space.sample(rng)
+        if g.key() not in keys:
+            keys.add(g.key())
+            genotypes.append(g)
+    start = time.perf_counter()
+    truths = []
+    for g in genotypes:
+        truths.append(evaluate_child(g, child, data, seed=seed).metric("val_accuracy"))
+    standalone_s = time.perf_counter() - start
+    print(f"{cells} random cells of the quick space (7 ops, 3 blocks, add+concat) on digits; stand-alone: "
+          f"tiny child (N=1, F=8, 3 epochs), accuracy {min(truths):.3f}..{max(truths):.3f}, {standalone_s:.0f} s")
+    print(f"{'supernet training':<22} {'train s':>8} {'score ms/cell':>14} {'Kendall tau':>12} {'Spearman':>9} "
+          f"{'top-5 prec':>11}")
+    for multiple in (1, 3, 10):
+        ev = OneShotEvaluator(child, data, space, batch_size=64, warmup_epochs=base_epochs * multiple,
+                              bn_batches=2, val_batches=2, eval_batch_size=150)
+        start = time.perf_counter()
+        ev.train_until(1, seed)
+        train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        estimates = [ev.score(g, seed) for g in genotypes]
+        score_ms = 1000 * (time.perf_counter() - start) / cells
+        a = rank_agreement(estimates, truths, top_k=5)
+        print(f"{f'{multiple}x ({base_epochs * multiple:g} epochs)':<22} {train_s:>8.0f} {score_ms:>14.0f} "
+              f"{a['kendall_tau']:>12.3f} {a['spearman_rho']:>9.3f} {a['top_k_precision']:>11.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=("step", "ranking"))
+    parser.add_argument("--repeats", type=int, default=3, help="paths timed per step kind")
+    parser.add_argument("--darts-batch", type=int, default=8, help="batch of the measured DARTS step")
+    parser.add_argument("--cells", type=int, default=30)
+    parser.add_argument("--base-epochs", type=float, default=2.0, help="supernet epochs of the 1x length")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.part == "step":
+        bench_step(args.repeats, args.darts_batch)
+    else:
+        bench_ranking(args.cells, args.base_epochs, args.seed)
+
+
+if __name__ == "__main__":
+    main()

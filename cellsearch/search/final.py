@@ -1,0 +1,189 @@
+"""The last step of a one-shot search, as the papers take it: train the best candidates stand-alone.
+
+A supernet's ranking is a cheap guess. The candidates with the best one-shot estimates are trained
+stand-alone (the search's child, :class:`~cellsearch.evaluators.standalone.TrainEvaluator`), the best
+cell is named on stand-alone accuracy, and the run reports how far the supernet's ranking of these
+candidates agreed with the stand-alone one (Kendall tau, Spearman rho, top-k precision), so a
+user sees whether it could be trusted on their task.
+
+Files in the run directory: ``standalone.db`` (a trial store of the candidates: reward = stand-alone
+validation accuracy, metric ``oneshot_val_accuracy`` = the estimate; a rerun trains only the
+missing ones), ``ranking.yaml`` and ``best_cell.yaml`` (with both figures in its ``source``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from cellsearch.evaluators.base import EvalResult
+from cellsearch.evaluators.standalone import TrainEvaluator
+from cellsearch.search.loop import BEST_CELL_FILE, atomic_write
+from cellsearch.search.store import TrialRow, TrialStore
+from cellsearch.space.genotype import Genotype
+
+if TYPE_CHECKING:
+    from cellsearch.evaluators.oneshot import OneShotEvaluator
+
+__all__ = ["Candidate", "FinalReport", "finish_oneshot_search", "kendall_tau", "oneshot_candidates", "rank_agreement",
+           "spearman_rho", "train_candidates"]
+
+log = logging.getLogger(__name__)
+
+STANDALONE_FILE = "standalone.db"
+RANKING_FILE = "ranking.yaml"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A cell picked from the supernet: the search trial it came from and its one-shot estimate."""
+
+    trial_id: int
+    genotype: Genotype
+    oneshot: float
+
+
+@dataclass
+class FinalReport:
+    """Both figures per candidate, the cell named best on stand-alone accuracy, and rank agreement."""
+
+    rows: list[tuple[Candidate, float | None]]
+    best: Candidate | None
+    best_accuracy: float | None
+    agreement: dict[str, float]
+
+
+def oneshot_candidates(rows: list[TrialRow], count: int) -> list[Candidate]:
+    """The ``count`` best distinct cells of a search by one-shot estimate (its reward)."""
+    seen: set[str] = set()
+    picked = []
+    for row in sorted((r for r in rows if r.ok and r.reward is not None), key=lambda r: -r.reward):
+        key = row.genotype.key()
+        if key not in seen:
+            seen.add(key)
+            picked.append(Candidate(row.trial_id, row.genotype, row.reward))
+        if len(picked) == count:
+            break
+    return picked
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b (ties in either list counted as neither concordant nor discordant)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(a)):
+        for j in range(i + 1, len(a)):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman_rho(a: list[float], b: list[float]) -> float:
+    """Spearman's rho: the Pearson correlation of the ranks."""
+    ra, rb = _ranks(a), _ranks(b)
+    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
+    spread = math.sqrt(sum((x - mean_a) ** 2 for x in ra) * sum((y - mean_b) ** 2 for y in rb))
+    return cov / spread if spread else math.nan
+
+
+def rank_agreement(estimates: list[float], truths: list[float], top_k: int) -> dict[str, float]:
+    """Kendall tau and Spearman rho between ``estimates`` and ``truths``, and top-k precision: the share of
+    the ``top_k`` best by estimate that are among the ``top_k`` best by truth (NaN below two pairs)."""
+    n = len(estimates)
+    if n < 2:
+        return {"kendall_tau": math.nan, "spearman_rho": math.nan, "top_k_precision": math.nan, "top_k": top_k, "n": n}
+    tau, rho = kendall_tau(estimates, truths), spearman_rho(estimates, truths)
+    k = min(top_k, n)
+    by_estimate = sorted(range(n), key=lambda i: -estimates[i])[:k]
+    by_truth = sorted(range(n), key=lambda i: -truths[i])[:k]
+    precision = len(set(by_estimate) & set(by_truth)) / k
+    return {"kendall_tau": float(tau), "spearman_rho": float(rho), "top_k_precision": precision, "top_k": k, "n": n}
+
+
+def train_candidates(candidates: list[Candidate], evaluator: TrainEvaluator, run_dir: Path, seed: int,
+                     top_k: int) -> FinalReport:
+    """Train every candidate stand-alone (skipping those ``standalone.db`` holds), name the best on
+    stand-alone accuracy in ``best_cell.yaml``, and write ``ranking.yaml``."""
+    results: list[tuple[Candidate, float | None]] = []
+    with TrialStore(run_dir / STANDALONE_FILE) as store:
+        for n, candidate in enumerate(candidates, 1):
+            row = store.get(candidate.trial_id)
+            if row is None:
+                result = evaluator.evaluate(candidate.genotype, trial_id=candidate.trial_id, seed=seed)
+                result = EvalResult(result.status, {**result.metrics, "oneshot_val_accuracy": candidate.oneshot},
+                                    result.seconds, result.error)
+                row = store.add(candidate.trial_id, candidate.genotype, result,
+                                result.metric("val_accuracy") if result.ok else None)
+                log.info("stand-alone %d/%d: trial %d, one-shot %.4f, stand-alone %s (%.1f s)", n, len(candidates),
+                         candidate.trial_id, candidate.oneshot,
+                         f"{row.reward:.4f}" if row.reward is not None else f"FAILED ({row.error})", row.seconds)
+            results.append((candidate, row.reward if row.ok else None))
+    trained = [(c, acc) for c, acc in results if acc is not None]
+    agreement = rank_agreement([c.oneshot for c, _ in trained], [acc for _, acc in trained], top_k)
+    best, best_accuracy = max(trained, key=lambda t: t[1]) if trained else (None, None)
+    report = FinalReport(results, best, best_accuracy, agreement)
+    _write(report, run_dir)
+    return report
+
+
+def _write(report: FinalReport, run_dir: Path) -> None:
+    data = {
+        "agreement": report.agreement,
+        "candidates": [{"trial": c.trial_id, "oneshot_val_accuracy": c.oneshot, "standalone_val_accuracy": acc}
+                       for c, acc in report.rows],
+    }
+    atomic_write(run_dir / RANKING_FILE, lambda tmp: tmp.write_text(yaml.safe_dump(data, sort_keys=False)))
+    if report.best is not None:
+        source = (f"cellsearch one-shot search in {run_dir}: trial {report.best.trial_id}, stand-alone val_accuracy "
+                  f"{report.best_accuracy:.4f}, one-shot estimate {report.best.oneshot:.4f}")
+        genotype = Genotype(report.best.genotype.normal, report.best.genotype.reduce, source=source)
+        atomic_write(run_dir / BEST_CELL_FILE, lambda tmp: tmp.write_text(genotype.to_yaml()))
+    a = report.agreement
+    lines = [f"{'trial':>5}  {'one-shot':>8}  {'stand-alone':>11}"]
+    lines += [f"{c.trial_id:>5}  {c.oneshot:>8.4f}  {acc if acc is None else format(acc, '.4f'):>11}"
+              for c, acc in sorted(report.rows, key=lambda t: -t[0].oneshot)]
+    lines.append(f"supernet ranking over {a['n']} cells trained stand-alone: Kendall tau {a['kendall_tau']:.3f}, "
+                 f"Spearman {a['spearman_rho']:.3f}, top-{a['top_k']} precision {a['top_k_precision']:.2f}")
+    if report.best is not None:
+        lines.append(f"best cell on stand-alone accuracy: trial {report.best.trial_id} ({report.best_accuracy:.4f}; "
+                     f"one-shot {report.best.oneshot:.4f}) -> {run_dir / BEST_CELL_FILE}")
+    log.info("\n".join(lines))
+
+
+def finish_oneshot_search(evaluator: "OneShotEvaluator", rows: list[TrialRow], run_dir: Path, seed: int) -> FinalReport:
+    """Train the search's best ``evaluator.config.final_candidates`` cells by one-shot estimate stand-alone."""
+    config = evaluator.config
+    candidates = oneshot_candidates(rows, config.final_candidates)
+    evaluator.release()
+    log.info("training the %d best cells by one-shot estimate stand-alone (%s)", len(candidates), run_dir)
+    return train_candidates(candidates, TrainEvaluator(evaluator.child, evaluator.data), run_dir, seed,
+                            config.final_top_k)

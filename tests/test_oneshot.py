@@ -1,0 +1,151 @@
+"""One-shot search: the evaluator, its phases and resume, the final stand-alone step, DARTS, the presets.
+
+Everything is tiny (digits, 300 training images, N=1, F=4, 2 blocks of cheap ops) so it runs in seconds.
+"""
+import pickle
+import random
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+
+from cellsearch.data import ConfigError
+from cellsearch.evaluators import OneShotEvaluator
+from cellsearch.search.darts import ArchitectureWeights, check_relaxable
+from cellsearch.search.final import rank_agreement
+from cellsearch.search.loop import ResumeError, run_search
+from cellsearch.search.store import TrialStore
+from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ["identity", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3"]
+SPACE = SearchSpace(ops=tuple(OPS), num_blocks=2)
+CHILD = dict(cells_per_stage=1, channels=4, epochs=1, batch_size=100, accelerator="cpu", logger=None)
+DATA = dict(name="digits", train_subset=300, val_subset=100)
+TINY = [
+    "child=tiny", "data=digits", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
+    "child.batch_size=100", "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
+    f"space.ops=[{','.join(OPS)}]",
+]
+TINY_ONESHOT = ["evaluator.batch_size=50", "evaluator.warmup_epochs=1", "evaluator.eval_batch_size=100",
+                "evaluator.final_candidates=3", "evaluator.final_top_k=2"]
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def evaluator(run_dir=None, **settings):
+    settings = {"batch_size": 50, "eval_batch_size": 100, **settings}
+    return OneShotEvaluator(CHILD, DATA, SPACE, run_dir=run_dir, **settings)
+
+
+def test_phases_follow_the_schedule_and_resume_from_the_saved_supernet(tmp_path):
+    ev = evaluator(tmp_path, warmup_epochs=1, phase_epochs=0.5, train_every=2, max_phases=1,
+                   path_sampler="proposals")
+    rng = random.Random(0)
+    steps = []
+    for trial in range(4):
+        result = ev.evaluate(SPACE.sample(rng), trial_id=trial)
+        assert result.ok and 0 <= result.metric("val_accuracy") <= 1, result.error
+        steps.append(result.metric("supernet_steps"))
+    # 300 images / 50 = 6 steps per epoch: warm-up 6, one phase of 3 at trial 2, then no more (max_phases)
+    assert steps == [6, 6, 9, 9]
+    assert (tmp_path / "supernet.pt").is_file()
+    resumed = evaluator(tmp_path, warmup_epochs=1, phase_epochs=0.5, train_every=2, max_phases=1,
+                        path_sampler="proposals")
+    genotype = SPACE.sample(rng)
+    assert resumed.evaluate(genotype, trial_id=4).metric("supernet_steps") == 9  # loaded, not retrained
+    assert resumed.score(genotype) == ev.score(genotype)  # the same weights
+    pickle.loads(pickle.dumps(resumed))  # executors may pickle evaluators; the supernet is not sent along
+    with pytest.raises(ConfigError, match="other settings"):
+        evaluator(tmp_path, warmup_epochs=1, phase_epochs=0.5, train_every=2, max_phases=1,
+                  path_sampler="uniform").evaluate(genotype, trial_id=5)
+
+
+def test_bad_settings_and_out_of_space_cells_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match="evaluator.path_sampler must be one of"):
+        evaluator(path_sampler="controller")
+    with pytest.raises(ConfigError, match="use executor=local"):
+        evaluator().check_single_device()
+    with pytest.raises(GenotypeError, match="outside the supernet's space: normal cell: has 5 blocks"):
+        evaluator().evaluate(load_genotype("nasnet_a"))
+
+
+def test_rank_agreement():
+    perfect = rank_agreement([0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], top_k=2)
+    assert perfect["kendall_tau"] == pytest.approx(1) and perfect["top_k_precision"] == 1
+    reverse = rank_agreement([0.4, 0.3, 0.2, 0.1], [0.5, 0.6, 0.7, 0.8], top_k=2)
+    assert reverse["spearman_rho"] == pytest.approx(-1) and reverse["top_k_precision"] == 0
+
+
+def test_darts_discretises_to_a_genotype_of_the_space_and_refuses_concat_only():
+    alphas = ArchitectureWeights(SPACE)
+    with torch.no_grad():
+        alphas.normal_op[0][OPS.index("conv_3x3")] = 5.0
+    genotype = alphas.discretise()
+    SPACE.validate(genotype)
+    assert genotype.normal.blocks[0].ops[0] == "conv_3x3" and genotype.normal.blocks[0].combine == "add"
+    SPACE.validate(alphas.sample(random.Random(0)))
+    with pytest.raises(ConfigError, match="DARTS cannot relax this space: its blocks combine by concat only"):
+        check_relaxable(SearchSpace(num_blocks=2, combines=("concat",)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["enas", "oneshot_random"])
+def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accuracy(tmp_path, experiment):
+    cfg = config(f"experiment={experiment}", *TINY, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
+                 "evaluator.channels=4", "evaluator.train_every=2", "evaluator.max_phases=1",
+                 "evaluator.phase_epochs=0.5", "search.budget=4", f"run_dir={tmp_path}")
+    assert cfg.data.name == "digits" and cfg.evaluator._target_.endswith("OneShotEvaluator")
+    run_search(cfg)
+    ranking = (tmp_path / "ranking.yaml").read_text()
+    assert "kendall_tau" in ranking and "standalone_val_accuracy" in ranking
+    best = load_genotype(tmp_path / "best_cell.yaml")
+    assert "stand-alone val_accuracy" in best.source and "one-shot estimate" in best.source
+    with TrialStore(tmp_path / "standalone.db") as store:
+        rows = store.rows()
+    assert len(rows) == 3 and all("oneshot_val_accuracy" in r.genotype.to_json() or r.ok for r in rows)
+    assert max(r.reward for r in rows) == pytest.approx(float(best.source.split("val_accuracy ")[1].split(",")[0]),
+                                                      abs=1e-4)
+    model = timm.create_model("cellnet_cifar", genotype=str(tmp_path / "best_cell.yaml"), cells_per_stage=1,
+                              channels=4, in_chans=1)
+    assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
+    changed = config(f"experiment={experiment}", *TINY, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
+                     "evaluator.channels=8", "search.budget=4", f"run_dir={tmp_path}")
+    with pytest.raises(ResumeError, match="evaluator.channels: 4 -> 8"):
+        run_search(changed)
+
+
+@pytest.mark.slow
+def test_darts_preset_runs_resumes_and_refuses_a_changed_setting(tmp_path):
+    args = ["experiment=darts", *TINY, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
+            "search.steps_per_epoch=2", "search.final_candidates=3", "search.final_top_k=2", "search.val_batches=1",
+            "search.eval_batch_size=100", f"run_dir={tmp_path}"]
+    report = run_search(config(*args, "search.budget=1"))
+    assert len(report.rows) == 3 and report.best is not None
+    assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 1
+    report = run_search(config(*args, "search.budget=2", "search.order=first"))  # resumes for one more epoch
+    assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 2
+    SPACE.validate(load_genotype(tmp_path / "best_cell.yaml"))
+    with pytest.raises(ResumeError, match="search.order: 'first' -> 'second'"):
+        run_search(config(*args, "search.order=second"))
+
+
+def test_darts_second_order_step(tmp_path):
+    args = ["experiment=darts", *TINY, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
+            "search.steps_per_epoch=1", "search.order=second", "search.budget=1", "search.final_candidates=1",
+            "search.final_top_k=1", "search.val_batches=1", f"run_dir={tmp_path}"]
+    run_search(config(*args))
+    alphas = torch.load(tmp_path / "darts_state.pt", weights_only=True)["alphas"]
+    assert all(torch.isfinite(v).all() for v in alphas.values())
+
+
+def test_quick_cpu_preset_composes_as_documented(tmp_path):
+    cfg = config("experiment=oneshot_quick_cpu", f"run_dir={tmp_path}")
+    assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
+    assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
+    assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"

@@ -1,0 +1,201 @@
+"""A run directory survives a full disk and damaged files: one clear line, nothing finished lost, resumable."""
+from __future__ import annotations
+
+import errno
+import sqlite3
+import time
+
+import pytest
+import torch
+import yaml
+
+import cellsearch.search.atomic as atomic
+from cellsearch.search.atomic import RunDirWriteError, atomic_write
+from cellsearch.evaluators import EvalResult, TrainEvaluator
+from cellsearch.search.executors import LocalExecutor
+from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, ResumeError, SearchLoop
+from cellsearch.search.store import TrialStore
+from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
+from cellsearch.strategies import RandomSearch
+from tests.test_executors import CHILD, DATA
+from tests.test_train import TINY, cli, config, load_train_module, stored
+
+train = load_train_module()
+
+
+def search(run_dir, budget, *extra):
+    return train.run(config(*TINY, "search=ppo", f"search.budget={budget}", f"run_dir={run_dir}", *extra))
+
+
+def test_atomic_write_leaves_the_old_file_and_no_tmp_when_the_disk_is_full(tmp_path, monkeypatch):
+    path = tmp_path / "state.bin"
+    atomic_write(path, lambda tmp: tmp.write_bytes(b"old"))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(path, lambda tmp: tmp.write_bytes(b"new, half written"))
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    search(run_dir, 2)
+    first = stored(run_dir)
+
+    # A full disk while the search writes: one line, no temporary file left, the run resumes as it was.
+    real_fsync, calls = atomic.os.fsync, []
+
+    def fills_up(fd):
+        calls.append(fd)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fills_up)
+    with pytest.raises(RunDirWriteError, match=r"No space left on device; the search stopped .* run the same command"):
+        search(run_dir, 3)
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    assert not list(run_dir.glob("**/*.tmp")) and stored(run_dir)[:2] == first
+    search(run_dir, 3)
+    assert [t for t, *_ in stored(run_dir)] == [0, 1, 2] and stored(run_dir)[:2] == first
+
+    # A truncated strategy state: an error naming the file and the way out; rebuild_state replays trials.db.
+    state = run_dir / STATE_FILE
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ResumeError, match=rf"{state} .*truncated or damaged.*search.rebuild_state=true"):
+        search(run_dir, 4)
+    state.write_bytes(b"")
+    with pytest.raises(ResumeError, match="the file is empty"):
+        search(run_dir, 4)
+    search(run_dir, 4, "search.rebuild_state=true")
+    rows = stored(run_dir)
+    assert [t for t, *_ in rows] == [0, 1, 2, 3] and rows[:2] == first
+
+    # A corrupt best_cell.yaml is rewritten from the store when the run resumes.
+    (run_dir / BEST_CELL_FILE).write_text("normal: [unclosed\n")
+    summary = search(run_dir, 4)
+    assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
+
+    # An emptied trials.db beside an intact strategy state: refused, nothing dropped silently.
+    with sqlite3.connect(run_dir / "trials.db") as db:
+        db.execute("DELETE FROM trials")
+    with pytest.raises(ResumeError, match=r"learned from 4 finished children that .* does not hold"):
+        search(run_dir, 5)
+    assert stored(run_dir) == []
+
+
+@pytest.mark.slow
+def test_pool_search_with_a_child_timeout_ends_with_children_failed_for_time(tmp_path):
+    """Children that need minutes are stopped at 3 s; the search ends normally and resume retrains none."""
+    run_dir = tmp_path / "run"
+    args = [*TINY, "search=ppo", "search.budget=2", "child.epochs=5000", "executor=pool", "executor.num_workers=1",
+            "executor.child_timeout=3", f"hydra.run.dir={run_dir}"]
+    result = cli(*args, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with sqlite3.connect(run_dir / "trials.db") as db:
+        rows = db.execute("SELECT status, error FROM trials").fetchall()
+    assert len(rows) == 2 and all(status == "failed" and error.startswith("timed out after 3 s")
+                                  for status, error in rows), rows
+    again = cli(*args, timeout=600)
+    assert again.returncode == 0 and "0 trained in this run" in again.stdout + again.stderr
+
+
+def test_best_cell_and_ranking_agree_on_ties(tmp_path):
+    """Equal rewards, finished out of trial order (several workers): best_cell.yaml and the ranking both
+    name the earlier trial."""
+    strategy = RandomSearch(SearchSpace(num_blocks=2), seed=0)
+    proposals = [strategy.ask() for _ in range(3)]
+    with TrialStore(tmp_path / "trials.db") as store, LocalExecutor(TrainEvaluator(CHILD, DATA)) as executor:
+        loop = SearchLoop(strategy, executor, store, tmp_path, budget=3)
+        for p in (proposals[2], proposals[0], proposals[1]):
+            loop._record(p.trial_id, p.genotype, EvalResult("ok", {"val_accuracy": 0.5}, 1.0))
+        assert loop.best.trial_id == store.best(1)[0].trial_id == 0
+    assert yaml.safe_load((tmp_path / BEST_CELL_FILE).read_text())["source"].endswith("trial 0, reward 0.5000")
+
+
+# --- a fuzz of bad input: one clear line, nothing finished lost ------------------------------------------
+
+FUZZ_KEYS = ("child.channels", "child.epochs", "child.lr", "child.batch_size", "child.limit_train_batches",
+             "data.image_size", "data.val_size", "search.budget", "space.num_blocks", "executor.child_timeout",
+             "executor.threads_per_worker", "export.top_k", "cell")
+FUZZ_VALUES = ("-1", "0", "abc", "[1]", "{a: 1}", "1.5", "''", "null")
+
+
+def one_line_or_ok(overrides, run_dir):
+    """Run ``overrides``; a refusal must be a user error whose message is one non-empty line."""
+    try:
+        train.run(config(*TINY, "search=random", f"run_dir={run_dir}", *overrides))
+    except train.USER_ERRORS as err:
+        message = train.error_message(err)
+        assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
+        return message
+    return None
+
+
+@pytest.mark.slow
+def test_fuzz_bad_overrides_and_damaged_files(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    refused = 0
+    for i in range(8):  # bad overrides on a new run directory
+        override = f"{rng.choice(FUZZ_KEYS)}={rng.choice(FUZZ_VALUES)}"
+        refused += one_line_or_ok(["search.budget=1", override], tmp_path / f"new{i}") is not None
+    assert refused >= 5
+
+    run_dir = tmp_path / "run"
+    search(run_dir, 2)
+    finished = stored(run_dir)
+    damages = {
+        "empty": lambda data: b"",
+        "truncated": lambda data: data[: rng.randrange(1, max(2, len(data)))],
+        "not UTF-8": lambda data: b"\xff\xfe" + data,
+    }
+    for name in ("search_settings.yaml", STATE_FILE, BEST_CELL_FILE, "trials.db"):
+        path = run_dir / name
+        original = path.read_bytes()
+        for damage in damages.values():
+            path.write_bytes(damage(original))
+            for wal in ("trials.db-wal", "trials.db-shm"):
+                (run_dir / wal).unlink(missing_ok=True)
+            one_line_or_ok(["search=ppo", "search.budget=2"], run_dir)
+            path.write_bytes(original)
+            assert not list(run_dir.glob("*.tmp"))
+    assert stored(run_dir) == finished  # no damaged file lost a finished trial
+    (run_dir / BEST_CELL_FILE).write_bytes(b"\xff" * 10)
+    search(run_dir, 2)  # still usable; and the damaged best cell is rewritten
+    assert load_genotype(run_dir / BEST_CELL_FILE).normal is not None
+
+
+def test_genotype_files_refused_by_size_and_encoding(tmp_path):
+    big, binary = tmp_path / "big.yaml", tmp_path / "latin1.yaml"
+    big.write_bytes(b"# " + b"x" * 50_000_000)
+    binary.write_bytes("normal: caf\xe9".encode("latin-1"))
+    start = time.monotonic()
+    with pytest.raises(GenotypeError, match=rf"{big}: 50,000,002 bytes is far more than any genotype file"):
+        load_genotype(big)
+    assert time.monotonic() - start < 1
+    with pytest.raises(GenotypeError, match=rf"{binary}: not a UTF-8 text file"):
+        load_genotype(binary)
+
+
+def test_truncated_checkpoint_is_one_line_naming_it(tmp_path):
+    from cellsearch.weights import load_lightning_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(100)}}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match=rf"{path}: not a readable checkpoint \(truncated or not a torch file"):
+        load_lightning_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_run_dir_that_is_a_file_on_the_command_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    for where in (tmp_path / "file", tmp_path / "file" / "run"):
+        result = cli(*TINY, f"hydra.run.dir={where}", cwd=tmp_path)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("error: cannot create or write") and "Traceback" not in result.stderr
