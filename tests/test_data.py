@@ -138,7 +138,7 @@ def test_corrupt_or_tampered_cifar_batch_is_a_config_error(tmp_path, content):
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(name="mnist"), "data.name must be one of ['cifar10', 'cifar100', 'digits', 'synthetic', 'imagefolder'], "
+    (dict(name="mnist"), "data.name must be one of ['cifar10', 'cifar100', 'digits', 'synthetic', 'testbed', 'imagefolder'], "
                          "got 'mnist' (set data.name=...)"),
     (dict(loader="fast"), "data.loader must be one of ['tensor', 'dataloader'] or null, got 'fast' (set data.loader=...)"),
     (dict(val_size=-1), "data.val_size must be an integer >= 0 or null, got -1 (set data.val_size=...)"),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cellsearch.data.datasets import CIFAR10, CIFAR100, RawDataset, make_synthetic, open_image_folder, \
     prepare_imagefolder, read_digits, read_imagefolder
+from cellsearch.data.testbed import TESTBED_IMAGE_SIZE, VAL_SIZE as TESTBED_VAL_SIZE, read_testbed
 from cellsearch.validation import ConfigError
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ register_dataset(DatasetSpec("cifar100", CIFAR100.read, image_size=32, val_size=
 register_dataset(DatasetSpec("digits", read_digits, image_size=8, val_size=300, flips=False, in_chans=1))
 register_dataset(DatasetSpec("synthetic", make_synthetic, image_size=16, flips=False,
                              val_size=lambda config: config.synthetic_train_size // 5))
+register_dataset(DatasetSpec("testbed", read_testbed, image_size=TESTBED_IMAGE_SIZE, val_size=TESTBED_VAL_SIZE,
+                             flips=False, in_chans=1))
 register_dataset(DatasetSpec("imagefolder", read_imagefolder, image_size=32, val_size=0, flips=True, in_chans=3,
                              in_memory=False, prepare=prepare_imagefolder, open_folder=open_image_folder,
                              mean=IMAGENET_MEAN, std=IMAGENET_STD))

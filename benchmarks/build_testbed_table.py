@@ -1,0 +1,195 @@
+"""Build the testbed's tabular benchmark (cellsearch/evaluators/tables/testbed.json.gz).
+
+Trains cells of the table's search space (``experiment=testbed_table``: its ``space``, ``child`` and
+``data``) with real Lightning training, one thread per worker process, and appends each finished
+child to a JSON-lines file as it finishes, so a crash or a kill loses nothing: a rerun with the
+same arguments skips what is there. ``--pack`` writes the table from that file.
+
+How cells are sampled, so that the table covers the space and local search has structure to follow:
+1. ``--random`` cells drawn uniformly from the space (seeded, duplicates by canonical key skipped);
+2. ``--rounds`` rounds of mutation neighbourhoods: each round takes the ``--top`` best cells so far
+   and adds ``--mutants`` new one-decision mutants of each (regularized evolution's mutation: one
+   input, one op or one combine changed).
+
+Usage (the shipped table)::
+
+    OMP_NUM_THREADS=1 python benchmarks/build_testbed_table.py --rows testbed_rows.jsonl --workers 2
+    python benchmarks/build_testbed_table.py --rows testbed_rows.jsonl --pack
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Iterable
+
+from cellsearch.evaluators.table import TABLES_DIR, CellTable, TableRow, canonical_actions
+from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.strategies.evolution import mutate
+
+TABLE_NAME = "testbed"
+
+
+def table_settings() -> tuple[SearchSpace, dict[str, Any], dict[str, Any]]:
+    """The table's space, child and data settings, from the experiment=testbed_table preset."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        cfg = compose("config", overrides=["experiment=testbed_table", "run_dir=.", "child.logger=null"])
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    return SearchSpace(**settings["space"]), settings["child"], settings["data"]
+
+
+def train_row(genotype: Genotype, seed: int, child: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """Train one cell with one torch thread (in a worker process); its metrics, with ``train_seconds``
+    the CPU time of that thread (what the child costs on an idle core, whatever else the machine runs)."""
+    import torch
+
+    from cellsearch.evaluators.child import evaluate_child
+
+    torch.set_num_threads(1)
+    cpu = time.process_time()
+    result = evaluate_child(genotype, child, data, seed)
+    return {"seed": seed, "status": result.status, "val_accuracy": result.metric("val_accuracy"),
+            "params": result.metric("params"), "mult_adds": result.metric("mult_adds"),
+            "train_seconds": round(time.process_time() - cpu, 2), "wall_seconds": round(result.seconds, 2),
+            "error": result.error}
+
+
+def _train(space: SearchSpace, actions: list[int], seed: int, child: dict[str, Any], data: dict[str, Any],
+           origin: str) -> dict[str, Any]:
+    return {"actions": actions, "origin": origin, **train_row(space.decode(actions), seed, child, data)}
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows appended so far (a partly written last line, from a kill, is ignored)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def random_cells(space: SearchSpace, count: int, seed: int) -> list[list[int]]:
+    """``count`` distinct cells drawn uniformly, as canonical action lists."""
+    rng, seen, cells = random.Random(seed), set(), []
+    while len(cells) < count:
+        actions = list(canonical_actions(space.sample(rng), space))
+        if tuple(actions) not in seen:
+            seen.add(tuple(actions))
+            cells.append(actions)
+    return cells
+
+
+def mutant_cells(space: SearchSpace, rows: list[dict[str, Any]], top: int, per_parent: int, seed: int,
+                 taken: set[tuple[int, ...]]) -> list[list[int]]:
+    """``per_parent`` new one-decision mutants of each of the ``top`` best cells in ``rows``."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    parents = sorted(ok, key=lambda r: -r["val_accuracy"])[:top]
+    rng, cells = random.Random(seed), []
+    for parent in parents:
+        made = 0
+        for _ in range(50 * per_parent):
+            if made == per_parent:
+                break
+            child = canonical_actions(space.decode(mutate(parent["actions"], space, rng)), space)
+            if child not in taken:
+                taken.add(child)
+                cells.append(list(child))
+                made += 1
+    return cells
+
+
+def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, args: argparse.Namespace,
+             child: dict[str, Any], data: dict[str, Any]) -> None:
+    """Train every (cell, seed) not yet in the rows file, ``args.workers`` at a time, appending each."""
+    done = {(tuple(r["actions"]), r["seed"]) for r in read_rows(args.rows)}
+    jobs = [(c, s) for c in cells for s in args.seeds if (tuple(c), s) not in done]
+    print(f"{origin}: {len(jobs)} children to train", flush=True)
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        pending = set()
+        for actions, seed in jobs:
+            pending.add(pool.submit(_train, space, actions, seed, child, data, origin))
+            if len(pending) >= 2 * args.workers:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    _report(args.rows, future.result())
+        for future in wait(pending).done:
+            _report(args.rows, future.result())
+
+
+def _report(path: Path, row: dict[str, Any]) -> None:
+    _append(path, row)
+    acc = row["val_accuracy"]
+    print(f"{row['origin']:>8} seed {row['seed']} acc {acc if acc is None else round(acc, 4)} "
+          f"cpu {row['train_seconds']}s wall {row['wall_seconds']}s {row['error'][:80]}", flush=True)
+
+
+def pack(rows_path: Path, out: Path, space: SearchSpace, child: dict[str, Any], data: dict[str, Any],
+         sampling: str) -> CellTable:
+    """Group the rows by cell (one accuracy per seed) and write the table."""
+    cells: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for row in read_rows(rows_path):
+        if row["status"] == "ok":
+            cells.setdefault(tuple(row["actions"]), []).append(row)
+    table_rows = []
+    for actions, runs in cells.items():
+        runs = sorted({r["seed"]: r for r in runs}.values(), key=lambda r: r["seed"])
+        table_rows.append(TableRow(actions, tuple(r["val_accuracy"] for r in runs), tuple(r["seed"] for r in runs),
+                                   int(runs[0]["params"]), int(runs[0]["mult_adds"]),
+                                   sum(r["train_seconds"] for r in runs) / len(runs), runs[0]["origin"]))
+    table = CellTable(TABLE_NAME, space, table_rows, child, data, sampling)
+    table.save(out)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=Path, required=True, help="JSON-lines checkpoint (appended, resumable)")
+    parser.add_argument("--random", type=int, default=150)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--mutants", type=int, default=5)
+    parser.add_argument("--seeds", type=lambda s: [int(v) for v in s.split(",")], default=[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sample-seed", type=int, default=0)
+    parser.add_argument("--pack", action="store_true", help="only write the table from --rows")
+    parser.add_argument("--out", type=Path, default=TABLES_DIR / f"{TABLE_NAME}.json.gz")
+    args = parser.parse_args()
+    space, child, data = table_settings()
+    sampling = (f"{args.random} uniform random cells (seed {args.sample_seed}), then {args.rounds} rounds of "
+                f"{args.mutants} one-decision mutants of each of the {args.top} best cells so far; "
+                f"training seeds {args.seeds}")
+    if not args.pack:
+        run_jobs(space, random_cells(space, args.random, args.sample_seed), "random", args, child, data)
+        origins = ["random"] + [f"mutant{k + 1}" for k in range(args.rounds)]
+        for k in range(1, len(origins)):
+            # Parents come from the earlier phases only, so a resumed round proposes the same mutants.
+            rows = [r for r in read_rows(args.rows) if r["origin"] in origins[:k]]
+            taken = {tuple(r["actions"]) for r in rows} | {tuple(c) for c in random_cells(space, args.random,
+                                                                                          args.sample_seed)}
+            mutants = mutant_cells(space, rows, args.top, args.mutants, args.sample_seed + k, taken)
+            run_jobs(space, mutants, origins[k], args, child, data)
+    table = pack(args.rows, args.out, space, child, data, sampling)
+    print(f"wrote {args.out}: {len(table)} cells")
+
+
+if __name__ == "__main__":
+    main()

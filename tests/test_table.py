@@ -1,0 +1,121 @@
+"""The tabular benchmark: the shipped table loads, lookups are exact or nearest as documented, bad
+input fails in one line, and a search with evaluator=table runs through train.py in seconds."""
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from cellsearch.data import ConfigError
+from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
+from cellsearch.search.loop import build_from_config
+from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def small_table(tmp_path_factory):
+    """A table of 40 random cells of a 2-op space with made-up accuracies (lookup logic only)."""
+    space = SearchSpace(ops=("identity", "conv_3x3"), num_blocks=2)
+    rng = random.Random(0)
+    rows, seen = [], set()
+    while len(rows) < 40:
+        actions = canonical_actions(space.sample(rng), space)
+        if actions not in seen:
+            seen.add(actions)
+            rows.append(TableRow(actions, (rng.random(), rng.random()), (0, 1), rng.randrange(1000), 7, 1.5))
+    path = CellTable("small", space, rows).save(tmp_path_factory.mktemp("table") / "small.json.gz")
+    return path, load_table(path)
+
+
+def swapped(genotype: Genotype) -> Genotype:
+    """The same cell with each block's two (input, op) pairs written in the other order."""
+    def swap(cell: Cell) -> Cell:
+        return Cell(tuple(Block(b.inputs[::-1], b.ops[::-1], b.combine) for b in cell.blocks), cell.concat)
+    return Genotype(swap(genotype.normal), swap(genotype.reduce))
+
+
+def test_shipped_table_loads_and_covers_the_preset_space():
+    table = load_table("testbed")
+    assert len(table) >= 40
+    preset = config("experiment=testbed_table", "run_dir=.").space
+    assert table.space == SearchSpace(**preset)
+    accuracies = [r.mean_accuracy for r in table.rows]
+    assert 0.1 < min(accuracies) < max(accuracies) < 1.0
+    assert all(r.params > 0 and r.mult_adds > 0 and r.train_seconds > 0 for r in table.rows)
+    assert table.data["name"] == "testbed" and table.child["channels"] >= 1
+
+
+def test_a_table_cell_returns_its_stored_metrics_in_any_pair_order(small_table):
+    path, table = small_table
+    evaluator = TableEvaluator(table=str(path), lookup="exact")
+    evaluator.check()
+    row = table.rows[3]
+    genotype = table.space.decode(row.actions)
+    for g in (genotype, swapped(genotype)):
+        result = evaluator.evaluate(g)
+        assert result.ok
+        assert result.metrics["val_accuracy"] == pytest.approx(np.mean(row.val_accuracy))
+        assert result.metrics["params"] == row.params and result.metrics["table_distance"] == 0
+
+
+def test_exact_lookup_of_an_unknown_cell_fails_and_nearest_averages_the_closest_rows(small_table):
+    path, table = small_table
+    rng = random.Random(1)
+    while True:
+        genotype = table.space.sample(rng)
+        if table.exact(genotype) is None:
+            break
+    missed = TableEvaluator(table=str(path), lookup="exact").evaluate(genotype)
+    assert not missed.ok and "not in table 'small'" in missed.error and "lookup=nearest" in missed.error
+    result = TableEvaluator(table=str(path)).evaluate(genotype)
+    query = np.array(canonical_actions(genotype, table.space))
+    distances = [int((np.array(r.actions) != query).sum()) for r in table.rows]
+    closest = [r for r, d in zip(table.rows, distances) if d == min(distances)]
+    assert result.ok and result.metrics["table_distance"] == min(distances) > 0
+    assert result.metrics["val_accuracy"] == pytest.approx(np.mean([r.mean_accuracy for r in closest]))
+    far = TableEvaluator(table=str(path), max_distance=min(distances) - 1).evaluate(genotype)
+    assert not far.ok and "max_distance" in far.error
+
+
+def test_cells_outside_the_table_space_and_bad_settings_fail_in_one_line(small_table):
+    path, _ = small_table
+    result = TableEvaluator(table=str(path)).evaluate(load_genotype("nasnet_a"))
+    assert not result.ok and "table 'small' covers ops ['identity', 'conv_3x3']" in result.error
+    with pytest.raises(ConfigError, match="not found.*shipped tables: \\['testbed'\\]"):
+        TableEvaluator(table="no_such_table").check()
+    with pytest.raises(ConfigError, match="unknown evaluator.lookup 'closest'"):
+        TableEvaluator(lookup="closest")
+    bad = path.with_name("bad.json.gz")
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match="cannot read the table"):
+        TableEvaluator(table=str(bad)).check()
+
+
+def test_evaluator_table_config_builds_the_table_evaluator(tmp_path):
+    cfg = config("experiment=testbed_table", f"run_dir={tmp_path}")
+    evaluator = build_from_config("evaluator", cfg.evaluator)
+    assert isinstance(evaluator, TableEvaluator) and evaluator.lookup == "nearest"
+    with pytest.raises(ConfigError, match="max_distance"):
+        build_from_config("evaluator", config("evaluator=table", "evaluator.max_distance=-1", "run_dir=.").evaluator)
+
+
+def test_a_search_on_the_table_runs_through_train_py_in_seconds(tmp_path):
+    from test_train import load_train_module
+
+    train = load_train_module()
+    start = time.perf_counter()
+    summary = train.run(config("experiment=testbed_table", "search=evolution", "search.budget=60",
+                               "search.population_size=10", "search.sample_size=3", f"run_dir={tmp_path}"))
+    assert time.perf_counter() - start < 60  # 100 lookups; the rest is the loop and the store
+    assert summary.num_trials == 60 and summary.best.reward > 0.1
+    table = load_table("testbed")
+    assert summary.best.reward <= max(r.mean_accuracy for r in table.rows) + 1e-9
