@@ -87,7 +87,7 @@ def test_configuration_errors_raise_before_any_child_trains(make):
 
 @pytest.mark.slow
 def test_two_worker_processes_evaluate_a_batch_with_a_failing_child():
-    executor = PoolExecutor(TrainEvaluator(CHILD, DATA), seed=0, num_workers=2)
+    executor = PoolExecutor(TrainEvaluator(CHILD, DATA), seed=0, workers_per_gpu=2)  # 2 CPU workers without a GPU
     try:
         assert executor.capacity == 2 and executor.threads_per_worker == max(1, (os.cpu_count() or 1) // 2)
         pids = executor.worker_pids
@@ -153,9 +153,11 @@ def test_ray_executor_without_ray_is_a_clear_config_error(monkeypatch):
 def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized()
-    executor = RayExecutor(TrainEvaluator(CHILD, DATA), seed=0, num_cpus=2, num_cpus_per_child=1)
+    # Told it has one GPU, the cluster runs two children on it (0.5 GPU each); torch sees no CUDA device
+    # in them here, so they train on the CPU.
+    executor = RayExecutor(TrainEvaluator(CHILD, DATA), seed=0, num_cpus=2, num_gpus=1, children_per_gpu=2)
     try:
-        assert ray.is_initialized() and executor.capacity == 2
+        assert ray.is_initialized() and executor.capacity == 2 and ray.cluster_resources()["GPU"] == 1
         results = run_batch(executor, batch_of_children())
     finally:
         executor.close()

@@ -113,15 +113,32 @@ class ArrayImageDataset(Dataset):
         return self.transform(image), self.labels[index]
 
 
+class MicroBatches:
+    """Each batch of ``loader`` as ``micro_batches`` equal consecutive slices (for gradient accumulation:
+    the micro-batches of one batch hold exactly its images, augmented as they would have been)."""
+
+    def __init__(self, loader: Any, micro_batches: int):
+        self.loader, self.micro_batches = loader, micro_batches
+
+    def __len__(self) -> int:
+        return len(self.loader) * self.micro_batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, labels in self.loader:
+            yield from zip(images.chunk(self.micro_batches), labels.chunk(self.micro_batches))
+
+
 class ImageDataModule(pl.LightningDataModule):
-    """Train / validation / test loaders for one DataConfig; the tensor loader or torchvision's path."""
+    """Train / validation / test loaders for one DataConfig; the tensor loader or torchvision's path.
+    With ``micro_batches`` > 1 each training batch comes as that many slices (see MicroBatches)."""
 
     def __init__(self, config: "DataConfig | Mapping[str, Any]", batch_size: int = 128, seed: int = 0,
-                 eval_batch_size: int | None = None):
+                 eval_batch_size: int | None = None, micro_batches: int = 1):
         super().__init__()
         self.config = as_data_config(config)
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 2 * batch_size
+        self.micro_batches = micro_batches
+        self.eval_batch_size = eval_batch_size or 2 * batch_size // micro_batches
         self.seed = seed
         self.splits: DatasetSplits | None = None
         self._folder_sets: dict[str, Dataset] = {}
@@ -193,7 +210,8 @@ class ImageDataModule(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> Any:
-        return self._loader("train")
+        loader = self._loader("train")
+        return MicroBatches(loader, self.micro_batches) if self.micro_batches > 1 else loader
 
     def val_dataloader(self) -> Any:
         return self._loader("val")

@@ -79,6 +79,11 @@ class Evaluator(ABC):
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
         """Evaluate ``genotype``; failures of the cell itself come back as ``status='failed'``, not raised."""
 
+    def memory_estimate(self, genotype: Genotype) -> float | None:
+        """Bytes one evaluation of ``genotype`` holds on its device at its peak (executors pack children
+        onto GPUs by it); None when unknown."""
+        return None
+
     def describe(self) -> str:
         """A few words for log lines: what is evaluated and on what."""
         return self.name

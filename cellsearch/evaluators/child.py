@@ -20,7 +20,7 @@ import logging
 import time
 import traceback
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -33,6 +33,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, \
     dataclass_from_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, failed_result
+from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_batches_after_oom
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
@@ -59,6 +60,7 @@ class ChildConfig:
     channels: int = 16  # F: filters of the first stage
     epochs: int = 10
     batch_size: int = 128
+    micro_batches: int = 1  # each batch as this many micro-batches, gradients accumulated (less memory)
     lr: float = 0.05
     lr_min: float = 0.0  # the cosine schedule's floor
     momentum: float = 0.9
@@ -83,13 +85,16 @@ class ChildConfig:
     enable_progress_bar: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("cells_per_stage", "channels", "epochs", "batch_size", "log_every_n_steps"):
+        for key in ("cells_per_stage", "channels", "epochs", "batch_size", "micro_batches", "log_every_n_steps"):
             positive_int(getattr(self, key), f"child.{key}")
         number_in(self.lr, "child.lr", 0, low_open=True)
         for key in ("lr_min", "momentum", "weight_decay", "auxiliary_weight", "grad_clip"):
             number_in(getattr(self, key), f"child.{key}", 0)
         for key in ("label_smoothing", "drop_path_rate"):
             number_in(getattr(self, key), f"child.{key}", 0, 1, high_open=True)
+        if self.batch_size % self.micro_batches:
+            raise ConfigError(f"child.micro_batches ({self.micro_batches}) must divide child.batch_size "
+                              f"({self.batch_size}) so that every micro-batch weighs the same")
         if self.lr_min > self.lr:
             fail("child.lr_min", f"at most child.lr ({self.lr})", self.lr_min)
         if positive_int(self.val_every_n_epochs, "child.val_every_n_epochs", optional=True) and \
@@ -321,7 +326,12 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
     without checkpoints and, with ``quiet``, without a model summary.
     """
     child = as_child_config(child)
+    if child.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"child.accelerator={child.accelerator} but no CUDA GPU is visible; use "
+                          f"child.accelerator=auto (a GPU when there is one) or child.accelerator=cpu")
     callbacks = list(callbacks)
+    limit = child.limit_train_batches  # counted in whole batches: a batch is micro_batches loader batches
+    limit = limit * child.micro_batches if isinstance(limit, int) else limit
     if checkpointing:  # the best epoch by val_acc, and last.ckpt (overwritten every epoch) to resume from
         callbacks.append(pl.callbacks.ModelCheckpoint(monitor="val_acc", mode="max", save_top_k=1,
                                                       filename="best-epoch{epoch:03d}-val_acc{val_acc:.4f}",
@@ -337,7 +347,8 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
             gradient_clip_val=child.grad_clip or None,
             gradient_clip_algorithm="norm",
             check_val_every_n_epoch=child.check_val_every_n_epoch,
-            limit_train_batches=child.limit_train_batches,
+            limit_train_batches=limit,
+            accumulate_grad_batches=child.micro_batches,
             limit_val_batches=child.limit_val_batches,
             num_sanity_val_steps=0 if quiet else 2,
             logger=_make_logger(child, run_name),
@@ -373,7 +384,7 @@ def build_training(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     pl.seed_everything(seed, workers=True, verbose=False)
     trainer = build_trainer(child, run_name=run_name, checkpointing=checkpointing, callbacks=callbacks)
     module = ChildModule.from_config(load_genotype(genotype), child, info, trainer.strategy.root_device)
-    datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
+    datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed, micro_batches=child.micro_batches)
     return trainer, module, datamodule
 
 
@@ -399,13 +410,27 @@ def train_path_metrics(module: ChildModule) -> dict[str, float]:
 
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
                    data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
-    """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``.
-    A failing child gives ``status='failed'``, never an exception.
+    """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``
+    (and ``peak_memory_mb`` on a GPU). A failing child gives ``status='failed'``, never an exception;
+    one that runs out of GPU memory is retried once with micro-batches (cellsearch.evaluators.memory).
 
     Raises ConfigError for configuration problems (checked before training starts).
     """
+    child = as_child_config(child)
+    result = _train_child(genotype, child, data, seed, run_name)
+    split = micro_batches_after_oom(child.batch_size, child.micro_batches)
+    if not result.error.startswith(OOM_ERROR_PREFIX) or split is None:
+        return result
+    retried = _train_child(genotype, replace(child, micro_batches=split), data, seed, run_name)
+    retried.seconds += result.seconds
+    retried.metrics["oom_retried"] = 1.0
+    return retried
+
+
+def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConfig | Mapping[str, Any]",
+                 seed: int, run_name: str) -> EvalResult:
     start = time.perf_counter()
-    child, data = as_child_config(child), as_data_config(data)
+    data = as_data_config(data)
     info = describe_dataset(data)
     sizes: dict[str, float] = {}
     trainer = module = datamodule = None
@@ -416,13 +441,17 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
             module = ChildModule.from_config(genotype, child, info, trainer.strategy.root_device)
             sizes["params"] = count_params(module.model)
             sizes["mult_adds"] = count_mult_adds(module.model, input_size=info.input_size)
-            datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed)
+            datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed,
+                                         micro_batches=child.micro_batches)
+            peak = PeakMemory(trainer.strategy.root_device)
             trainer.fit(module, datamodule=datamodule)
         metric = trainer.callback_metrics.get("val_acc")  # set in this process under spawn-based strategies too
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
         accuracy = module.val_accuracy if module.val_accuracy is not None else float(metric)
-        metrics = {"val_accuracy": accuracy, **sizes, **train_path_metrics(module)}
+        metrics = {"val_accuracy": accuracy, **sizes, **train_path_metrics(module), **peak.metrics()}
+        if child.micro_batches > 1:
+            metrics["micro_batches"] = float(child.micro_batches)
         train_loss = trainer.callback_metrics.get("train_loss_epoch")
         if train_loss is not None:
             metrics["train_loss"] = float(train_loss)
@@ -430,7 +459,7 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     except ConfigError:
         raise
     except Exception as err:  # the child failed: record it, the search goes on
-        prefix = "out of memory: " if isinstance(err, torch.cuda.OutOfMemoryError) else ""
+        prefix = OOM_ERROR_PREFIX if isinstance(err, torch.cuda.OutOfMemoryError) else ""
         return failed_result(prefix + describe_error(err), time.perf_counter() - start, **sizes)
     finally:
         del trainer, module, datamodule

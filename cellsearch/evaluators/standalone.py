@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from cellsearch.data import ConfigError, DataConfig, as_data_config
+from cellsearch.data import ConfigError, DataConfig, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, evaluate_child
 from cellsearch.space.genotype import Genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.profile import estimate_training_memory
 
 __all__ = ["TrainEvaluator", "run_name"]
 
@@ -41,6 +43,16 @@ class TrainEvaluator(Evaluator):
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
         return evaluate_child(genotype, self.child, self.data, seed, run_name=run_name(trial_id))
+
+    def memory_estimate(self, genotype: Genotype) -> float | None:
+        """Estimated from the child network: weights, gradients, momentum and the activations saved for
+        backward at one micro-batch (``estimate_training_memory``); checked against ``peak_memory_mb``."""
+        info = describe_dataset(self.data)
+        child = self.child
+        network = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                               num_classes=info.num_classes, in_chans=info.in_chans,
+                               auxiliary=child.auxiliary_weight > 0)
+        return float(estimate_training_memory(network, info.input_size, child.batch_size // child.micro_batches))
 
     def describe(self) -> str:
         return f"stand-alone training on {self.data.name}"

@@ -1,4 +1,4 @@
-"""Evaluate many children: in this process, one worker process per device, or on a Ray cluster.
+"""Evaluate many children: in this process, in worker processes (K per GPU), or on a Ray cluster.
 
 All executors run one :class:`~cellsearch.evaluators.Evaluator` (stand-alone training by default) and
 share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
@@ -30,6 +30,7 @@ import torch
 from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
+from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
 from cellsearch.validation import integer, number_in, positive_int
 
@@ -198,6 +199,8 @@ class _Task:
     genotype: Genotype
     attempts: int = 0
     started: float = 0.0
+    memory_estimate: float | None = None  # bytes, when children are packed by memory
+    reserved: float = 0.0
 
 
 @dataclass
@@ -224,9 +227,11 @@ def _stop_workers(workers: list[_Worker]) -> None:
 
 
 class PoolExecutor(Executor):
-    """One worker process per GPU (each sees only its own), or ``num_workers`` CPU workers with
-    ``cores // num_workers`` torch threads each (the cores this process owns; DataLoader workers run one
-    thread each, as torch sets them). Processes use the ``spawn`` start method.
+    """Worker processes: ``workers_per_gpu`` per GPU (default 1; each sees only its own GPU), or
+    ``num_workers`` CPU workers, with ``cores // num_workers`` torch threads each (the cores this
+    process owns). Without a GPU, ``workers_per_gpu`` counts the CPU as one device. Processes use the
+    ``spawn`` start method. Children are packed by memory where a device has a budget
+    (``device_memory_mb``; default 90% of each GPU, none on the CPU): :mod:`cellsearch.search.placement`.
 
     A worker that dies (killed, segfault) is replaced; its child is retried ``max_retries`` times
     (default once) and then recorded as failed.
@@ -234,23 +239,17 @@ class PoolExecutor(Executor):
 
     def __init__(self, evaluator: Evaluator, seed: int = 0, num_workers: int | None = None,
                  gpus: list[int] | None = None, threads_per_worker: int | None = None, max_retries: int = 1,
-                 child_timeout: float | None = None):
+                 child_timeout: float | None = None, workers_per_gpu: int | None = None,
+                 device_memory_mb: float | None = None):
         super().__init__(evaluator, seed)
         self.child_timeout = check_child_timeout(child_timeout)
         evaluator.check_single_device()
         integer(max_retries, "executor.max_retries", 0)
-        if gpus is None and evaluator.accelerator in ("auto", "gpu", "cuda"):
-            gpus = list(range(torch.cuda.device_count()))
-        gpus = list(gpus or [])
-        if num_workers is None:
-            num_workers = len(gpus) or max(1, (os.cpu_count() or 1) // 4)
-        positive_int(num_workers, "executor.num_workers")
-        if gpus and num_workers > len(gpus):
-            raise ConfigError(f"num_workers={num_workers} but only {len(gpus)} GPU(s) {gpus}: one worker per GPU")
-        self.num_workers = num_workers
-        self.threads_per_worker = check_threads(threads_per_worker) or max(1, owned_cores() // num_workers)
+        self._gpus = worker_devices(evaluator.accelerator, num_workers, gpus, workers_per_gpu)
+        self.num_workers = len(self._gpus)
+        self.threads_per_worker = check_threads(threads_per_worker) or max(1, owned_cores() // self.num_workers)
         self.max_retries = max_retries
-        self._gpus = gpus[:num_workers] if gpus else [None] * num_workers
+        self.memory = MemoryPlan(memory_budgets(self._gpus, device_memory_mb))
         self._context = multiprocessing.get_context("spawn")
         self._queue: collections.deque[_Task] = collections.deque()
         self._done: list[tuple[int, EvalResult]] = []
@@ -277,7 +276,8 @@ class PoolExecutor(Executor):
     def submit(self, trial_id: int, genotype: Genotype) -> None:
         if not self._finalizer.alive:
             raise RuntimeError("submit() on a closed PoolExecutor")
-        self._queue.append(_Task(trial_id, genotype))
+        estimate = memory_estimate(self.evaluator, genotype) if self.memory.budgets else None
+        self._queue.append(_Task(trial_id, genotype, memory_estimate=estimate))
         self._dispatch()
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
@@ -328,10 +328,12 @@ class PoolExecutor(Executor):
     # --- bookkeeping ---------------------------------------------------------------------------
     def _dispatch(self) -> None:
         for worker in self._workers:
-            if worker.task is None and self._queue:
+            # First come, first served: the oldest child waits for room rather than being overtaken.
+            if worker.task is None and self._queue and self.memory.fits(worker.gpu, self._queue[0].memory_estimate):
                 if not worker.process.is_alive():  # died while idle: replace it, no child lost
                     self._restart(worker)
                 task = self._queue.popleft()
+                task.reserved = self.memory.reserve(worker.gpu, task.memory_estimate)
                 task.attempts += 1
                 task.started = time.perf_counter()
                 worker.task = task
@@ -349,12 +351,18 @@ class PoolExecutor(Executor):
         if message is not None:
             kind, trial_id, payload = message
             worker.task = None
+            self._release(worker, task)
+            if kind == "result" and task.memory_estimate:  # estimate and measured peak, side by side
+                payload.metrics["memory_estimate_mb"] = task.memory_estimate / MB
+                peak = payload.metric("peak_memory_mb")
+                self.memory.observe(task.memory_estimate, peak * MB if peak else None)
             if kind == "config_error":
                 raise ConfigError(payload)
             self._done.append((trial_id, payload))
         elif not worker.process.is_alive():
             code = worker.process.exitcode
             why = f"worker process {worker.process.pid} died (exit code {code}) while training trial {task.trial_id}"
+            self._release(worker, task)
             self._restart(worker)
             if task.attempts <= self.max_retries:
                 self._queue.appendleft(task)
@@ -363,12 +371,17 @@ class PoolExecutor(Executor):
                 self._done.append((task.trial_id, failed_result(f"{why}; gave up after {task.attempts} attempt(s)",
                                                                 seconds)))
 
+    def _release(self, worker: _Worker, task: _Task) -> None:
+        self.memory.release(worker.gpu, task.reserved)
+        task.reserved = 0.0
+
     def _stop_for_time(self, worker: _Worker, task: _Task) -> None:
         """Kill the worker's process group (the child and its data-loader workers), record the child, replace it."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(worker.process.pid, signal.SIGKILL)
         worker.process.kill()  # in case it had not yet made its own process group
         worker.process.join(5.0)
+        self._release(worker, task)
         self._done.append((task.trial_id, timed_out(self.child_timeout, task.started)))
         self._restart(worker)
 
@@ -400,7 +413,8 @@ class RayExecutor(Executor):
     """Children as Ray tasks on an existing cluster (``address``) or a local one started here.
 
     Each child asks for ``num_cpus_per_child`` CPUs and ``num_gpus_per_child`` GPUs (default: one GPU
-    if the cluster has any and the child may use one, else none; fractions share a GPU). Ray retries
+    if the cluster has any and the child may use one, else none; fractions share a GPU:
+    ``children_per_gpu=K`` asks for 1/K, and on a cluster without GPUs runs children on CPUs). Ray retries
     a task whose worker dies ``max_retries`` times. A local cluster is started with bounded
     resources (``num_cpus``, ``num_gpus``, ``object_store_memory``), without the dashboard, and shut
     down by ``close``.
@@ -410,13 +424,19 @@ class RayExecutor(Executor):
                  num_cpus_per_child: float = 1, num_gpus_per_child: float | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None,
                  object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 1,
-                 init_kwargs: Mapping[str, Any] | None = None, child_timeout: float | None = None):
+                 init_kwargs: Mapping[str, Any] | None = None, child_timeout: float | None = None,
+                 children_per_gpu: int | None = None):
         ray = _import_ray()
         super().__init__(evaluator, seed)
         # Counted from submission: the search keeps at most as many children in flight as the cluster runs at once.
         self.child_timeout = check_child_timeout(child_timeout)
         number_in(num_cpus_per_child, "executor.num_cpus_per_child", 0, low_open=True)
         number_in(num_gpus_per_child, "executor.num_gpus_per_child", 0, optional=True)
+        if children_per_gpu is not None:
+            positive_int(children_per_gpu, "executor.children_per_gpu")
+            if num_gpus_per_child is not None:
+                raise ConfigError("set executor.children_per_gpu or executor.num_gpus_per_child, not both "
+                                  "(children_per_gpu=K asks for 1/K GPU per child)")
         self._ray = ray
         self._pending: dict[Any, tuple[int, float]] = {}
         self._owns_ray = not ray.is_initialized()
@@ -432,6 +452,9 @@ class RayExecutor(Executor):
                 raise ConfigError(f"could not start or reach a Ray cluster at {address or 'a new local cluster'}: "
                                   f"{err}") from err
         resources = ray.cluster_resources()
+        if children_per_gpu is not None:  # on a cluster without GPUs the children train on CPUs
+            usable = resources.get("GPU", 0) > 0 and evaluator.accelerator != "cpu"
+            num_gpus_per_child = 1 / children_per_gpu if usable else 0
         if num_gpus_per_child is None:
             num_gpus_per_child = 1 if resources.get("GPU", 0) >= 1 and evaluator.accelerator != "cpu" else 0
         if num_gpus_per_child > resources.get("GPU", 0) or num_cpus_per_child > resources.get("CPU", 0):

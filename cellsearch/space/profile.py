@@ -52,3 +52,31 @@ def count_mult_adds(model: nn.Module, input_size: tuple[int, int, int] = (3, 32,
         for h in handles:
             h.remove()
     return total
+
+
+def estimate_training_memory(model: nn.Module, input_size: tuple[int, int, int], batch_size: int,
+                             optimizer_buffers: int = 1) -> int:
+    """Bytes one training step of ``model`` holds at its peak, estimated: the weights, their gradients
+    and ``optimizer_buffers`` copies (SGD momentum: 1), plus the activations autograd saves for the
+    backward pass, counted on a forward of two images and scaled to ``batch_size``."""
+    params = {id(p) for p in model.parameters()}
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in params:  # a parameter saved for backward is counted with the weights
+            saved[id(tensor)] = tensor.numel() * tensor.element_size()
+        return tensor
+
+    probe = 2  # batch-norm statistics need more than one image; activations grow linearly with the batch
+    was_training = model.training
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}  # BN statistics stay as they were
+    model.train()
+    try:
+        device = next(model.parameters()).device
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(torch.zeros(probe, *input_size, device=device))
+    finally:
+        model.train(was_training)
+        model.load_state_dict(buffers, strict=False)
+    return int(weights * (2 + optimizer_buffers) + sum(saved.values()) * batch_size / probe)
