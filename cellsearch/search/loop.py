@@ -35,6 +35,7 @@ from cellsearch.space.genotype import Genotype
 from cellsearch.search.plots import plot_genotype, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
+from cellsearch.search.resume import fill_added_settings, write_run_config
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
 
@@ -44,6 +45,7 @@ STATE_FILE = "strategy_state.pt"
 BEST_CELL_FILE = "best_cell.yaml"
 SETTINGS_FILE = "search_settings.yaml"
 REWARDS_PLOT = "rewards.png"
+DEVICE_FILE = "device.txt"
 BEST_CELL_PLOT = "best_cell.png"
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
 RESUMABLE_CHANGES = {
@@ -106,7 +108,7 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
         return
     saved = yaml.safe_load(path.read_text())
-    old, new = _flatten(saved), _flatten(settings)
+    old, new = fill_added_settings(_flatten(saved)), fill_added_settings(_flatten(settings))
     changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
@@ -172,7 +174,8 @@ class SearchLoop:
 
     def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
-        reward = self.objective.reward(result) if result.ok else None
+        previous = [r.metrics for r in self.store.rows() if r.ok] if self.objective.uses_history else []
+        reward = self.objective.reward(result, previous) if result.ok else None
         row = self.store.add(trial_id, genotype, result, reward)
         self.strategy.tell(trial_id, row.reward if row.ok else None)
         self._save_state()
@@ -275,8 +278,8 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that define what a search's rewards mean (checked when it resumes)."""
     settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
-    if settings.get("evaluator", {}).get("_target_") != "cellsearch.evaluators.TrainEvaluator":
-        chosen["evaluator"] = settings["evaluator"]  # the default is left out: run dirs from before it match
+    for group in ("evaluator", "objective", "prejudge"):  # run dirs from before them: see ADDED_SETTINGS
+        chosen[group] = settings.get(group)
     chosen["search"] = {k: v for k, v in settings["search"].items() if k != "budget"}
     for group, free in RESUMABLE_CHANGES.items():
         chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
@@ -309,6 +312,8 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
+    objective = build_from_config("objective", cfg.objective)
+    objective.check(evaluator.metrics)
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if not isinstance(executor, LocalExecutor):
@@ -320,16 +325,26 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         check_settings(run_dir, settings)
+        write_run_config(cfg, run_dir)
+        record_device(evaluator, run_dir)
         log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
-            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget).run()
+            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective).run()
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
     finally:
         executor.close()
     if cfg.export.name:
         export_cells(run_dir, cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     return summary
+
+
+def record_device(evaluator: Any, run_dir: Path) -> None:
+    """Append the device this start evaluates on to ``run_dir/device.txt`` (latency is measured there)."""
+    name = getattr(evaluator, "device_name", None)
+    if callable(name):
+        with open(run_dir / DEVICE_FILE, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {name()}\n")
 
 
 def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "") -> None:
