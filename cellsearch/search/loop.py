@@ -26,13 +26,15 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.data import ConfigError, as_data_config
+from cellsearch.data import ConfigError, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.child import as_child_config
+from cellsearch.evaluators.latency import device_for
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.export import export_cells, export_paths
 from cellsearch.space.genotype import Genotype
-from cellsearch.search.plots import plot_genotype, plot_rewards
+from cellsearch.search.front import front_lines, front_rows, published_costs
+from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.resume import fill_added_settings, write_run_config
@@ -46,6 +48,7 @@ BEST_CELL_FILE = "best_cell.yaml"
 SETTINGS_FILE = "search_settings.yaml"
 REWARDS_PLOT = "rewards.png"
 DEVICE_FILE = "device.txt"
+PARETO_PLOT = "pareto.png"
 BEST_CELL_PLOT = "best_cell.png"
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
 RESUMABLE_CHANGES = {
@@ -264,10 +267,11 @@ def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
 
 def summary_table(rows: list[TrialRow]) -> str:
     """Ranked rows (the best cells) as a text table."""
-    header = f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'params':>9}  {'mult-adds':>10}  {'train s':>7}"
+    header = f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'val_acc':>7}  {'params':>9}  {'mult-adds':>10}  {'train s':>7}"
     lines = [header, "-" * len(header)]
     for rank, r in enumerate(rows, 1):
-        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {format_count(r.params):>9}  "
+        accuracy = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
+        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {accuracy:>7}  {format_count(r.params):>9}  "
                      f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
     return "\n".join(lines)
 
@@ -331,7 +335,11 @@ def run_search(cfg: DictConfig) -> SearchSummary:
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective).run()
-            report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
+            metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
+            published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
+                if metric else {}
+            report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}", metric=metric,
+                   published=published)
     finally:
         executor.close()
     if cfg.export.name:
@@ -347,10 +355,17 @@ def record_device(evaluator: Any, run_dir: Path) -> None:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {name()}\n")
 
 
-def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "") -> None:
-    """Log the summary and the table of the best cells; draw the reward curve and the best cell."""
+def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "",
+           metric: str | None = None, published: dict[str, float] | None = None) -> None:
+    """Log the summary, the table of the best cells and the front over accuracy and ``metric``; draw the
+    reward curve, the best cell and ``pareto.png`` (with the ``published`` cells' costs)."""
     run_dir = summary.run_dir
     plot_rewards(rows, run_dir / REWARDS_PLOT, title=f"{title}: {len(rows)} children" if title else "")
+    front_text = []
+    if metric is not None:
+        front = front_rows(rows, metric)
+        plot_pareto(rows, front, metric, published or {}, run_dir / PARETO_PLOT, title=title)
+        front_text = front_lines(rows, metric, published or {}) + [f"front plot: {run_dir / PARETO_PLOT}"]
     lines = [f"search done: {summary.num_trials}/{summary.budget} children ({sum(not r.ok for r in rows)} failed), "
              f"{summary.num_trained} trained in this run in {format_seconds(summary.seconds)}"]
     if summary.best is not None:
@@ -359,5 +374,6 @@ def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], ti
         lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} (diagram {run_dir / BEST_CELL_PLOT})"]
     else:
         lines.append("no child succeeded: see the error column of trials.db")
+    lines += front_text
     lines.append(f"trials: {run_dir / TRIALS_FILE}, reward curve: {run_dir / REWARDS_PLOT}")
     log.info("\n".join(lines))
