@@ -37,6 +37,7 @@ from cellsearch.search.front import front_lines, front_rows, published_costs
 from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
 from cellsearch.space.profile import format_count
 from cellsearch.search.objectives import AccuracyObjective, Objective
+from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.resume import fill_added_settings, write_run_config
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
@@ -134,9 +135,10 @@ class SearchLoop:
     """Runs (or resumes) one search in ``run_dir`` until the store holds ``budget`` children."""
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
-                 budget: int, objective: Objective | None = None) -> None:
+                 budget: int, objective: Objective | None = None, prejudge: PreJudger | None = None) -> None:
         check_budget(budget)
         self.strategy = strategy
+        self.prejudge = prejudge
         self.executor = executor
         self.objective = objective or AccuracyObjective()
         self.store = store
@@ -168,6 +170,8 @@ class SearchLoop:
                                   f"proposed under that id; the run directory mixes two searches")
             self.strategy.tell(proposal.trial_id, row.reward if row.ok else None)
             self._save_state()
+        if self.prejudge is not None:  # audits in flight when the search stopped
+            to_retrain += self.prejudge.resume(self.store)
         best = self.store.best(1)
         self.best = best[0] if best else None
         if num_stored:
@@ -179,13 +183,25 @@ class SearchLoop:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
         previous = [r.metrics for r in self.store.rows() if r.ok] if self.objective.uses_history else []
         reward = self.objective.reward(result, previous) if result.ok else None
-        row = self.store.add(trial_id, genotype, result, reward)
-        self.strategy.tell(trial_id, row.reward if row.ok else None)
-        self._save_state()
+        audit = self.prejudge is not None and trial_id in self.prejudge.audit_ids
+        row = self.store.add(trial_id, genotype, result, reward, role="audit" if audit else "search")
+        if not audit:  # an audited candidate was withdrawn: the strategy does not learn from it
+            self.strategy.tell(trial_id, row.reward if row.ok else None)
+            self._save_state()
+        if self.prejudge is not None:
+            self.prejudge.recorded(self.store)
         if row.ok and row.reward is not None and (self.best is None or row.reward > self.best.reward):
             self.best = row
             write_best_cell(row, self.run_dir)
         return row
+
+    def _propose(self, room: int) -> list[Proposal]:
+        """The next proposals to evaluate: one from the strategy, or a pre-judged round (and its audit)."""
+        if self.prejudge is None or not self.prejudge.active:
+            proposal = self.strategy.ask()
+            self._save_state()
+            return [proposal]
+        return [p for p, _ in self.prejudge.round(self.strategy, self.store, self.budget, room, self._save_state)]
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
@@ -198,11 +214,9 @@ class SearchLoop:
             while True:
                 while (len(in_flight) < self.executor.capacity
                        and progress.num_done + len(in_flight) < self.budget):
-                    if queue:
-                        proposal = queue.pop(0)
-                    else:
-                        proposal = self.strategy.ask()
-                        self._save_state()
+                    if not queue:
+                        queue = self._propose(self.budget - progress.num_done - len(in_flight))
+                    proposal = queue.pop(0)
                     self.executor.submit(proposal.trial_id, proposal.genotype)
                     in_flight[proposal.trial_id] = proposal.genotype
                 if not in_flight:
@@ -318,6 +332,8 @@ def run_search(cfg: DictConfig) -> SearchSummary:
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data)
     objective = build_from_config("objective", cfg.objective)
     objective.check(evaluator.metrics)
+    prejudge = build_from_config("prejudge", cfg.prejudge, child=child, data=data, seed=cfg.seed) \
+        if cfg.get("prejudge") else None
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if not isinstance(executor, LocalExecutor):
@@ -334,12 +350,12 @@ def run_search(cfg: DictConfig) -> SearchSummary:
         log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
-            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective).run()
+            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
                 if metric else {}
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}", metric=metric,
-                   published=published)
+                   published=published, notes=[prejudge.summary(store)] if prejudge else [])
     finally:
         executor.close()
     if cfg.export.name:
@@ -356,7 +372,7 @@ def record_device(evaluator: Any, run_dir: Path) -> None:
 
 
 def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "",
-           metric: str | None = None, published: dict[str, float] | None = None) -> None:
+           metric: str | None = None, published: dict[str, float] | None = None, notes: list[str] = ()) -> None:
     """Log the summary, the table of the best cells and the front over accuracy and ``metric``; draw the
     reward curve, the best cell and ``pareto.png`` (with the ``published`` cells' costs)."""
     run_dir = summary.run_dir
@@ -374,6 +390,6 @@ def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], ti
         lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} (diagram {run_dir / BEST_CELL_PLOT})"]
     else:
         lines.append("no child succeeded: see the error column of trials.db")
-    lines += front_text
+    lines += front_text + list(notes)
     lines.append(f"trials: {run_dir / TRIALS_FILE}, reward curve: {run_dir / REWARDS_PLOT}")
     log.info("\n".join(lines))
