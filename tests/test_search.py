@@ -81,8 +81,8 @@ class CrashAfterCommit(TrialStore):
         super().__init__(path)
         self.crash_at = crash_at
 
-    def add(self, trial_id, genotype, result, reward):
-        row = super().add(trial_id, genotype, result, reward)
+    def add(self, trial_id, genotype, result, reward, role="search"):
+        row = super().add(trial_id, genotype, result, reward, role)
         if len(self) == self.crash_at:
             raise Crash()
         return row
