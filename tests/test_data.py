@@ -133,16 +133,21 @@ def test_corrupt_or_tampered_cifar_batch_is_a_config_error(tmp_path, content):
         load_splits(DataConfig(name="cifar10", root=str(tmp_path), download=False, val_size=10))
 
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(name="mnist"), "unknown dataset"),
-    (dict(loader="fast"), "unknown loader"),
-    (dict(val_size=-1), "val_size"),
-    (dict(cutout=2.5), "cutout"),
-    (dict(image_size=2), "image_size"),
+@pytest.mark.parametrize("settings, message", [
+    (dict(name="mnist"), "data.name must be one of ['cifar10', 'cifar100', 'digits', 'synthetic', 'imagefolder'], "
+                         "got 'mnist' (set data.name=...)"),
+    (dict(loader="fast"), "data.loader must be one of ['tensor', 'dataloader'] or null, got 'fast' (set data.loader=...)"),
+    (dict(val_size=-1), "data.val_size must be an integer >= 0 or null, got -1 (set data.val_size=...)"),
+    (dict(cutout=2.5), "data.cutout must be an integer >= 0, got 2.5 (set data.cutout=...)"),
+    (dict(image_size=2), "data.image_size must be an integer >= 4 or null, got 2 (set data.image_size=...)"),
+    (dict(flip="maybe"), "data.flip must be true, false or null (automatic), got 'maybe' (set data.flip=...)"),
+    (dict(split_seed=-1), "data.split_seed must be an integer >= 0, got -1 (set data.split_seed=...)"),
+    (dict(name="digits", cutout=8), "data.cutout (8) must be smaller than the 8x8 images of digits"),
 ])
-def test_bad_data_settings_raise_config_errors(settings, match):
-    with pytest.raises(ConfigError, match=match):
+def test_bad_data_settings_are_refused_in_one_line_naming_the_key(settings, message):
+    with pytest.raises(ConfigError) as info:
         DataConfig(**settings)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
 def test_data_config_from_a_mapping():

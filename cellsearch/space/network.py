@@ -16,7 +16,6 @@ The networks implement timm's model API (``forward_features``, ``forward_head``,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,94 +28,11 @@ from torch import nn
 
 from cellsearch.space.cell import CellModule
 from cellsearch.space.genotype import Genotype, load_genotype
-from cellsearch.space.ops import BN_EPS, ReLUConvBN
+from cellsearch.space.ops import BN_EPS
+from cellsearch.space.skeleton import AuxiliaryHead, CellSpec, ConvStemCell, stage_plan
+from cellsearch.validation import fail, integer, one_of, positive_int
 
 STEM_TYPES = ("nasnet", "darts")
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """Where a cell sits in a network: its type, width and stage.
-
-    ``preprocess_prev_prev=False``: read h_{i-2} as it is (NASNet's first ImageNet stem cell).
-    ``always_preprocess``: map h_{i-2} through a 1x1 conv even when its width is already F (DARTS).
-    ``conv_stem``: not a genotype cell but DARTS's second stem conv (see :class:`ConvStemCell`).
-    """
-
-    reduction: bool
-    channels: int
-    stage: int
-    preprocess_prev_prev: bool = True
-    always_preprocess: bool = False
-    conv_stem: bool = False
-
-
-class ConvStemCell(nn.Module):
-    """DARTS's second ImageNet stem (ReLU, 3x3 stride-2 conv, BN) applied to h_{i-1}.
-
-    It sits in the network's cell list so the first genotype cell reads the two stem outputs as
-    (h_{i-2}, h_{i-1}), exactly as in DARTS's ``NetworkImageNet``.
-    """
-
-    reduction = True
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.drop_prob = 0.0  # set by set_drop_path_rate like every cell; a stem conv never drops
-        self.conv = ReLUConvBN(c_in, c_out, 3, stride=2)
-        self.out_channels = c_out
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        return self.conv(s1)
-
-
-class AuxiliaryHead(nn.Module):
-    """Auxiliary classifier (NASNet/Inception style), independent of the input resolution."""
-
-    def __init__(self, in_channels: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2),
-            nn.Conv2d(in_channels, 128, 1, bias=False),
-            nn.BatchNorm2d(128, eps=BN_EPS),
-            nn.ReLU(),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768, eps=BN_EPS),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
-        self.reset_classifier(num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier = nn.Linear(768, num_classes) if num_classes > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
-def stage_plan(cells_per_stage: int, channels: int, reduction_in_stage: bool = False,
-               first_stage: int = 0, always_preprocess: bool = False) -> list[CellSpec]:
-    """Three stages of ``cells_per_stage`` Normal cells, a Reduction cell before stages 2 and 3,
-    filters doubling at each reduction. With ``reduction_in_stage`` the Reduction cell counts as
-    the stage's first cell (PNASNet's layout: 3N cells in all) instead of coming on top (NASNet's)."""
-    plan = []
-    for stage in range(3):
-        width, normal_cells = channels * 2 ** stage, cells_per_stage
-        if stage > 0:
-            plan.append(CellSpec(reduction=True, channels=width, stage=first_stage + stage,
-                                 always_preprocess=always_preprocess))
-            normal_cells -= int(reduction_in_stage)
-        plan += [CellSpec(reduction=False, channels=width, stage=first_stage + stage,
-                          always_preprocess=always_preprocess) for _ in range(normal_cells)]
-    return plan
-
-
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
 
 def resolve_genotype(genotype: "Genotype | str | Path | dict") -> Genotype:
     """A Genotype from a Genotype, a shipped name, a YAML path or plain data (``Genotype.to_dict()``)."""
@@ -148,7 +64,7 @@ class CellNet(nn.Module):
         global_pool: str,
     ):
         super().__init__()
-        _positive_int("num_classes", num_classes, minimum=0)  # 0: no classifier (timm convention)
+        integer(num_classes, "num_classes", 0)  # 0: no classifier (timm convention)
         self.genotype = genotype
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -327,7 +243,7 @@ class CellNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it; ``global_pool=''`` removes pooling)."""
-        _positive_int("num_classes", num_classes, minimum=0)
+        integer(num_classes, "num_classes", 0)
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
         reference = next(self.parameters())
@@ -382,11 +298,11 @@ class CellNetCifar(CellNet):
         global_pool: str = "avg",
         reduction_in_stage: bool = False,
     ):
-        n = _positive_int("cells_per_stage", cells_per_stage)
-        f = _positive_int("channels", channels)
-        stem_channels = _positive_int("stem_multiplier", stem_multiplier) * f
+        n = positive_int(cells_per_stage, "cells_per_stage")
+        f = positive_int(channels, "channels")
+        stem_channels = positive_int(stem_multiplier, "stem_multiplier") * f
         stem = nn.Sequential(
-            nn.Conv2d(_positive_int("in_chans", in_chans), stem_channels, 3, padding=1, bias=False),
+            nn.Conv2d(positive_int(in_chans, "in_chans"), stem_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_channels, eps=BN_EPS),
         )
         plan = stage_plan(n, f, reduction_in_stage)
@@ -425,14 +341,14 @@ class CellNetImageNet(CellNet):
         reduction_in_stage: bool = False,
         stem_type: str = "nasnet",
     ):
-        n = _positive_int("cells_per_stage", cells_per_stage)
-        f = _positive_int("channels", channels)
-        _positive_int("in_chans", in_chans)
+        n = positive_int(cells_per_stage, "cells_per_stage")
+        f = positive_int(channels, "channels")
+        positive_int(in_chans, "in_chans")
+        one_of(stem_type, "stem_type", STEM_TYPES)
         if stem_type == "nasnet":
             if f < 4:
-                raise ValueError(f"channels must be at least 4 for the NASNet ImageNet stem (stem cells use F/4), "
-                                 f"got {f}")
-            s = _positive_int("stem_channels", 32 if stem_channels is None else stem_channels)
+                fail("channels", "at least 4 for the NASNet ImageNet stem (stem cells use F/4)", f)
+            s = positive_int(32 if stem_channels is None else stem_channels, "stem_channels")
             stem = nn.Sequential(
                 nn.Conv2d(in_chans, s, 3, stride=2, padding=0, bias=False),
                 nn.BatchNorm2d(s, eps=BN_EPS),
@@ -444,8 +360,8 @@ class CellNetImageNet(CellNet):
             ]
             plan += stage_plan(n, f, reduction_in_stage, first_stage=1)
             stem_reduction = 2
-        elif stem_type == "darts":
-            s = _positive_int("stem_channels", f if stem_channels is None else stem_channels, minimum=2)
+        else:  # darts
+            s = integer(f if stem_channels is None else stem_channels, "stem_channels", 2)
             stem = nn.Sequential(
                 nn.Conv2d(in_chans, s // 2, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(s // 2, eps=BN_EPS),
@@ -456,8 +372,6 @@ class CellNetImageNet(CellNet):
             plan = [CellSpec(reduction=True, channels=s, stage=0, conv_stem=True)]
             plan += stage_plan(n, f, reduction_in_stage, first_stage=1, always_preprocess=True)
             stem_reduction = 4
-        else:
-            raise ValueError(f"unknown stem_type {stem_type!r}; choose one of {list(STEM_TYPES)}")
         super().__init__(resolve_genotype(genotype), stem, s, stem_reduction, plan, num_classes, in_chans,
                          auxiliary, drop_rate, drop_path_rate, global_pool)
         self._architecture = dict(cells_per_stage=n, channels=f, stem_channels=s, auxiliary=auxiliary,
