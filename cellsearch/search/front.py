@@ -59,8 +59,8 @@ def front_lines(rows: list[TrialRow], metric: str, published: dict[str, float]) 
     """Summary lines: the front's trials (accuracy, cost, reward) and the published cells' costs."""
     front = front_rows(rows, metric)
     lines = [f"Pareto front over val_accuracy and {metric} ({len(front)} of {sum(r.ok for r in rows)} trials):"]
-    lines += [f"  trial {r.trial_id:>4}  val_accuracy {r.val_accuracy:.4f}  {metric} {_format(metric, r.metrics[metric])}"
-              f"  reward {r.reward:.4f}" for r in front]
+    lines += [f"  trial {r.trial_id:>4}  val_accuracy {r.val_accuracy:.4f}  "
+              f"{metric} {_format(metric, r.metrics[metric])}  reward {r.reward:.4f}" for r in front]
     if published:
         lines.append("  published cells at this child size: " + ", ".join(
             f"{name} {_format(metric, value)}" for name, value in published.items()))

@@ -281,7 +281,8 @@ def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
 
 def summary_table(rows: list[TrialRow]) -> str:
     """Ranked rows (the best cells) as a text table."""
-    header = f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'val_acc':>7}  {'params':>9}  {'mult-adds':>10}  {'train s':>7}"
+    header = (f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'val_acc':>7}  {'params':>9}  {'mult-adds':>10}  "
+              f"{'train s':>7}")
     lines = [header, "-" * len(header)]
     for rank, r in enumerate(rows, 1):
         accuracy = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
