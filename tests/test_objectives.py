@@ -39,3 +39,26 @@ def test_bad_objective_settings_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="evaluator.latency=true"):
         ParetoObjective(metric="latency_ms").check(("val_accuracy", "params", "mult_adds"))
     AccuracyObjective().check(("val_accuracy",))
+
+
+def test_latency_is_measured_on_the_training_device_and_published_cells_are_sized_alike():
+    from cellsearch.data import as_data_config, describe_dataset
+    from cellsearch.evaluators import TrainEvaluator
+    from cellsearch.evaluators.child import ChildConfig
+    from cellsearch.evaluators.latency import child_latency_ms, device_for, device_name
+    from cellsearch.search.front import PUBLISHED_CELLS, published_costs
+    from cellsearch.space.genotype import load_genotype
+
+    child, data = ChildConfig(cells_per_stage=1, channels=4, accelerator="cpu"), as_data_config({"name": "digits"})
+    evaluator = TrainEvaluator(child, data, latency=True)
+    assert "latency_ms" in evaluator.metrics and "latency_ms" not in TrainEvaluator(child, data).metrics
+    assert device_for("cpu").type == "cpu" and evaluator.device_name().startswith("cpu: ")
+    info = describe_dataset(data)
+    latency = child_latency_ms(load_genotype("nasnet_a"), 1, 4, info.num_classes, info.input_size, "cpu")
+    assert 0 < latency < 1000
+    params = published_costs("params", child, info)
+    assert list(params) == list(PUBLISHED_CELLS) and all(v > 1000 for v in params.values())
+    assert published_costs("mult_adds", child, info)["nasnet_a"] > params["nasnet_a"]
+    with pytest.raises(ConfigError, match="latency must be true or false"):
+        TrainEvaluator(child, data, latency="yes")
+    assert device_name("cpu")
