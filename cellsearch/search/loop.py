@@ -8,8 +8,10 @@ are told, the others are trained again under the same trial id, and the search s
 store holds ``budget`` children.
 
 Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``,
-``search_settings.yaml`` (what must not change on resume), ``best_cell.yaml`` (kept up to date),
-and at the end ``rewards.png`` and ``best_cell.png``.
+``search_settings.yaml`` (what must not change on resume), ``run_config.yaml`` (the whole configuration,
+for ``resume=``; see :mod:`cellsearch.search.resume`), ``device.txt`` (what evaluates, per start),
+``best_cell.yaml`` (kept up to date), and at the end ``rewards.png``, ``best_cell.png`` and
+``pareto.png`` (accuracy against a cost metric; see :mod:`cellsearch.search.front`).
 """
 from __future__ import annotations
 
