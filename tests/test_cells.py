@@ -119,3 +119,37 @@ def test_drop_path_is_identity_in_eval_mode():
 def test_bad_network_arguments_raise_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CellNetCifar(**kwargs)
+
+
+
+def _strided_reference(module: torch.nn.Module, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+    """``module`` (identity or conv_1x1 at stride 2) computed with plain stride-2 convolutions."""
+    F = torch.nn.functional
+    relu, bn = torch.relu(x), [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    if len(params) == 2:  # factorized reduction: two paths, the second shifted by a pixel
+        shifted = F.pad(relu[:, :, 1:, 1:], (0, 1, 0, 1))
+        out = torch.cat([F.conv2d(relu, params[0], stride=2), F.conv2d(shifted, params[1], stride=2)], 1)
+    else:
+        out = F.conv2d(relu, params[0], stride=2)
+    return F.batch_norm(out, None, None, bn.weight, bn.bias, training=True, eps=bn.eps)
+
+
+@pytest.mark.parametrize("op", ["identity", "conv_1x1"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_pointwise_ops_compute_a_strided_convolution(op, channels_last):
+    """Strided 1x1 convs run as a slice + stride-1 conv (oneDNN's strided 1x1 kernel corrupts memory in
+    channels_last on AVX2 CPUs): outputs and weight gradients must be those of a plain strided conv."""
+    torch.manual_seed(0)
+    module = build_op(op, 4, 4, 2)
+    x = torch.randn(100, 4, 8, 8)
+    weights = [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    reference_weights = [w.detach().clone().requires_grad_() for w in weights]
+    expected = _strided_reference(module, x, reference_weights)
+    expected.square().sum().backward()
+    if channels_last:
+        module, x = module.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    out = module(x)
+    out.square().sum().backward()
+    assert torch.allclose(out, expected, atol=1e-5)
+    for got, want in zip(weights, reference_weights):  # within float32 summation-order noise of the largest entry
+        assert (got.grad - want.grad).abs().max() <= 1e-4 * want.grad.abs().max()

@@ -95,7 +95,7 @@ def test_every_data_child_and_executor_option_is_valid(tmp_path):
     for name in options("executor"):
         node = dict(config(f"executor={name}").executor)
         target = get_method(node.pop("_target_"))
-        inspect.signature(target).bind(child=None, data=None, seed=0, **node)  # every key is a parameter
+        inspect.signature(target).bind(evaluator=None, seed=0, **node)  # every key is a parameter
 
 
 def test_task_and_experiment_presets_compose_as_documented(tmp_path):

@@ -23,16 +23,30 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS)
 
 
+def pointwise_stride(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """Keep every ``stride``-th pixel: what a strided 1x1 conv reads. A 1x1 conv with stride 2 is run as
+    this slice followed by a stride-1 conv (the same numbers) because oneDNN's strided 1x1 kernel
+    writes out of bounds in channels_last on AVX2 CPUs (torch 2.14: heap corruption, or silently wrong
+    weight gradients; ``tests/test_cells.py`` checks the equivalence)."""
+    return x[:, :, ::stride, ::stride] if stride > 1 else x
+
+
 class ReLUConvBN(nn.Sequential):
     """ReLU -> conv -> BN, the unit of every convolutional op."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, dilation: int = 1):
         padding = dilation * (kernel_size - 1) // 2
+        conv_stride = 1 if kernel_size == 1 else stride
         super().__init__(
             nn.ReLU(),
-            nn.Conv2d(c_in, c_out, kernel_size, stride, padding, dilation=dilation, bias=False),
+            nn.Conv2d(c_in, c_out, kernel_size, conv_stride, padding, dilation=dilation, bias=False),
             _bn(c_out),
         )
+        self.pointwise_stride = stride if kernel_size == 1 else 1  # see pointwise_stride()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        relu, conv, bn = self[0], self[1], self[2]
+        return bn(conv(pointwise_stride(relu(x), self.pointwise_stride)))
 
 
 class FactorizedConvPair(nn.Sequential):
@@ -81,15 +95,17 @@ class FactorizedReduce(nn.Module):
         super().__init__()
         half = c_out // 2
         self.act = nn.ReLU()
-        self.conv_1 = nn.Conv2d(c_in, half, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out - half, 1, stride=2, bias=False)
+        # Stride-2 1x1 convs, run as a slice and a stride-1 conv (see pointwise_stride()).
+        self.conv_1 = nn.Conv2d(c_in, half, 1, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out - half, 1, bias=False)
         self.bn = _bn(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(x)
         # Shift by one pixel, padding at the far edge so odd sizes give the same shape as path 1.
         shifted = F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return self.bn(torch.cat([self.conv_1(pointwise_stride(x, 2)), self.conv_2(pointwise_stride(shifted, 2))],
+                                 dim=1))
 
 
 class Pool(nn.Sequential):
