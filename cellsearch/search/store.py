@@ -138,22 +138,22 @@ class TrialStore:
             raise ValueError(f"{self.path} is not a cellsearch trial store: {err}") from None
 
     def _migrate(self) -> None:
-        """Create the tables in a new file, or bring an older schema up to SCHEMA_VERSION step by step."""
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ValueError(f"{self.path} was written by a newer cellsearch (trial store schema {version}; this "
-                             f"version reads schemas up to {SCHEMA_VERSION}): upgrade cellsearch to resume it")
-        is_new = not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'trials'").fetchone()
-        if is_new:
-            version = 1
-        while version < SCHEMA_VERSION:
-            with self._transaction():
-                if is_new and version == 1:
-                    self._db.execute(_TRIALS_V1)
+        """Create the tables in a new file, or bring an older schema up to SCHEMA_VERSION, in one transaction
+        (read inside it, so two processes opening a new file at once do not both create it)."""
+        with self._transaction():
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ValueError(f"{self.path} was written by a newer cellsearch (trial store schema {version}; "
+                                 f"this version reads schemas up to {SCHEMA_VERSION}): upgrade cellsearch to "
+                                 f"resume it")
+            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'trials'").fetchone():
+                self._db.execute(_TRIALS_V1)
+                version = 1
+            while version < SCHEMA_VERSION:
                 for statement in MIGRATIONS[version]:
                     self._db.execute(statement)
                 version += 1
-                self._db.execute(f"PRAGMA user_version = {version}")
+            self._db.execute(f"PRAGMA user_version = {version}")
 
     def _transaction(self) -> "_Transaction":
         self._db.execute("BEGIN IMMEDIATE")
