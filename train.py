@@ -2,7 +2,7 @@
 
     python train.py                                     # PPO search on CIFAR-10 (about an hour on a GPU)
     python train.py experiment=quick_cpu                # a few tiny children on digits, on a CPU
-    python train.py hydra.run.dir=<run dir> ...         # resume that search (same overrides)
+    python train.py resume=<run dir> [search.budget=N]  # resume that search with its stored settings
     python train.py task=export export.run=<run dir> export.name=my_cell
     python train.py task=export export.format=onnx export.run=<run dir>   # also torchscript, python, ...
     python train.py task=retrain cell=my_cell           # N=6, F=32, 600 epochs; weights for timm
@@ -27,7 +27,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 import cellsearch.config  # noqa: F401  (registers the data and child schemas before hydra.main composes)
@@ -45,6 +45,10 @@ USER_ERRORS = (ConfigError, GenotypeError, ResumeError, RunDirBusy, RunDirWriteE
 _traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before cli() sets it
 BUG_HINT = ("error: an unexpected {name} (the traceback is above): not a problem with your settings but a bug; "
             "please report it with the traceback and the command line")
+# For conf/hydra/default.yaml: resume=<dir> runs in <dir> and keeps the .hydra/ its search started with.
+OmegaConf.register_new_resolver("cellsearch_or", lambda value, default: value or default, replace=True)
+OmegaConf.register_new_resolver("cellsearch_output_subdir", lambda resume: None if resume else ".hydra",
+                                replace=True)
 
 
 def run(cfg: DictConfig) -> Any:
@@ -54,6 +58,12 @@ def run(cfg: DictConfig) -> Any:
     from cellsearch.search.loop import run_search
 
     task = cfg.task.name
+    if cfg.get("resume"):
+        from cellsearch.search.resume import resumed_config
+
+        overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+        cfg = resumed_config(cfg, overrides)
+        task = cfg.task.name
     if task == "search":
         return run_search(cfg)
     if task == "retrain":

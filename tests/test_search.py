@@ -81,8 +81,8 @@ class CrashAfterCommit(TrialStore):
         super().__init__(path)
         self.crash_at = crash_at
 
-    def add(self, trial_id, genotype, result, reward):
-        row = super().add(trial_id, genotype, result, reward)
+    def add(self, trial_id, genotype, result, reward, role="search"):
+        row = super().add(trial_id, genotype, result, reward, role)
         if len(self) == self.crash_at:
             raise Crash()
         return row
@@ -185,6 +185,6 @@ def test_summary_table_lists_the_best_cells(tmp_path):
     with TrialStore(tmp_path / "trials.db") as store:
         table = summary_table(store.best(3)).splitlines()
         best = store.best(1)[0]
-    assert table[0].split() == ["rank", "trial", "reward", "params", "mult-adds", "train", "s"]
+    assert table[0].split() == ["rank", "trial", "reward", "val_acc", "params", "mult-adds", "train", "s"]
     assert table[2].split()[:3] == ["1", str(best.trial_id), f"{best.reward:.4f}"]
     assert len(table) == 2 + 3

@@ -1,10 +1,13 @@
 """The SQLite trial store: one row per child, committed at once, readable by another connection."""
 import random
+import shutil
 import sqlite3
+from pathlib import Path
+
 import pytest
 
 from cellsearch.evaluators import EvalResult
-from cellsearch.search.store import SCHEMA_VERSION, TrialStore
+from cellsearch.search.store import SCHEMA_VERSION, ScoreRow, TrialStore
 from cellsearch.space.genotype import SearchSpace
 
 
@@ -83,3 +86,51 @@ def test_foreign_or_newer_files_are_refused(tmp_path):
     db.close()
     with pytest.raises(ValueError, match="newer cellsearch"):
         TrialStore(newer)
+
+
+SCHEMA1_RUN = Path(__file__).parent / "fixtures" / "schema1_run"
+V1_COLUMNS = "trial_id, genotype, reward, val_accuracy, params, mult_adds, seconds, status, error, created_at"
+
+
+def test_a_schema_1_store_migrates_with_its_rows_unchanged(tmp_path):
+    path = tmp_path / "trials.db"
+    shutil.copy(SCHEMA1_RUN / "trials.db", path)
+    before = sqlite3.connect(path).execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid").fetchall()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1 and len(before) == 3
+    with TrialStore(path) as store:
+        assert [r.trial_id for r in store.rows()] == [0, 1, 2] and store.rows()[0].role == "search"
+        add(store, 3, genotypes(1)[0], Outcome("ok", 0.5, 0.5))
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
+    assert db.execute("SELECT latency_ms, metrics, role FROM trials WHERE trial_id = 0").fetchone() == (
+        None, "{}", "search")
+    with TrialStore(path) as store:  # opening a current store again changes nothing
+        assert len(store) == 4
+
+
+def test_every_metric_is_kept_and_queryable_with_sql(tmp_path):
+    path = tmp_path / "trials.db"
+    g = genotypes(1)[0]
+    metrics = {"val_accuracy": 0.5, "train_loss": 1.25, "params": 1000, "mult_adds": 20000, "latency_ms": 3.5,
+               "naswot": 12.0}
+    with TrialStore(path) as store:
+        row = store.add(0, g, EvalResult("ok", metrics, 2.0), 0.4, role="audit")
+        assert row.metrics == metrics and row.other_metrics == {"naswot": 12.0}
+        assert store.get(0).metrics == metrics and store.get(0).role == "audit"
+        with pytest.raises(ValueError, match="role"):
+            store.add(1, g, EvalResult("ok", metrics, 2.0), 0.4, role="bogus")
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT trial_id, reward, val_accuracy, params, mult_adds, latency_ms FROM trials").fetchall() \
+        == [(0, 0.4, 0.5, 1000, 20000, 3.5)]
+    assert db.execute("SELECT json_extract(metrics, '$.naswot') FROM trials").fetchone()[0] == 12.0
+
+
+def test_scores_round_trip_and_a_repeated_round_replaces_itself(tmp_path):
+    g = genotypes(2)
+    rows = [ScoreRow(0, 5, 5, g[0], "naswot", 3.0, True, False, 0.1),
+            ScoreRow(0, 5, 6, g[1], "naswot", None, False, True, 0.1)]
+    with TrialStore(tmp_path / "trials.db") as store:
+        store.add_scores(rows)
+        store.add_scores(rows)  # a resumed search writes the same round again
+        assert store.scores() == rows

@@ -283,6 +283,14 @@ BAD_INPUT = {
     "no image folder": (["data=imagefolder"], "/train with one sub-folder of images per class"),
     "invalid cell file": (["task=retrain", "cell=bad.yaml"], "bad.yaml: normal cell, block 0 field 'inputs'"),
     "unknown cell": (["task=retrain", "cell=no_such_cell"], "no genotype named 'no_such_cell'"),
+    "unknown objective": (["objective=speed"], "unknown option objective=speed; choose one of: accuracy, constrained"),
+    "unknown score": ([*TINY, "prejudge=naswot", "prejudge.score=jacob"],
+                      "unknown zero-cost score 'jacob'; choose one of ['naswot', 'synflow'"),
+    "no candidates": ([*TINY, "prejudge=snip", "prejudge.candidates=0"], "prejudge.candidates must be an integer >= 1"),
+    "target 0": ([*TINY, "objective=constrained", "objective.target=0"], "objective.target must be a positive"),
+    "unmeasured metric": ([*TINY, "objective=pareto", "objective.metric=latency_ms"],
+                          "objective=pareto needs the metric(s) ['latency_ms']"),
+    "resume nothing": (["resume=nowhere"], "resume=nowhere: no search to resume there"),
 }
 
 

@@ -1,11 +1,13 @@
 """Stand-alone training: the NASNet way to judge a cell (train a proxy child, read its validation accuracy)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 from cellsearch.data import ConfigError, DataConfig, as_data_config, describe_dataset
-from cellsearch.evaluators.base import EvalResult, Evaluator
-from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, evaluate_child
+from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error, evaluate_child
+from cellsearch.evaluators.latency import child_latency_ms, device_for, device_name
 from cellsearch.space.genotype import Genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import estimate_training_memory
@@ -20,14 +22,26 @@ def run_name(trial_id: int) -> str:
 
 class TrainEvaluator(Evaluator):
     """Trains each child with Lightning as ``child`` says, on ``data``; metrics ``val_accuracy``,
-    ``train_loss``, ``params`` and ``mult_adds``."""
+    ``train_loss``, ``params``, ``mult_adds``, and with ``latency`` the measured ``latency_ms`` (batch 1,
+    on the device the child trains on; see :mod:`cellsearch.evaluators.latency`)."""
 
     name = "train"
-    metrics = ("val_accuracy", "train_loss", "params", "mult_adds")
 
-    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]") -> None:
+    def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
+                 latency: bool = False) -> None:
         self.child = as_child_config(child)
         self.data = as_data_config(data)
+        if latency not in (True, False):
+            raise ConfigError(f"evaluator.latency must be true or false, got {latency!r}")
+        self.latency = latency
+
+    @property
+    def metrics(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("val_accuracy", "train_loss", "params", "mult_adds") + (("latency_ms",) if self.latency else ())
+
+    def device_name(self) -> str:
+        """The device children train (and latency is measured) on, in words."""
+        return device_name(device_for(self.child.accelerator))
 
     @property
     def accelerator(self) -> str:  # type: ignore[override]
@@ -42,7 +56,18 @@ class TrainEvaluator(Evaluator):
                               "use the local executor with child.devices > 1 and a DDP strategy")
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
-        return evaluate_child(genotype, self.child, self.data, seed, run_name=run_name(trial_id))
+        result = evaluate_child(genotype, self.child, self.data, seed, run_name=run_name(trial_id))
+        if self.latency and result.ok:
+            info = describe_dataset(self.data)
+            start = time.perf_counter()
+            try:
+                result.metrics["latency_ms"] = child_latency_ms(
+                    genotype, self.child.cells_per_stage, self.child.channels, info.num_classes, info.input_size,
+                    device_for(self.child.accelerator))
+            except Exception as err:  # the child trained but cannot be timed: a failed trial, not a crash
+                return failed_result(f"latency: {describe_error(err)}", result.seconds, **result.metrics)
+            result.seconds += time.perf_counter() - start
+        return result
 
     def memory_estimate(self, genotype: Genotype) -> float | None:
         """Estimated from the child network: weights, gradients, momentum and the activations saved for

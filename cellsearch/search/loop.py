@@ -9,8 +9,10 @@ store holds ``budget`` children.
 
 Files in the run directory: ``trials.db`` (see :mod:`cellsearch.search.store`), ``strategy_state.pt``
 and its journal ``strategy_state.pt.journal`` (see :mod:`cellsearch.search.strategy_state`),
-``search_settings.yaml`` (what must not change on resume), ``best_cell.yaml`` (kept up to date),
-and at the end ``rewards.png`` and ``best_cell.png``.
+``search_settings.yaml`` (what must not change on resume), ``run_config.yaml`` (the whole configuration,
+for ``resume=``; see :mod:`cellsearch.search.resume`), ``device.txt`` (what evaluates, per start),
+``best_cell.yaml`` (kept up to date), and at the end ``rewards.png``, ``best_cell.png`` and
+``pareto.png`` (accuracy against a cost metric; see :mod:`cellsearch.search.front`).
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ import inspect
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,21 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.data import ConfigError, as_data_config
+from cellsearch.data import ConfigError, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.child import as_child_config
+from cellsearch.evaluators.latency import device_for
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.atomic import atomic_write, write_failure
 from cellsearch.search.export import export_cells, export_paths
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
-from cellsearch.search.plots import plot_genotype, plot_rewards
-from cellsearch.space.profile import format_count
+from cellsearch.search.front import published_costs
 from cellsearch.search.objectives import AccuracyObjective, Objective
+from cellsearch.search.prejudge import PreJudger
+from cellsearch.search.resume import fill_added_settings, write_run_config
+from cellsearch.search.report import (  # noqa: F401  (the plot names are re-exported for callers)
+    BEST_CELL_FILE, BEST_CELL_PLOT, PARETO_PLOT, REWARDS_PLOT, Progress, SearchSummary, report)
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
@@ -46,10 +51,8 @@ from cellsearch.validation import integer, positive_int
 log = logging.getLogger(__name__)
 
 STATE_FILE = "strategy_state.pt"
-BEST_CELL_FILE = "best_cell.yaml"
 SETTINGS_FILE = "search_settings.yaml"
-REWARDS_PLOT = "rewards.png"
-BEST_CELL_PLOT = "best_cell.png"
+DEVICE_FILE = "device.txt"
 # search.* keys for the loop, not the strategy (and free to change on resume).
 RUN_OPTIONS = ("budget", "rebuild_state")
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
@@ -61,18 +64,6 @@ RESUMABLE_CHANGES = {
 
 class ResumeError(ValueError):
     """A run directory that cannot be resumed with the given settings."""
-
-
-@dataclass
-class SearchSummary:
-    """What a call of :meth:`SearchLoop.run` did."""
-
-    run_dir: Path
-    budget: int
-    num_trials: int       # children in the store at the end
-    num_trained: int      # children trained by this call (the rest came from the store)
-    seconds: float        # wall time of this call
-    best: TrialRow | None
 
 
 def check_budget(budget: object) -> None:
@@ -93,7 +84,7 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
                           f"or start a new run directory") from None
     if not isinstance(saved, dict):
         raise ResumeError(f"{path} is not a settings file cellsearch wrote; restore it or start a new run directory")
-    old, new = _flatten(saved), _flatten(settings)
+    old, new = fill_added_settings(_flatten(saved)), fill_added_settings(_flatten(settings))
     changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
@@ -116,9 +107,11 @@ class SearchLoop:
     """Runs (or resumes) one search in ``run_dir`` until the store holds ``budget`` children."""
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
-                 budget: int, objective: Objective | None = None, rebuild_state: bool = False) -> None:
+                 budget: int, objective: Objective | None = None, prejudge: PreJudger | None = None,
+                 rebuild_state: bool = False) -> None:
         check_budget(budget)
         self.strategy = strategy
+        self.prejudge = prejudge
         self.executor = executor
         self.objective = objective or AccuracyObjective()
         self.store = store
@@ -160,6 +153,8 @@ class SearchLoop:
                                   f"proposed under that id; the run directory mixes two searches")
             self.strategy.tell(proposal.trial_id, row.reward if row.ok else None)
             self._save_state()
+        if self.prejudge is not None:  # audits in flight when the search stopped
+            to_retrain += self.prejudge.resume(self.store)
         best = self.store.best(1)
         self.best = best[0] if best else None
         if self.best is not None:  # rewritten from the store: a damaged or stale copy is repaired
@@ -191,15 +186,28 @@ class SearchLoop:
 
     def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Commit, then tell the strategy, then save its state, then update best_cell.yaml."""
-        reward = self.objective.reward(result) if result.ok else None
-        row = self.store.add(trial_id, genotype, result, reward)
-        self.strategy.tell(trial_id, row.reward if row.ok else None)
-        self._save_state()
+        previous = [r.metrics for r in self.store.rows() if r.ok] if self.objective.uses_history else []
+        reward = self.objective.reward(result, previous) if result.ok else None
+        audit = self.prejudge is not None and trial_id in self.prejudge.audit_ids
+        row = self.store.add(trial_id, genotype, result, reward, role="audit" if audit else "search")
+        if not audit:  # an audited candidate was withdrawn: the strategy does not learn from it
+            self.strategy.tell(trial_id, row.reward if row.ok else None)
+            self._save_state()
+        if self.prejudge is not None:
+            self.prejudge.recorded(self.store)
         if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
                 -self.best.reward, self.best.trial_id)):  # ties: the earlier trial, as TrialStore.best ranks them
             self.best = row
             write_best_cell(row, self.run_dir)
         return row
+
+    def _propose(self, room: int) -> list[Proposal]:
+        """The next proposals to evaluate: one from the strategy, or a pre-judged round (and its audit)."""
+        if self.prejudge is None or not self.prejudge.active:
+            proposal = self.strategy.ask()
+            self._save_state()
+            return [proposal]
+        return [p for p, _ in self.prejudge.round(self.strategy, self.store, self.budget, room, self._save_state)]
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
@@ -212,11 +220,9 @@ class SearchLoop:
             while True:
                 while (len(in_flight) < self.executor.capacity
                        and progress.num_done + len(in_flight) < self.budget):
-                    if queue:
-                        proposal = queue.pop(0)
-                    else:
-                        proposal = self.strategy.ask()
-                        self._save_state()
+                    if not queue:
+                        queue = self._propose(self.budget - progress.num_done - len(in_flight))
+                    proposal = queue.pop(0)
                     self.executor.submit(proposal.trial_id, proposal.genotype)
                     in_flight[proposal.trial_id] = proposal.genotype
                 if not in_flight:
@@ -239,39 +245,6 @@ class SearchLoop:
                              num_trained=progress.num_trained, seconds=time.perf_counter() - start, best=self.best)
 
 
-class Progress:
-    """Counts finished children; one log line per child: count, reward, best so far, time per child, ETA."""
-
-    def __init__(self, budget: int, num_done: int, start: float) -> None:
-        self.budget = budget
-        self.num_done = num_done
-        self.num_trained = 0
-        self.start = start
-
-    def record(self, row: TrialRow, best: TrialRow | None) -> str:
-        """Count ``row`` and return its progress line."""
-        self.num_done += 1
-        self.num_trained += 1
-        per_child = (time.perf_counter() - self.start) / self.num_trained
-        outcome = f"reward {row.reward:.4f}" if row.ok and row.reward is not None else \
-            f"FAILED ({row.error.splitlines()[0] if row.error else 'no reason given'})"
-        best_text = f"best {best.reward:.4f} (trial {best.trial_id})" if best else "best -"
-        eta = format_seconds(per_child * (self.budget - self.num_done))
-        width = len(str(self.budget))
-        return (f"child {self.num_done:>{width}}/{self.budget} | trial {row.trial_id:>{width}} {outcome} | "
-                f"{best_text} | {per_child:.1f} s/child (train {row.seconds:.1f} s) | ETA {eta}")
-
-
-def format_seconds(seconds: float) -> str:
-    """Compact duration such as ``42s``, ``3m05s`` or ``2h07m``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
 def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
     """Write the best cell so far to ``run_dir/best_cell.yaml`` (atomically)."""
     genotype = Genotype(row.genotype.normal, row.genotype.reduce, name="",
@@ -281,24 +254,14 @@ def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
     return path
 
 
-def summary_table(rows: list[TrialRow]) -> str:
-    """Ranked rows (the best cells) as a text table."""
-    header = f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'params':>9}  {'mult-adds':>10}  {'train s':>7}"
-    lines = [header, "-" * len(header)]
-    for rank, r in enumerate(rows, 1):
-        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {format_count(r.params):>9}  "
-                     f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
-    return "\n".join(lines)
-
-
 # --- a search from the Hydra config ---------------------------------------------------------------
 
 def search_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that define what a search's rewards mean (checked when it resumes)."""
     settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
-    if settings.get("evaluator", {}).get("_target_") != "cellsearch.evaluators.TrainEvaluator":
-        chosen["evaluator"] = settings["evaluator"]  # the default is left out: run dirs from before it match
+    for group in ("evaluator", "objective", "prejudge"):  # run dirs from before them: see ADDED_SETTINGS
+        chosen[group] = settings.get(group)
     chosen["search"] = {k: v for k, v in settings["search"].items() if k not in RUN_OPTIONS}
     for group, free in RESUMABLE_CHANGES.items():
         chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
@@ -353,6 +316,10 @@ def _run_search(cfg: DictConfig) -> Any:
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
+    objective = build_from_config("objective", cfg.objective)
+    objective.check(evaluator.metrics)
+    prejudge = build_from_config("prejudge", cfg.prejudge, child=child, data=data, seed=cfg.seed) \
+        if cfg.get("prejudge") else None
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
@@ -372,12 +339,18 @@ def _run_search(cfg: DictConfig) -> Any:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         check_settings(run_dir, settings)
+        write_run_config(cfg, run_dir)
+        record_device(evaluator, run_dir)
         log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
-            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget,
+            summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge,
                                  rebuild_state=bool(cfg.search.get("rebuild_state", False))).run()
-            report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}")
+            metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
+            published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
+                if metric else {}
+            report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}", metric=metric,
+                   published=published, notes=[prejudge.summary(store)] if prejudge else [])
             if getattr(evaluator, "name", "") == "oneshot":  # name the best cell on stand-alone accuracy
                 from cellsearch.search.final import finish_oneshot_search
 
@@ -389,17 +362,9 @@ def _run_search(cfg: DictConfig) -> Any:
     return summary
 
 
-def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "") -> None:
-    """Log the summary and the table of the best cells; draw the reward curve and the best cell."""
-    run_dir = summary.run_dir
-    plot_rewards(rows, run_dir / REWARDS_PLOT, title=f"{title}: {len(rows)} children" if title else "")
-    lines = [f"search done: {summary.num_trials}/{summary.budget} children ({sum(not r.ok for r in rows)} failed), "
-             f"{summary.num_trained} trained in this run in {format_seconds(summary.seconds)}"]
-    if summary.best is not None:
-        plot_genotype(summary.best.genotype, run_dir / BEST_CELL_PLOT,
-                      title=f"best cell: trial {summary.best.trial_id}, reward {summary.best.reward:.4f}")
-        lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} (diagram {run_dir / BEST_CELL_PLOT})"]
-    else:
-        lines.append("no child succeeded: see the error column of trials.db")
-    lines.append(f"trials: {run_dir / TRIALS_FILE}, reward curve: {run_dir / REWARDS_PLOT}")
-    log.info("\n".join(lines))
+def record_device(evaluator: Any, run_dir: Path) -> None:
+    """Append the device this start evaluates on to ``run_dir/device.txt`` (latency is measured there)."""
+    name = getattr(evaluator, "device_name", None)
+    if callable(name):
+        with open(run_dir / DEVICE_FILE, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {name()}\n")

@@ -50,6 +50,33 @@ def plot_rewards(rows: Sequence[TrialRow], path: "str | Path", title: str = "") 
     return path
 
 
+def plot_pareto(rows: Sequence[TrialRow], front: Sequence[TrialRow], metric: str, published: dict[str, float],
+                path: "str | Path", title: str = "") -> Path:
+    """Accuracy against ``metric`` (log scale): every trial, the front, published cells as vertical lines."""
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    measured = [r for r in rows if r.ok and r.val_accuracy is not None and r.metrics.get(metric) is not None]
+    for role, color in (("search", "tab:blue"), ("audit", "tab:orange")):
+        chosen = [r for r in measured if r.role == role]
+        if chosen:
+            ax.scatter([r.metrics[metric] for r in chosen], [r.val_accuracy for r in chosen], s=16, alpha=0.6,
+                       color=color, label="trial" if role == "search" else "audited candidate")
+    if front:
+        ax.plot([r.metrics[metric] for r in front], [r.val_accuracy for r in front], "-o", color="tab:red",
+                markersize=5, lw=1.2, label=f"front ({len(front)} trials)")
+    for i, (name, value) in enumerate(published.items()):
+        ax.axvline(value, ls="--", lw=0.9, color=f"C{i + 4}", label=f"{name} (accuracy not trained)")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{metric} (child network, this search's size)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title or f"{len(measured)} trials: accuracy and {metric}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _op_color(op: str) -> str:
     if op == "none":
         return _COLORS["none"]

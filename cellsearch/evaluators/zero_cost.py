@@ -1,0 +1,210 @@
+"""Zero-cost scores: judge an untrained child network from one minibatch, in well under a second.
+
+Each score builds the child at the search's size (N, F, classes, channels) with fixed initial weights
+(``seed``) and looks at one fixed minibatch of the search's training data; higher is better:
+
+- ``naswot`` (Mellor et al. 2021, "Neural Architecture Search without Training"): the binary codes of
+  every ReLU's output per image give a kernel K = codes . codes^T + (1 - codes) . (1 - codes)^T
+  (how many units two images agree on); the score is log |det K|: networks that keep images apart
+  at initialisation score higher.
+- ``synflow`` (Tanaka et al. 2020): with every weight replaced by its absolute value and an all-ones
+  input, the sum over parameters of |theta * dR/dtheta| for R the sum of the outputs (in float64,
+  BN in eval mode so the network is linear in each weight). Data-free.
+- ``snip`` (Lee et al. 2019): sum over conv and linear weights of |theta * dL/dtheta|, L the
+  cross-entropy of the minibatch.
+- ``grad_norm``: sum over conv and linear weights of the L2 norm of dL/dtheta.
+- ``params``: the parameter count, the baseline a score must beat to be worth its time (Abdelfattah
+  et al. 2021 found it often is not beaten on larger spaces).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cellsearch.data import ConfigError, DataConfig, ImageDataModule, as_data_config, describe_dataset
+from cellsearch.evaluators.child import ChildConfig, as_child_config
+from cellsearch.space.genotype import Genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.profile import count_params
+
+__all__ = ["SCORES", "ZeroCostScorer", "check_score", "kendall_tau", "spearman_rho", "top_k_precision"]
+
+
+def _weights(model: nn.Module) -> list[nn.Parameter]:
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """log |det K| of the ReLU code kernel over the minibatch (Mellor et al. 2021)."""
+    codes: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        codes.append((output.detach() > 0).flatten(1).double())
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if not codes:
+        return 0.0
+    c = torch.cat(codes, dim=1)
+    kernel = c @ c.T + (1 - c) @ (1 - c).T
+    sign, logdet = torch.linalg.slogdet(kernel)
+    return float(logdet) if sign != 0 else float("-inf")
+
+
+def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Synaptic flow of the weights made positive, on an all-ones input (Tanaka et al. 2020)."""
+    model = model.double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    model.zero_grad()
+    model(torch.ones_like(x[:1], dtype=torch.float64)).sum().backward()
+    return float(sum((p.detach() * p.grad).abs().sum() for p in model.parameters() if p.grad is not None))
+
+
+def _loss_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[nn.Parameter]:
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    return [w for w in _weights(model) if w.grad is not None]
+
+
+def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Connection sensitivity sum |theta * dL/dtheta| over conv and linear weights (Lee et al. 2019)."""
+    return float(sum((w.detach() * w.grad).abs().sum() for w in _loss_gradients(model, x, y)))
+
+
+def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Sum of the per-layer L2 norms of the loss gradient."""
+    return float(sum(w.grad.norm() for w in _loss_gradients(model, x, y)))
+
+
+def params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The parameter count (the baseline)."""
+    return float(count_params(model))
+
+
+SCORES: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], float]] = {
+    "naswot": naswot, "synflow": synflow, "snip": snip, "grad_norm": grad_norm, "params": params}
+
+
+def check_score(name: str) -> str:
+    """Raise ConfigError unless ``name`` is a known zero-cost score."""
+    if name not in SCORES:
+        raise ConfigError(f"unknown zero-cost score {name!r}; choose one of {list(SCORES)}")
+    return name
+
+
+@dataclass
+class ZeroCostScorer:
+    """Scores genotypes with ``score`` on one fixed minibatch (``batch_size`` images, ``seed``) of ``data``,
+    for children built as ``child`` says (its N, F; on the CPU of the process that scores)."""
+
+    score: str
+    child: ChildConfig
+    data: DataConfig
+    seed: int = 0
+    batch_size: int = 64
+    _batch: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_score(self.score)
+        self.child, self.data = as_child_config(self.child), as_data_config(self.data)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 2:
+            raise ConfigError(f"prejudge.batch_size must be an integer >= 2, got {self.batch_size!r}")
+
+    def minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first training minibatch of the data in ``seed``'s order (loaded once)."""
+        if self._batch is None:
+            datamodule = ImageDataModule(self.data, batch_size=self.batch_size, seed=self.seed)
+            datamodule.prepare_data()
+            x, y = next(iter(datamodule.train_dataloader()))
+            self._batch = (x.float().cpu().contiguous(), y.cpu())
+        return self._batch
+
+    def __call__(self, genotype: Genotype) -> tuple[float | None, float]:
+        """(score, seconds); the score is None when the network cannot be scored (NaN, a failing op)."""
+        start = time.perf_counter()
+        x, y = self.minibatch()
+        info = describe_dataset(self.data)
+        torch.manual_seed(self.seed)  # the same initial weights for every candidate of every round
+        try:
+            model = CellNetCifar(genotype, cells_per_stage=self.child.cells_per_stage, channels=self.child.channels,
+                                 num_classes=info.num_classes, in_chans=info.in_chans)
+            model.train()
+            value = SCORES[self.score](model, x, y)
+        except (RuntimeError, ValueError):  # a candidate that cannot be scored is ranked last, not fatal
+            value = None
+        if value is not None and math.isnan(value):
+            value = None
+        return value, time.perf_counter() - start
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_batch": None}
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2.0  # ties share their mean rank
+        i = j + 1
+    return ranks
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b of two paired lists (ties handled); NaN for fewer than two pairs or a constant list."""
+    n = len(a)
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else float("nan")
+
+
+def spearman_rho(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (Pearson correlation of the ranks); NaN when undefined."""
+    ra, rb = _ranks(a), _ranks(b)
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    ma, mb = sum(ra) / n, sum(rb) / n
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return cov / var if var else float("nan")
+
+
+def top_k_precision(scores: list[float], truth: list[float], k: int) -> float:
+    """Of the ``k`` items the score ranks highest, the fraction among the ``k`` truly best."""
+    k = min(k, len(scores))
+    if k < 1:
+        return float("nan")
+    by_score = set(sorted(range(len(scores)), key=lambda i: -scores[i])[:k])
+    by_truth = set(sorted(range(len(truth)), key=lambda i: -truth[i])[:k])
+    return len(by_score & by_truth) / k

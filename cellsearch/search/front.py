@@ -1,0 +1,67 @@
+"""The accuracy-cost front of a search: its trials, their non-dominated front, and the published cells
+(nasnet_a, amoebanet_a, darts_v2, pnasnet_5) measured the same way, for ``pareto.png`` and the summary.
+
+The published cells are measured at the search's child size (N, F) on its data's image size, with
+the same counter (params, mult_adds) or the same timer on the same device (latency_ms). Their
+accuracy at that size is not known without training them, so the plot draws each as a vertical
+line at its cost: a searched cell left of a line is cheaper than that published cell at equal size.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from cellsearch.evaluators.latency import child_latency_ms
+from cellsearch.search.objectives import pareto_front
+from cellsearch.search.store import TrialRow
+from cellsearch.space.genotype import load_genotype
+from cellsearch.space.network import CellNetCifar
+from cellsearch.space.profile import count_mult_adds, count_params, format_count
+
+if TYPE_CHECKING:
+    from cellsearch.data import DatasetInfo
+    from cellsearch.evaluators.child import ChildConfig
+
+__all__ = ["PUBLISHED_CELLS", "front_lines", "front_rows", "published_costs"]
+
+PUBLISHED_CELLS: tuple[str, ...] = ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet_5")
+
+
+def front_rows(rows: list[TrialRow], metric: str) -> list[TrialRow]:
+    """The successful trials on the (val_accuracy up, ``metric`` down) front, cheapest first."""
+    measured = [r for r in rows if r.ok and r.val_accuracy is not None and r.metrics.get(metric) is not None]
+    front = pareto_front([(r.val_accuracy, r.metrics[metric]) for r in measured])
+    return [measured[i] for i in front]
+
+
+def published_costs(metric: str, child: "ChildConfig", info: "DatasetInfo",
+                    device: "torch.device | str" = "cpu") -> dict[str, float]:
+    """``metric`` of each published cell's child network (the search's N, F and input size)."""
+    costs = {}
+    for name in PUBLISHED_CELLS:
+        genotype = load_genotype(name)
+        if metric == "latency_ms":
+            costs[name] = child_latency_ms(genotype, child.cells_per_stage, child.channels, info.num_classes,
+                                           info.input_size, device)
+            continue
+        model = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                             num_classes=info.num_classes, in_chans=info.in_chans)
+        costs[name] = float(count_params(model) if metric == "params" else count_mult_adds(model, info.input_size))
+    return costs
+
+
+def _format(metric: str, value: float) -> str:
+    return f"{value:.2f} ms" if metric == "latency_ms" else format_count(value)
+
+
+def front_lines(rows: list[TrialRow], metric: str, published: dict[str, float]) -> list[str]:
+    """Summary lines: the front's trials (accuracy, cost, reward) and the published cells' costs."""
+    front = front_rows(rows, metric)
+    lines = [f"Pareto front over val_accuracy and {metric} ({len(front)} of {sum(r.ok for r in rows)} trials):"]
+    lines += [f"  trial {r.trial_id:>4}  val_accuracy {r.val_accuracy:.4f}  "
+              f"{metric} {_format(metric, r.metrics[metric])}  reward {r.reward:.4f}" for r in front]
+    if published:
+        lines.append("  published cells at this child size: " + ", ".join(
+            f"{name} {_format(metric, value)}" for name, value in published.items()))
+    return lines

@@ -1,0 +1,100 @@
+"""What a search reports: one progress line per child, the summary table, the plots at the end."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cellsearch.search.front import front_lines, front_rows
+from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
+from cellsearch.search.store import TRIALS_FILE, TrialRow
+from cellsearch.space.profile import format_count
+
+log = logging.getLogger("cellsearch.search.loop")
+
+BEST_CELL_FILE = "best_cell.yaml"
+REWARDS_PLOT = "rewards.png"
+PARETO_PLOT = "pareto.png"
+BEST_CELL_PLOT = "best_cell.png"
+
+
+@dataclass
+class SearchSummary:
+    """What a call of :meth:`SearchLoop.run` did."""
+
+    run_dir: Path
+    budget: int
+    num_trials: int       # children in the store at the end
+    num_trained: int      # children trained by this call (the rest came from the store)
+    seconds: float        # wall time of this call
+    best: TrialRow | None
+
+
+class Progress:
+    """Counts finished children; one log line per child: count, reward, best so far, time per child, ETA."""
+
+    def __init__(self, budget: int, num_done: int, start: float) -> None:
+        self.budget = budget
+        self.num_done = num_done
+        self.num_trained = 0
+        self.start = start
+
+    def record(self, row: TrialRow, best: TrialRow | None) -> str:
+        """Count ``row`` and return its progress line."""
+        self.num_done += 1
+        self.num_trained += 1
+        per_child = (time.perf_counter() - self.start) / self.num_trained
+        outcome = f"reward {row.reward:.4f}" if row.ok and row.reward is not None else \
+            f"FAILED ({row.error.splitlines()[0] if row.error else 'no reason given'})"
+        best_text = f"best {best.reward:.4f} (trial {best.trial_id})" if best else "best -"
+        eta = format_seconds(per_child * (self.budget - self.num_done))
+        width = len(str(self.budget))
+        return (f"child {self.num_done:>{width}}/{self.budget} | trial {row.trial_id:>{width}} {outcome} | "
+                f"{best_text} | {per_child:.1f} s/child (train {row.seconds:.1f} s) | ETA {eta}")
+
+
+def format_seconds(seconds: float) -> str:
+    """Compact duration such as ``42s``, ``3m05s`` or ``2h07m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def summary_table(rows: list[TrialRow]) -> str:
+    """Ranked rows (the best cells) as a text table."""
+    header = (f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'val_acc':>7}  {'params':>9}  {'mult-adds':>10}  "
+              f"{'train s':>7}")
+    lines = [header, "-" * len(header)]
+    for rank, r in enumerate(rows, 1):
+        accuracy = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
+        lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {accuracy:>7}  {format_count(r.params):>9}  "
+                     f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
+    return "\n".join(lines)
+
+
+def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], title: str = "",
+           metric: str | None = None, published: dict[str, float] | None = None, notes: list[str] = ()) -> None:
+    """Log the summary, the table of the best cells and the front over accuracy and ``metric``; draw the
+    reward curve, the best cell and ``pareto.png`` (with the ``published`` cells' costs)."""
+    run_dir = summary.run_dir
+    plot_rewards(rows, run_dir / REWARDS_PLOT, title=f"{title}: {len(rows)} children" if title else "")
+    front_text = []
+    if metric is not None:
+        front = front_rows(rows, metric)
+        plot_pareto(rows, front, metric, published or {}, run_dir / PARETO_PLOT, title=title)
+        front_text = front_lines(rows, metric, published or {}) + [f"front plot: {run_dir / PARETO_PLOT}"]
+    lines = [f"search done: {summary.num_trials}/{summary.budget} children ({sum(not r.ok for r in rows)} failed), "
+             f"{summary.num_trained} trained in this run in {format_seconds(summary.seconds)}"]
+    if summary.best is not None:
+        plot_genotype(summary.best.genotype, run_dir / BEST_CELL_PLOT,
+                      title=f"best cell: trial {summary.best.trial_id}, reward {summary.best.reward:.4f}")
+        lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} (diagram {run_dir / BEST_CELL_PLOT})"]
+    else:
+        lines.append("no child succeeded: see the error column of trials.db")
+    lines += front_text + list(notes)
+    lines.append(f"trials: {run_dir / TRIALS_FILE}, reward curve: {run_dir / REWARDS_PLOT}")
+    log.info("\n".join(lines))

@@ -1,0 +1,72 @@
+"""resume=<run dir>: a search resumes with the settings stored in its directory, schema-1 ones included."""
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from cellsearch.search.loop import ResumeError, check_settings, run_search
+from cellsearch.search.resume import fill_added_settings, resumed_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"
+V1_COLUMNS = "trial_id, genotype, reward, val_accuracy, params, mult_adds, seconds, status, error, created_at"
+
+
+def resume(run_dir, *overrides):
+    """What ``python train.py resume=<run_dir> overrides...`` runs."""
+    args = [f"resume={run_dir}", *overrides]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*args, "run_dir=unused"])
+    return resumed_config(cfg, args)
+
+
+def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1_RUN, run_dir)
+    before = sqlite3.connect(run_dir / "trials.db").execute(f"SELECT {V1_COLUMNS} FROM trials").fetchall()
+    cfg = resume(run_dir, "search.budget=4")
+    # the stored settings, not the defaults (PPO on CIFAR-10), with the new budget and the current module paths
+    assert cfg.search._target_.endswith("RegularizedEvolution") and cfg.data.name == "digits"
+    assert cfg.child.epochs == 1 and cfg.space.num_blocks == 3 and cfg.search.budget == 4
+    assert cfg.executor._target_ == "cellsearch.search.executors.LocalExecutor" and cfg.run_dir == str(run_dir)
+    summary = run_search(cfg)
+    assert summary.num_trials == 4 and summary.num_trained == 1
+    db = sqlite3.connect(run_dir / "trials.db")
+    assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
+    new = db.execute("SELECT trial_id, val_accuracy, params, mult_adds, train_loss, role FROM trials "
+                     "WHERE trial_id = 3").fetchone()
+    assert new[0] == 3 and new[1] is not None and new[4] is not None and new[5] == "search"
+    # the settings file is left as the old release wrote it; the whole configuration is kept beside it
+    assert "evaluator" not in yaml.safe_load((run_dir / "search_settings.yaml").read_text())
+    assert yaml.safe_load((run_dir / "run_config.yaml").read_text())["search"]["budget"] == 4
+    assert resume(run_dir).search.budget == 4  # next time, the budget it was last given
+
+
+def test_a_changed_setting_is_refused_and_an_added_one_at_its_old_value_is_not(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1_RUN, run_dir)
+    with pytest.raises(ResumeError, match=r"child.epochs: 1 -> 2"):
+        run_search(resume(run_dir, "child.epochs=2"))
+    with pytest.raises(ResumeError, match="objective"):
+        run_search(resume(run_dir, "objective=constrained"))
+    settings = yaml.safe_load((run_dir / "search_settings.yaml").read_text())
+    check_settings(run_dir, {**settings, "evaluator": {"_target_": "cellsearch.evaluators.TrainEvaluator",
+                                                       "latency": False}, "prejudge": None,
+                             "objective": {"_target_": "cellsearch.search.objectives.AccuracyObjective"}})
+    with pytest.raises(ResumeError, match="evaluator.latency: False -> True"):
+        check_settings(run_dir, {**settings, "evaluator": {"_target_": "cellsearch.evaluators.TrainEvaluator",
+                                                           "latency": True}})
+
+
+def test_added_settings_fill_only_the_option_they_belong_to():
+    assert fill_added_settings({"seed": 0})["evaluator.latency"] is False
+    table = {"evaluator._target_": "cellsearch.evaluators.TableEvaluator", "evaluator.path": "t.csv"}
+    assert "evaluator.latency" not in fill_added_settings(table)
+
+
+def test_resume_of_a_directory_without_a_search_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="no search to resume"):
+        resume(tmp_path)
