@@ -8,15 +8,11 @@ import torch
 from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
+from test_strategies import FAST as STRATEGY_SETTINGS
 
 SPACE = SearchSpace(ops=("identity", "conv_1x1", "sep_conv_3x3", "max_pool_3x3"), num_blocks=2)
-FAST = {
-    "random": {},
-    "evolution": {"population_size": 4, "sample_size": 2},
-    "ppo": {"update_every": 3, "hidden_size": 8, "imitation_weight": 0.5},
-    "reinforce": {"update_every": 3, "hidden_size": 8},
-    "progressive": {"beam_size": 2, "num_initial": 4, "num_expansions": 8, "surrogate_steps": 3},
-}
+# test_strategies' small settings, with PPO's imitation of the best cells on (its state must restore too)
+FAST = {**STRATEGY_SETTINGS, "ppo": {**STRATEGY_SETTINGS["ppo"], "imitation_weight": 0.5}}
 
 
 def same(a, b) -> bool:

@@ -47,17 +47,27 @@ PATH_SAMPLERS = ("uniform", "proposals")
 
 
 @dataclass
-class OneShotConfig:
-    """How the supernet is built, trained and read. ``None`` sizes mean "as the stand-alone child"."""
+class SupernetTraining:
+    """SGD with a cosine schedule for a supernet's shared weights (one-shot evaluator and DARTS), and how
+    its cells are read at the end."""
 
-    cells_per_stage: int | None = None
-    channels: int | None = None
     batch_size: int = 64
     lr: float = 0.05
     lr_min: float = 0.0005
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
+    eval_batch_size: int = 256
+    final_candidates: int = 8        # best cells by supernet estimate trained stand-alone at the end
+    final_top_k: int = 3             # top-k precision of the supernet's ranking over them
+
+
+@dataclass
+class OneShotConfig(SupernetTraining):
+    """How the supernet is built, trained and read. ``None`` sizes mean "as the stand-alone child"."""
+
+    cells_per_stage: int | None = None
+    channels: int | None = None
     warmup_epochs: float = 1.0       # uniform-path training before the first score
     phase_epochs: float = 1.0        # shared-weight training per phase (ENAS: one pass over the data)
     train_every: int | None = None   # evaluations between phases (None: train only the warm-up)
@@ -65,9 +75,6 @@ class OneShotConfig:
     path_sampler: str = "uniform"    # uniform | proposals (the cells the strategy proposed: ENAS)
     bn_batches: int = 2              # training batches that recompute BN statistics for a path (0: batch stats)
     val_batches: int = 1             # validation batches per score (ENAS: one minibatch)
-    eval_batch_size: int = 256
-    final_candidates: int = 8        # best one-shot cells trained stand-alone at the end
-    final_top_k: int = 3             # top-k precision of the supernet's ranking over them
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "phase_epochs"):

@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellsearch.data import ConfigError, TensorLoader, as_data_config, dataclass_from_config, load_splits
 from cellsearch.evaluators.child import as_child_config
-from cellsearch.evaluators.oneshot import endless_batches, evaluation_device, score_path
+from cellsearch.evaluators.oneshot import SupernetTraining, endless_batches, evaluation_device, score_path
 from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
 from cellsearch.search.loop import check_budget, check_settings, search_settings
@@ -62,18 +62,14 @@ ORDERS = ("first", "second")
 
 
 @dataclass
-class DartsConfig:
+class DartsConfig(SupernetTraining):
     """DARTS' CIFAR-10 search settings; ``budget`` is the number of epochs."""
 
     budget: int = 50
     cells_per_stage: int = 2       # 8 cells: N=2 per stage plus two Reduction cells
     channels: int = 16
-    batch_size: int = 64
     lr: float = 0.025
     lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
     arch_lr: float = 3e-4
     arch_weight_decay: float = 1e-3
     order: str = "first"
@@ -82,9 +78,6 @@ class DartsConfig:
     steps_per_epoch: int | None = None  # None: one pass over the weight half of the training split
     bn_batches: int = 2
     val_batches: int = 4
-    eval_batch_size: int = 256
-    final_candidates: int = 8
-    final_top_k: int = 3
 
     def __post_init__(self) -> None:
         check_budget(self.budget)

@@ -25,6 +25,7 @@ from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.search.loop import BEST_CELL_FILE, atomic_write
 from cellsearch.search.store import TrialRow, TrialStore
 from cellsearch.space.genotype import Genotype
+from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision
 
 if TYPE_CHECKING:
     from cellsearch.evaluators.oneshot import OneShotEvaluator
@@ -71,50 +72,6 @@ def oneshot_candidates(rows: list[TrialRow], count: int) -> list[Candidate]:
     return picked
 
 
-def kendall_tau(a: list[float], b: list[float]) -> float:
-    """Kendall's tau-b (ties in either list counted as neither concordant nor discordant)."""
-    concordant = discordant = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                concordant += 1
-            else:
-                discordant += 1
-    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
-    return (concordant - discordant) / denominator if denominator else math.nan
-
-
-def _ranks(values: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for k in range(start, end + 1):
-            ranks[order[k]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
-
-
-def spearman_rho(a: list[float], b: list[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the ranks."""
-    ra, rb = _ranks(a), _ranks(b)
-    mean_a, mean_b = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(ra, rb))
-    spread = math.sqrt(sum((x - mean_a) ** 2 for x in ra) * sum((y - mean_b) ** 2 for y in rb))
-    return cov / spread if spread else math.nan
-
-
 def rank_agreement(estimates: list[float], truths: list[float], top_k: int) -> dict[str, float]:
     """Kendall tau and Spearman rho between ``estimates`` and ``truths``, and top-k precision: the share of
     the ``top_k`` best by estimate that are among the ``top_k`` best by truth (NaN below two pairs)."""
@@ -123,10 +80,8 @@ def rank_agreement(estimates: list[float], truths: list[float], top_k: int) -> d
         return {"kendall_tau": math.nan, "spearman_rho": math.nan, "top_k_precision": math.nan, "top_k": top_k, "n": n}
     tau, rho = kendall_tau(estimates, truths), spearman_rho(estimates, truths)
     k = min(top_k, n)
-    by_estimate = sorted(range(n), key=lambda i: -estimates[i])[:k]
-    by_truth = sorted(range(n), key=lambda i: -truths[i])[:k]
-    precision = len(set(by_estimate) & set(by_truth)) / k
-    return {"kendall_tau": float(tau), "spearman_rho": float(rho), "top_k_precision": precision, "top_k": k, "n": n}
+    return {"kendall_tau": float(tau), "spearman_rho": float(rho), "top_k_precision": top_k_precision(estimates, truths, k),
+            "top_k": k, "n": n}
 
 
 def train_candidates(candidates: list[Candidate], evaluator: TrainEvaluator, run_dir: Path, seed: int,
