@@ -308,13 +308,15 @@ class Strategy:
         """Resume from :meth:`state_dict` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
         if state.get("strategy") != self.name:
             raise ValueError(f"this state was saved by the {state.get('strategy')!r} strategy, not {self.name!r}")
-        if state.get("version") != STATE_VERSION:
+        if state.get("version") not in (1, STATE_VERSION):  # 1: before the journal (no event count)
             raise ValueError(f"unsupported strategy state version {state.get('version')!r}; expected {STATE_VERSION}")
         saved_space = as_search_space(state["space"])
         if saved_space != self.space:
             raise ValueError(f"the saved search was over {saved_space}, this strategy searches {self.space}")
         self.seed = int(state["seed"])
-        self.num_events = int(state["events"])
+        trials_status = state["trials"]["status"].tolist()
+        # A version-1 state counts no events: its asks and tells are the events so far (no journal exists).
+        self.num_events = int(state.get("events", len(trials_status) + sum(x != _PENDING for x in trials_status)))
         self._events = []
         self.rng.setstate(rng_state_from_plain(state["rng"]))
         self.generator.set_state(state["generator"])

@@ -93,4 +93,4 @@ class RegularizedEvolution(Strategy):
 
     def _load_extra_state(self, state: Mapping[str, Any]) -> None:
         self.population = [int(i) for i in state["population"]]
-        self.num_withdrawn = int(state["num_withdrawn"])
+        self.num_withdrawn = int(state.get("num_withdrawn", 0))  # absent in states from before withdraw()
