@@ -136,8 +136,8 @@ class SearchLoop:
             try:
                 self.state_files.load(self.strategy)
             except StateFileError as err:
-                raise ResumeError(f"{err}; if the file is truncated or damaged, run again with "
-                                  f"search.rebuild_state=true to rebuild it from {TRIALS_FILE}") from None
+                raise ResumeError(f"{err}; run again with search.rebuild_state=true to rebuild the strategy from "
+                                  f"{TRIALS_FILE}") from None
             self._check_store_holds_told()
         elif num_stored:
             raise ResumeError(f"{self.store.path} holds {num_stored} children but {self.state_path} is missing, "

@@ -101,8 +101,11 @@ class StrategyStateFiles:
         """Restore ``strategy`` from the snapshot and replay the journal; return the events replayed."""
         try:
             state = torch.load(self.path, weights_only=True)
-        except Exception as err:  # a truncated or foreign file: say which one
-            raise StateFileError(f"cannot read the strategy state {self.path}: {err}") from None
+        except Exception as err:  # a truncated or foreign file: say which one, and why in a few words
+            reason = "the file is empty" if self.path.stat().st_size == 0 else \
+                str(err).strip().splitlines()[0].split(". ")[0]
+            raise StateFileError(f"cannot read the strategy state {self.path} ({reason}): it is truncated or "
+                                 f"damaged") from None
         try:
             strategy.load_state_dict(state)
         except (KeyError, ValueError) as err:
