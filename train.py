@@ -15,12 +15,10 @@ accuracy (``python train.py -m hydra/sweeper=optuna ...``, with the ``optuna`` e
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import sys
 import traceback
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -32,7 +30,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 import cellsearch.config  # noqa: F401  (registers the data and child schemas before hydra.main composes)
 from cellsearch.search.atomic import RunDirWriteError
-from cellsearch.search.lock import RunDirBusy
+from cellsearch.search.lock import RunDirBusy, check_not_locked, is_main_rank
 from cellsearch.search.loop import ResumeError
 from cellsearch.space.genotype import GenotypeError
 from cellsearch.validation import ConfigError
@@ -129,25 +127,13 @@ def _refuse_a_busy_run_dir(args: list[str]) -> None:
     for arg in args:
         key, _, value = arg.partition("=")
         if key in ("hydra.run.dir", "run_dir") and value:
-            lock = _lock_module()
-            if lock.is_main_rank():
-                lock.check_not_locked(value)
+            if is_main_rank():
+                check_not_locked(value)
 
 
 def _fail(err: BaseException) -> None:
     print(f"error: {error_message(err)}", file=sys.stderr)
     raise SystemExit(2)
-
-
-def _lock_module() -> Any:
-    """cellsearch/search/lock.py alone: importing the package would load torch, which takes seconds (minutes
-    on a busy machine) before a second search could be refused."""
-    package = importlib.util.find_spec("cellsearch")  # found, not imported
-    path = Path(package.submodule_search_locations[0]) / "search" / "lock.py"
-    spec = importlib.util.spec_from_file_location("cellsearch_lock_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
