@@ -265,7 +265,7 @@ def test_optuna_sweeper_maximises_the_returned_best_reward(tmp_path):
 
 
 BAD_INPUT = {
-    "unknown group option": (["search=foo"], "unknown option search=foo; choose one of: evolution, ppo"),
+    "unknown group option": (["search=foo"], "unknown option search=foo; choose one of: darts, evolution, ppo"),
     "unknown key": (["child.foo=1"], "unknown config key 'child.foo'"),
     "unparsable override": (["seed=[1"], "cannot read the override 'seed=[1'"),
     "budget 0": ([*TINY, "search.budget=0"], "search.budget must be an integer >= 1, got 0 (set search.budget=...)"),
