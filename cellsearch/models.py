@@ -14,7 +14,7 @@ generic entry points take ``genotype=`` (a shipped name, a YAML path, a Genotype
 dict of ``Genotype.to_dict()``; default ``'nasnet_a'``) plus any skeleton argument
 (``cells_per_stage``, ``channels``, ...); the published ones take the same arguments as overrides.
 No pretrained weights are hosted: load exported ones with ``pretrained_cfg_overlay=dict(file=...)``
-or ``'local-dir:<folder>'`` (see ``cellsearch.weights``).
+or ``'local-dir:<folder>'`` with ``pretrained=True`` (see ``cellsearch.weights``).
 """
 from __future__ import annotations
 

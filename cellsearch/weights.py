@@ -3,7 +3,8 @@
 An export is a folder in timm's ``local-dir`` format: ``model.safetensors`` (a plain state dict) and
 ``config.json`` (architecture name, ``model_args`` with the genotype as plain data, and the
 pretrained config: input size, mean/std, number of classes). Load it with
-``timm.create_model('local-dir:<folder>')`` or, for a known architecture,
+``timm.create_model('local-dir:<folder>', pretrained=True)`` (without ``pretrained=True`` timm builds the
+architecture from ``config.json`` but leaves the weights fresh) or, for a known architecture,
 ``timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file='<folder>/model.safetensors'))``.
 Nothing here unpickles arbitrary objects: weights are safetensors and Lightning checkpoints are read
 with ``torch.load(..., weights_only=True)``.
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             out = convert_checkpoint(args.checkpoint, args.out_dir, args.model_name)
         except ValueError as err:
             parser.exit(2, f"error: {err}\n")
-        print(f"wrote {out / WEIGHTS_FILE} and {out / CONFIG_FILE}; load with timm.create_model('local-dir:{out}')")
+        print(f"wrote {out / WEIGHTS_FILE} and {out / CONFIG_FILE}; load with timm.create_model('local-dir:{out}', pretrained=True)")
     else:  # importing cellsearch registered the cellnet_* entry points in this interpreter
         sys.argv = [str(args.script), *args.script_args]
         runpy.run_path(str(args.script), run_name="__main__")

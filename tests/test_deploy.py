@@ -1,5 +1,6 @@
-"""Deployment: every cellnet_* entry point compiles with TorchScript and torch.export, and every format
-of ``task=export`` matches the eager network (NASNet-A and a discovered cell that concatenates)."""
+"""Deployment: every cellnet_* entry point compiles with TorchScript, torch.fx and torch.export (what
+timm's own model tests check), and every format of ``task=export`` matches the eager network
+(NASNet-A and a discovered cell that concatenates)."""
 import ast
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 from timm.models import get_pretrained_cfg
+from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
 import cellsearch  # noqa: F401  (registers the entry points)
 from cellsearch.data import ConfigError
@@ -80,6 +82,29 @@ def test_scripted_network_keeps_training_behaviour_drop_path_included():
     eager = model(x)
     torch.manual_seed(1)
     torch.testing.assert_close(scripted(x), eager, rtol=1e-5, atol=1e-5)  # the same samples dropped
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_fx_graph_matches_eager_scripts_and_trains_every_parameter(name):
+    """timm's FX path (its feature extraction by graph node): the traced graph gives eager's logits,
+    scripts with TorchScript, and in training mode back-propagates to every parameter."""
+    with timm.set_scriptable(True):
+        model = _tiny(name, num_classes=7)
+    x = _input(name)
+    eval_nodes = get_graph_node_names(model)[1]
+    graph = create_feature_extractor(model, [eval_nodes[-1]])
+    scripted = torch.jit.script(graph)
+    with torch.inference_mode():
+        expected = model(x)
+        torch.testing.assert_close(graph(x)[eval_nodes[-1]], expected, rtol=0, atol=0)
+        torch.testing.assert_close(scripted(x)[eval_nodes[-1]], expected, rtol=0, atol=1e-5)
+
+    train_nodes = get_graph_node_names(model.train())[0]
+    logits = create_feature_extractor(model, [train_nodes[-1]]).train()(x)[train_nodes[-1]]
+    assert logits.shape == (2, 7)
+    logits.mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
 @pytest.mark.parametrize("name", ["cellnet_nasnet_a_mobile", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_mobile"])

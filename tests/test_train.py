@@ -183,7 +183,7 @@ def test_retrain_exports_weights_that_timm_loads(tmp_path):
     assert 0.0 <= result.test_accuracy <= 1.0 and train.task_value(result) == result.test_accuracy
     weights = result.weights
     assert (weights / "model.safetensors").is_file()
-    model = timm.create_model(f"local-dir:{weights}").eval()
+    model = timm.create_model(f"local-dir:{weights}", pretrained=True).eval()
     assert model.genotype == load_genotype(cell) and model.num_classes == 10
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert model.pretrained_cfg["input_size"] == (1, 8, 8)  # what it was trained on, for timm's data config

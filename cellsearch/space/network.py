@@ -14,8 +14,9 @@ The networks implement timm's model API (``forward_features``, ``forward_head``,
 ``forward_intermediates``, ``feature_info``, ``reset_classifier``, ``group_matcher``,
 ``set_grad_checkpointing``); ``cellsearch.models`` registers them with timm.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: torch.fx copies ``forward``'s annotations into the
+# code it generates, and a string annotation becomes a type name TorchScript cannot resolve there
+# (timm's FX feature extraction, then ``torch.jit.script``, fails on it).
 from pathlib import Path
 from typing import Any
 
