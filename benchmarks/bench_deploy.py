@@ -10,13 +10,16 @@ Networks: NASNet-A Mobile, DARTS V2 ImageNet and a discovered cell (``--cell``, 
 ``quick_cpu_found``, a cell with concatenating blocks found by this project's search) built with the
 NASNet-A Mobile sizes. Each latency is the median of ``--repeats`` timed forward passes after
 ``--warmup`` untimed ones (the comparison run counts as the first; TorchScript's profiling executor
-optimises its graph during its second call, so 3 is the least that times the optimised graph), at
+optimises its graph during its second call, so 2 is the least that times the optimised graph), at
 batch 1 and 32; runtimes take
 turns within each round so that load from other processes hits all of them alike. Ratios are eager
 time / runtime time in the same run.
 
-    python benchmarks/bench_deploy.py --threads 1 --out bench_deploy.md           # the full table
-    python benchmarks/bench_deploy.py --quick --out /tmp/smoke.md                  # a smoke test (~1 min)
+    taskset -c 2 python benchmarks/bench_deploy.py --threads 1 --out bench_deploy.md   # the full table
+    python benchmarks/bench_deploy.py --quick --inductor --out /tmp/smoke.md            # a smoke test
+
+Inductor's ahead-of-time compile of a full-size network takes minutes on one core: ``--inductor nasnet``
+limits it to one network, ``--inductor`` with no name leaves it out.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -144,12 +148,30 @@ def rows(label: str, batch_size: int, all_labels: list[str], medians: dict[str, 
     return lines
 
 
+def cpu_name() -> str:
+    """The CPU's model name where Linux tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def emit(text: str, out: TextIO | None) -> None:
     """Print ``text`` and append it to ``out`` at once, so a run cut short keeps the rows it finished."""
     print(text, flush=True)
     if out is not None:
         out.write(text + "\n")
         out.flush()
+
+
+def _onnxruntime_version() -> str:
+    try:
+        return f"onnxruntime {require_onnx()[1].__version__}"
+    except Exception as err:  # reported in the header; the ONNX rows then say why they did not run
+        return f"no onnxruntime ({type(err).__name__})"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,26 +184,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--repeats", type=int, nargs="+", default=[20, 5],
                         help="timed runs per batch size, in the order of --batches (the last one repeats)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs, the comparison run included")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs, the comparison run included")
     parser.add_argument("--threads", type=int, default=1, help="torch threads and ONNX Runtime intra-op threads")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: N=1, F=8 networks at 64 px, batches 1 and 4, 2 repeats after 3 warm-up runs")
+                        help="smoke test: N=1, F=8 networks at 64 px, batches 1 and 4, 2 repeats after 2 warm-up runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.image_size, args.batches, args.repeats, args.warmup = 64, [1, 4], [2], 3
+        args.image_size, args.batches, args.repeats, args.warmup = 64, [1, 4], [2], 2
     args.inductor = args.networks if args.inductor is None else args.inductor
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # TorchScript's deprecation notice, per load
     torch.set_num_threads(args.threads)
     repeats = dict(zip(args.batches, args.repeats + args.repeats[-1:] * len(args.batches)))
     began = time.perf_counter()
     out = open(args.out, "w") if args.out else None
     try:
-        emit(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s)"
+        emit(f"torch {torch.__version__}, {_onnxruntime_version()}, {cpu_name()}, {args.threads} thread(s)"
              f" (CPUs allowed: {len(os.sched_getaffinity(0))}), {args.image_size} px"
              f"{', QUICK (N=1, F=8: not real latencies)' if args.quick else ''}, warm-up {args.warmup}, "
              f"repeats {repeats}, fresh weights\n", out)

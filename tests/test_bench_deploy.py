@@ -1,0 +1,39 @@
+"""benchmarks/bench_deploy.py's smoke mode measures every runtime it is given and writes its table."""
+import importlib.util
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_deploy", ROOT / "benchmarks" / "bench_deploy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_a_row_per_runtime_and_batch_with_ratios_against_eager(tmp_path):
+    out = tmp_path / "bench.md"
+    # inductor left out: its ahead-of-time C++ compile takes minutes even for a tiny network
+    _bench().main(["--quick", "--networks", "found", "--inductor", "--threads", "1", "--out", str(out)])
+    table = out.read_text()
+    for batch in (1, 4):
+        assert f"| discovered (quick_cpu_found) | {batch} | eager | " in table and "| 1.00x |" in table
+        for runtime in ("TorchScript", "ONNX Runtime"):
+            prefix = f"| discovered (quick_cpu_found) | {batch} | {runtime} |"
+            row = next(r for r in table.splitlines() if r.startswith(prefix))
+            median, ratio = row.split(" | ")[3:5]
+            assert float(median) > 0 and ratio.endswith("x"), row  # timed, hence matched eager
+    assert "export+inductor" not in table
+    assert "whole run:" in table
+
+
+def test_a_runtime_that_disagrees_with_eager_is_not_timed():
+    bench = _bench()
+    x = torch.ones(2, 3)
+    kept, notes = bench.check({"eager": lambda t: t * 2, "TorchScript": lambda t: t * 2 + 1e-3}, x)
+    assert list(kept) == ["eager"] and notes["TorchScript"] == "max diff 1e-03 > 2e-04"  # 1e-4 x the largest logit
+    rows = bench.rows("net", 2, ["eager", "TorchScript"], bench.measure(kept, x, 0, 1), notes)
+    assert "| net | 2 | TorchScript | mismatch, not timed | - |" in rows[1]
