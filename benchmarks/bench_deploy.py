@@ -19,7 +19,8 @@ time / runtime time in the same run.
     python benchmarks/bench_deploy.py --quick --inductor --out /tmp/smoke.md            # a smoke test
 
 Inductor's ahead-of-time compile of a full-size network takes minutes on one core: ``--inductor nasnet``
-limits it to one network, ``--inductor`` with no name leaves it out.
+limits it to one network, ``--inductor`` with no name leaves it out, and ``--pin CPU`` (instead of
+taskset) times on one CPU while exports and compiles use them all.
 """
 from __future__ import annotations
 
@@ -186,6 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timed runs per batch size, in the order of --batches (the last one repeats)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs, the comparison run included")
     parser.add_argument("--threads", type=int, default=1, help="torch threads and ONNX Runtime intra-op threads")
+    parser.add_argument("--pin", type=int, default=None, metavar="CPU",
+                        help="time on this CPU only (with --threads 1); exports and compiles still use every CPU")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: N=1, F=8 networks at 64 px, batches 1 and 4, 2 repeats after 2 warm-up runs")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
@@ -202,10 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     repeats = dict(zip(args.batches, args.repeats + args.repeats[-1:] * len(args.batches)))
     began = time.perf_counter()
+    free_cpus = os.sched_getaffinity(0)
     out = open(args.out, "w") if args.out else None
     try:
         emit(f"torch {torch.__version__}, {_onnxruntime_version()}, {cpu_name()}, {args.threads} thread(s)"
-             f" (CPUs allowed: {len(os.sched_getaffinity(0))}), {args.image_size} px"
+             f" ({'timed on CPU %d' % args.pin if args.pin is not None else 'CPUs allowed: %d' % len(free_cpus)})"
+             f", {args.image_size} px"
              f"{', QUICK (N=1, F=8: not real latencies)' if args.quick else ''}, warm-up {args.warmup}, "
              f"repeats {repeats}, fresh weights\n", out)
         emit("| network | batch | runtime | median ms | speed-up vs eager | notes |\n|---|---|---|---|---|---|", out)
@@ -216,8 +221,11 @@ def main(argv: list[str] | None = None) -> None:
                 all_labels = list(export_notes)
                 for batch_size in args.batches:
                     batch = torch.randn(batch_size, 3, args.image_size, args.image_size)
+                    if args.pin is not None:  # this thread runs every timed forward pass at 1 thread
+                        os.sched_setaffinity(0, {args.pin})
                     kept, notes = check(all_runners, batch)
                     medians = measure(kept, batch, max(args.warmup - 1, 0), repeats[batch_size])
+                    os.sched_setaffinity(0, free_cpus)
                     first = batch_size == args.batches[0]  # export times once per network
                     notes = {k: ", ".join(filter(None, (export_notes[k] if first or k not in notes else "",
                                                         notes.get(k)))) for k in all_labels}

@@ -1,5 +1,6 @@
 """benchmarks/bench_deploy.py's smoke mode measures every runtime it is given and writes its table."""
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -17,8 +18,12 @@ def _bench():
 def test_quick_run_writes_a_row_per_runtime_and_batch_with_ratios_against_eager(tmp_path):
     out = tmp_path / "bench.md"
     # inductor left out: its ahead-of-time C++ compile takes minutes even for a tiny network
-    _bench().main(["--quick", "--networks", "found", "--inductor", "--threads", "1", "--out", str(out)])
+    cpus = os.sched_getaffinity(0)
+    _bench().main(["--quick", "--networks", "found", "--inductor", "--threads", "1", "--pin", str(min(cpus)),
+                   "--out", str(out)])
+    assert os.sched_getaffinity(0) == cpus  # pinned for the timings only
     table = out.read_text()
+    assert f"timed on CPU {min(cpus)}" in table
     for batch in (1, 4):
         assert f"| discovered (quick_cpu_found) | {batch} | eager | " in table and "| 1.00x |" in table
         for runtime in ("TorchScript", "ONNX Runtime"):
