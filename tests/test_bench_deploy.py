@@ -3,6 +3,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +16,7 @@ def _bench():
     return module
 
 
+@pytest.mark.slow
 def test_quick_run_writes_a_row_per_runtime_and_batch_with_ratios_against_eager(tmp_path):
     out = tmp_path / "bench.md"
     # inductor left out: its ahead-of-time C++ compile takes minutes even for a tiny network

@@ -40,6 +40,13 @@ reduce:
 """
 
 
+def _fast(params, fast):
+    """``params`` with every one not in ``fast`` marked slow: the default suite checks the property on a
+    representative few, CI on all (scripting and export take 10-40 s per network on 2 busy cores)."""
+    return [p if p in fast else pytest.param(*(p if isinstance(p, tuple) else (p,)), marks=pytest.mark.slow)
+            for p in params]
+
+
 def _is_imagenet(name: str) -> bool:
     return get_pretrained_cfg(name).input_size[-1] > 32
 
@@ -63,7 +70,7 @@ def concat_cell(tmp_path):
 
 # --- TorchScript and torch.export of every entry point ---------------------------------------------
 
-@pytest.mark.parametrize("name", ENTRY_POINTS)
+@pytest.mark.parametrize("name", _fast(ENTRY_POINTS, {"cellnet_cifar", "cellnet_darts_v2_imagenet"}))
 def test_entry_point_scripts_with_torchscript_like_timm_models(name):
     with timm.set_scriptable(True):
         model = _tiny(name, auxiliary=True)
@@ -84,7 +91,7 @@ def test_scripted_network_keeps_training_behaviour_drop_path_included():
     torch.testing.assert_close(scripted(x), eager, rtol=1e-5, atol=1e-5)  # the same samples dropped
 
 
-@pytest.mark.parametrize("name", ENTRY_POINTS)
+@pytest.mark.parametrize("name", _fast(ENTRY_POINTS, {"cellnet_nasnet_a_cifar"}))
 def test_fx_graph_matches_eager_scripts_and_trains_every_parameter(name):
     """timm's FX path (its feature extraction by graph node): the traced graph gives eager's logits,
     scripts with TorchScript, and in training mode back-propagates to every parameter."""
@@ -107,6 +114,7 @@ def test_fx_graph_matches_eager_scripts_and_trains_every_parameter(name):
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
+@pytest.mark.slow  # the parity tests of every format below run torch.export in the default suite
 @pytest.mark.parametrize("name", ["cellnet_nasnet_a_mobile", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_mobile"])
 def test_torch_export_with_a_dynamic_batch_matches_eager(name):
     model = _tiny(name)
@@ -119,8 +127,11 @@ def test_torch_export_with_a_dynamic_batch_matches_eager(name):
 
 # --- every format, parity with eager -----------------------------------------------------------------
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("cell", ["nasnet_a", "concat"])
+FORMAT_CASES = [(fmt, cell) for cell in ("nasnet_a", "concat") for fmt in FORMATS]
+
+
+@pytest.mark.parametrize("fmt,cell", _fast(FORMAT_CASES, set(FORMAT_CASES) - {("torch_export", "nasnet_a"),
+                                                                              ("torchscript", "nasnet_a")}))
 def test_every_format_matches_eager(fmt, cell, concat_cell, tmp_path):
     genotype = "nasnet_a" if cell == "nasnet_a" else concat_cell
     torch.manual_seed(0)
@@ -136,7 +147,8 @@ def test_every_format_matches_eager(fmt, cell, concat_cell, tmp_path):
         torch.testing.assert_close(exported(x).float(), model(x), rtol=0, atol=TOLERANCE)
 
 
-@pytest.mark.parametrize("name", ["cellnet_nasnet_a_mobile", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_mobile"])
+@pytest.mark.parametrize("name", _fast(["cellnet_nasnet_a_mobile", "cellnet_darts_v2_imagenet",
+                                       "cellnet_pnasnet_5_mobile"], {"cellnet_darts_v2_imagenet"}))
 def test_python_module_rebuilds_every_stem_and_needs_only_torch(name, tmp_path):
     model = _tiny(name, auxiliary=True, num_classes=5)
     [result] = export_network(model, "python", tmp_path, name, input_size=(3, 64, 64))
@@ -186,6 +198,7 @@ def _config(*overrides):
         return compose("config", overrides=["task=export", *overrides])
 
 
+@pytest.mark.slow
 def test_export_task_writes_each_format_for_a_search_run_and_a_retrain_run(concat_cell, tmp_path):
     search_run = tmp_path / "search"
     search_run.mkdir()
