@@ -111,7 +111,11 @@ def check(runners: dict[str, Runner], batch: torch.Tensor) -> tuple[dict[str, Ru
         reference = runners["eager"](batch)
         allowed = TOLERANCE * max(1.0, reference.abs().max().item())
         for label, run in runners.items():
-            diff = (run(batch).float() - reference).abs().max().item()
+            try:
+                diff = (run(batch).float() - reference).abs().max().item()
+            except Exception as err:  # e.g. a compiled program that rejects this batch size
+                notes[label] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}"
+                continue
             notes[label] = f"max diff {diff:.0e}"
             if diff <= allowed:
                 kept[label] = run
@@ -141,10 +145,10 @@ def rows(label: str, batch_size: int, all_labels: list[str], medians: dict[str, 
         ms = medians.get(runtime)
         if ms is not None:
             timing, ratio = f"{ms * 1e3:.1f}", f"{medians['eager'] / ms:.2f}x"
-        elif notes.get(runtime, "").startswith("unavailable"):
-            timing, ratio = "not run", "-"
-        else:
+        elif "max diff" in notes.get(runtime, ""):  # it ran, and check() found its logits off
             timing, ratio = "mismatch, not timed", "-"
+        else:  # unavailable here, or failed on this batch
+            timing, ratio = "not run", "-"
         lines.append(f"| {label} | {batch_size} | {runtime} | {timing} | {ratio} | {notes.get(runtime, '')} |")
     return lines
 

@@ -44,3 +44,17 @@ def test_a_runtime_that_disagrees_with_eager_is_not_timed():
     assert list(kept) == ["eager"] and notes["TorchScript"] == "max diff 1e-03 > 2e-04"  # 1e-4 x the largest logit
     rows = bench.rows("net", 2, ["eager", "TorchScript"], bench.measure(kept, x, 0, 1), notes)
     assert "| net | 2 | TorchScript | mismatch, not timed | - |" in rows[1]
+
+
+def test_a_runtime_that_fails_on_a_batch_says_so_and_the_rest_are_timed():
+    bench = _bench()
+    x = torch.ones(2, 3)
+
+    def broken(t):
+        raise RuntimeError("batch size 2 outside the compiled range\nsecond line")
+
+    kept, notes = bench.check({"eager": lambda t: t, "export+inductor": broken}, x)
+    assert list(kept) == ["eager"]
+    assert notes["export+inductor"] == "failed: RuntimeError: batch size 2 outside the compiled range"
+    rows = bench.rows("net", 2, ["eager", "export+inductor"], bench.measure(kept, x, 0, 1), notes)
+    assert rows[0].startswith("| net | 2 | eager | ") and "| net | 2 | export+inductor | not run | - |" in rows[1]
