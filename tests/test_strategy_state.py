@@ -112,7 +112,7 @@ def test_a_journal_of_another_search_is_refused(tmp_path):
         drive(build_strategy("random", SPACE, seed=seed), files, 10)
         files.close()
     (tmp_path / "0" / "state.pt.journal").write_bytes((tmp_path / "1" / "state.pt.journal").read_bytes())
-    with pytest.raises(StateFileError, match="proposed another cell"):
+    with pytest.raises(StateFileError, match="belongs to another search"):
         StrategyStateFiles(tmp_path / "0" / "state.pt").load(build_strategy("random", SPACE, seed=0))
 
 
