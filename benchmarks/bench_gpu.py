@@ -218,7 +218,7 @@ def main() -> None:
     rows = [alone]
     print(f"alone: {alone.seconds:.2f} s per child", flush=True)
     executor = PoolExecutor(TrainEvaluator(child, data), seed=0, workers_per_gpu=max(ks),
-                            threads_per_worker=max(1, (os.cpu_count() or 1) // max(ks)))
+                            threads_per_worker=max(1, len(os.sched_getaffinity(0)) // max(ks)))
     try:
         run_shared(executor, max(ks), 1, per_child_images, gpu=False)  # warm-up: every worker trains once
         for k in ks:

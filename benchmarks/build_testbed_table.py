@@ -39,6 +39,8 @@ def table_settings() -> tuple[SearchSpace, dict[str, Any], dict[str, Any]]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import cellsearch.config  # noqa: F401  (registers the data and child schemas the presets extend)
+
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
         cfg = compose("config", overrides=["experiment=testbed_table", "run_dir=.", "child.logger=null"])

@@ -1,6 +1,8 @@
 """The tabular benchmark: the shipped table loads, lookups are exact or nearest as documented, bad
 input fails in one line, and a search with evaluator=table runs through train.py in seconds."""
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,3 +121,12 @@ def test_a_search_on_the_table_runs_through_train_py_in_seconds(tmp_path):
     assert summary.num_trials == 60 and summary.best.reward > 0.1
     table = load_table("testbed")
     assert summary.best.reward <= max(r.mean_accuracy for r in table.rows) + 1e-9
+
+
+def test_table_builder_composes_its_settings_in_a_fresh_interpreter():
+    """The builder composes experiment=testbed_table on its own (the schemas the presets extend are
+    registered by the script, not by whatever a test session imported first)."""
+    code = "from benchmarks.build_testbed_table import table_settings; space, child, data = table_settings(); print(data['name'], space.num_blocks)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["testbed", "2"]

@@ -35,6 +35,9 @@ class PeakMemory:
     def __init__(self, device: "torch.device | str"):
         self.device = torch.device(device)
         if self.device.type == "cuda":
+            # A fresh worker process may not have touched CUDA yet; its allocator has no per-device
+            # statistics until CUDA is initialised ("Invalid device argument" otherwise).
+            torch.cuda.init()
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def metrics(self) -> dict[str, float]:

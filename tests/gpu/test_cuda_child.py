@@ -18,30 +18,41 @@ from cellsearch.space.genotype import load_genotype  # noqa: E402
 from cellsearch.space.network import CellNetCifar  # noqa: E402
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=2048, synthetic_test_size=256, image_size=32, val_size=512)
-# The NASNet-A proxy child (N=2, F=16) at its training batch.
-PROXY = ChildConfig(cells_per_stage=2, channels=16, epochs=2, batch_size=128, accelerator="gpu", logger=None)
+# The NASNet-A proxy child (N=2, F=16) at its training batch. 8 epochs of 12 steps: after 2 epochs this
+# child is still at 0.17 on the CPU and on CUDA alike (measured on an H200); after 8 it is at 1.0.
+PROXY = ChildConfig(cells_per_stage=2, channels=16, epochs=8, batch_size=128, accelerator="gpu", logger=None)
 
 
-def first_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-    logits, _ = model.forward_with_aux(x)
-    loss = F.cross_entropy(logits, y)
+def first_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Every parameter's gradient after one training-mode forward (main and auxiliary loss), in float64."""
+    logits, aux_logits = model.forward_with_aux(x)
+    loss = F.cross_entropy(logits, y) + 0.4 * F.cross_entropy(aux_logits, y)  # every parameter takes part
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    return loss.item(), torch.cat([g.flatten() for g in grads]).cpu()
+    return torch.cat([g.flatten() for g in grads]).double().cpu()
+
+
+def relative_error(a: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((a - reference).norm() / reference.norm()).item()
 
 
 def test_first_training_step_on_cuda_matches_the_cpu_eager_step(exact_fp32):
     torch.manual_seed(0)
-    cpu = CellNetCifar(load_genotype("nasnet_a"), cells_per_stage=2, channels=16, auxiliary=True).train()
-    cuda = CellNetCifar(load_genotype("nasnet_a"), cells_per_stage=2, channels=16, auxiliary=True).train()
-    cuda.load_state_dict(cpu.state_dict())
-    cuda.cuda()
+    state = CellNetCifar(load_genotype("nasnet_a"), cells_per_stage=2, channels=16, auxiliary=True).state_dict()
+
+    def network() -> CellNetCifar:
+        model = CellNetCifar(load_genotype("nasnet_a"), cells_per_stage=2, channels=16, auxiliary=True).train()
+        model.load_state_dict(state)
+        return model
+
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
-    cpu_loss, cpu_grads = first_step(cpu, x, y)
-    cuda_loss, cuda_grads = first_step(cuda, x.cuda(), y.cuda())
-    # fp32 on both, summed in another order by other kernels: 1e-5 on the loss, 1e-3 on the gradient
-    # (relative norm of the difference over all parameters).
-    assert abs(cuda_loss - cpu_loss) <= 1e-5 * abs(cpu_loss)
-    assert ((cuda_grads - cpu_grads).norm() / cpu_grads.norm()).item() < 1e-3
+    reference = first_step(network().double(), x.double(), y)
+    # In float64 the CUDA kernels compute the same step as the CPU's (measured on an H200: 2e-14).
+    assert relative_error(first_step(network().double().cuda(), x.double().cuda(), y.cuda()), reference) < 1e-9
+    # In float32 both differ from float64 by rounding that batch norm amplifies at initialisation
+    # (measured: CPU 1.8e-3, CUDA 2.7e-3 of the gradient's norm); CUDA must be no worse than 3x the CPU.
+    cpu_error = relative_error(first_step(network(), x, y), reference)
+    cuda_error = relative_error(first_step(network().cuda(), x.cuda(), y.cuda()), reference)
+    assert cuda_error < max(3 * cpu_error, 1e-4), (cuda_error, cpu_error)
 
 
 def test_proxy_child_trains_on_cuda_and_its_memory_estimate_holds():

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ddp_retrain_on_all_visible_gpus(tmp_path):
+    # 32x32 images: the retrain preset's cutout of 16 pixels would blank synthetic's default 16x16 ones
     command = [sys.executable, str(ROOT / "train.py"), "task=retrain", "cell=nasnet_a", "data=synthetic",
+               "data.image_size=32",
                "child.cells_per_stage=1", "child.channels=8", "child.epochs=2", "child.batch_size=64",
                "child.accelerator=gpu", "child.devices=-1", "child.strategy=ddp", "child.enable_progress_bar=false",
                f"run_dir={tmp_path}", f"hydra.run.dir={tmp_path}"]
