@@ -174,3 +174,16 @@ def test_a_snapshot_from_before_the_append_only_journal_converts_and_resumes_exa
     StrategyStateFiles(tmp_path / "state.pt").load(again)
     assert same(again.state_dict(), strategy.state_dict())
     assert [again.ask().genotype for _ in range(3)] == [strategy.ask().genotype for _ in range(3)]
+
+
+def test_saving_after_close_appends_to_the_journal(tmp_path):
+    strategy = build_strategy("random", SPACE, seed=0)
+    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=1000)
+    drive(strategy, files, 10)
+    files.close()
+    drive(strategy, files, 10)
+    files.snapshot(strategy)
+    files.close()
+    restored = build_strategy("random", SPACE, seed=0)
+    StrategyStateFiles(tmp_path / "state.pt").load(restored)
+    assert same(restored.state_dict(), strategy.state_dict())

@@ -90,22 +90,28 @@ class StrategyStateFiles:
 
     def save(self, strategy: Strategy) -> None:
         """Persist what ``strategy`` did since the last save: journal records, and a snapshot now and then."""
+        count = self._journal_events(strategy)
+        if self._since_snapshot is None or self._since_snapshot + count >= self.snapshot_every:
+            self._write_snapshot(strategy)
+        else:
+            self._since_snapshot += count
+
+    def snapshot(self, strategy: Strategy) -> None:
+        """Journal what is new and write a snapshot now."""
+        self._journal_events(strategy)
+        self._write_snapshot(strategy)
+
+    def _journal_events(self, strategy: Strategy) -> int:
+        """Append the strategy's new events to the journal; return how many."""
         if self._journal is None:
-            self._reset_journal(0)  # a new search (or one rebuilt from its trial store) starts a new journal
+            # A new search (or one rebuilt from its trial store) starts a new journal; after close(), go on.
+            self._reset_journal(0 if self._since_snapshot is None else self.journal_path.stat().st_size)
         events = strategy.take_events()
         if events:
             records = [encode_record(e) for e in events]
             self._append(b"".join(records))
             self._last_crc = _HEADER.unpack_from(records[-1])[1]
-        if self._since_snapshot is None or self._since_snapshot + len(events) >= self.snapshot_every:
-            self._write_snapshot(strategy)
-        else:
-            self._since_snapshot += len(events)
-
-    def snapshot(self, strategy: Strategy) -> None:
-        """Journal what is new and write a snapshot now."""
-        self._since_snapshot = None
-        self.save(strategy)
+        return len(events)
 
     def _write_snapshot(self, strategy: Strategy) -> None:
         state = strategy.state_dict(include_trials=False)
@@ -156,10 +162,9 @@ class StrategyStateFiles:
         strategy.take_events()
         if history is None:  # format 1: the snapshot held the history; freeze it and journal from here on
             self._history = {"start": strategy.num_events, "trials": strategy.state_dict()["trials"]}
-            self._since_snapshot = None
-            self._reset_journal(0)
             self._last_crc = 0
-            self._write_snapshot(strategy)
+            self._write_snapshot(strategy)  # first: a kill before the journal is emptied loses nothing
+            self._reset_journal(0)
         else:
             self._history = {"start": int(history["start"]), "trials": history["trials"]}
             self._reset_journal(end)
