@@ -15,25 +15,62 @@ accuracy (``python train.py -m hydra/sweeper=optuna ...``, with the ``optuna`` e
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
-import cellsearch.config  # noqa: F401  (registers the data and child schemas before hydra.main composes)
-from cellsearch.search.atomic import RunDirWriteError
-from cellsearch.search.lock import RunDirBusy, check_not_locked, is_main_rank
-from cellsearch.search.loop import ResumeError
-from cellsearch.space.genotype import GenotypeError
-from cellsearch.validation import ConfigError
+def _refuse_a_busy_run_dir(args: list[str]) -> None:
+    """Refuse a run directory named on the command line that another process holds, before Hydra writes its
+    own files there (the task itself takes the lock; this keeps a refused run from touching the directory).
+
+    It runs before anything heavy is imported: the lock module is loaded from its file, without the
+    ``cellsearch`` package (whose ``__init__`` loads torch and timm, half a minute on a busy machine), so
+    the refusal comes in seconds."""
+    if "-m" in args or "--multirun" in args:
+        return  # each job of a sweep locks its own directory
+    package = importlib.util.find_spec("cellsearch")
+    if package is None or package.origin is None:
+        return  # not installed: the import below reports it
+    spec = importlib.util.spec_from_file_location("_cellsearch_early_lock",
+                                                  Path(package.origin).parent / "search" / "lock.py")
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "run_dir", "resume") and value and lock.is_main_rank():
+            try:
+                lock.check_not_locked(value)
+            except lock.RunDirBusy as err:
+                print(f"error: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    _refuse_a_busy_run_dir(sys.argv[1:])
+
+import hydra  # noqa: E402  (after the busy-directory check, which must not wait for torch)
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf.errors import (  # noqa: E402
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
+
+import cellsearch.config  # noqa: E402,F401  (registers the data and child schemas before hydra.main composes)
+from cellsearch.search.atomic import RunDirWriteError  # noqa: E402
+from cellsearch.search.lock import RunDirBusy  # noqa: E402
+from cellsearch.search.loop import ResumeError  # noqa: E402
+from cellsearch.space.genotype import GenotypeError  # noqa: E402
+from cellsearch.validation import ConfigError  # noqa: E402
 
 log = logging.getLogger("cellsearch")
 
@@ -119,18 +156,6 @@ def error_message(err: BaseException) -> str:
     return " ".join(str(err).split("\n")).strip() or type(err).__name__
 
 
-def _refuse_a_busy_run_dir(args: list[str]) -> None:
-    """Before Hydra writes its own files into a run directory named on the command line, refuse one that
-    another process holds (the search itself takes the lock; this only keeps a refused run from touching it)."""
-    if "-m" in args or "--multirun" in args:
-        return
-    for arg in args:
-        key, _, value = arg.partition("=")
-        if key in ("hydra.run.dir", "run_dir") and value:
-            if is_main_rank():
-                check_not_locked(value)
-
-
 def _fail(err: BaseException) -> None:
     print(f"error: {error_message(err)}", file=sys.stderr)
     raise SystemExit(2)
@@ -151,7 +176,6 @@ def cli() -> None:
     """Run :func:`main`; configuration errors (Hydra's included) end with one line and exit status 2."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's own errors reach us instead of being printed
     try:
-        _refuse_a_busy_run_dir(sys.argv[1:])
         main()
     except USER_ERRORS as err:
         if _traceback_wanted:
