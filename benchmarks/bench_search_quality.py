@@ -64,7 +64,10 @@ class TableLandscape:
         self.evaluator = TableEvaluator(name)
 
     def __call__(self, genotype, noise_seed=None) -> float:
-        return self.evaluator.evaluate(genotype).metrics["val_accuracy"]
+        # A cell the table cannot score (progressive search's smaller cells: the table holds full-size
+        # ones) is a failed child, rewarded 0 as the search loop's failure_reward does.
+        result = self.evaluator.evaluate(genotype)
+        return result.metrics["val_accuracy"] if result.ok else 0.0
 
 
 def best_so_far(rewards: list[float]) -> list[float]:

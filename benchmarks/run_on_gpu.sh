@@ -14,6 +14,7 @@
 # then carry .whl along and run, from the repository root on the GPU machine:
 #
 #   bash benchmarks/run_on_gpu.sh
+# timeout -k: Lightning catches SIGTERM (for SLURM) and may train on, so a KILL follows 10 s later.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cellsearch_gpu}
@@ -27,9 +28,9 @@ fi
 python3 -c "import hydra, omegaconf" || { echo "Hydra is missing: see the top of $0 for the wheels to carry"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
-timeout 330 python3 -m pytest tests/gpu -v -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests_gpu.log"
+timeout -k 10 330 python3 -m pytest tests/gpu -v -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests_gpu.log"
 tests=${PIPESTATUS[0]}
-timeout 240 python3 benchmarks/bench_gpu.py --out "$OUT/bench_gpu.md" 2>&1 | tee "$OUT/bench_gpu.log"
+timeout -k 10 240 python3 benchmarks/bench_gpu.py --out "$OUT/bench_gpu.md" 2>&1 | tee "$OUT/bench_gpu.log"
 bench=${PIPESTATUS[0]}
 echo "tests/gpu exit code $tests, bench_gpu.py exit code $bench"
 exit $((tests || bench))

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles
+from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles, encode_record, read_records
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 from test_strategies import FAST as STRATEGY_SETTINGS
@@ -112,7 +112,7 @@ def test_a_journal_of_another_search_is_refused(tmp_path):
         drive(build_strategy("random", SPACE, seed=seed), files, 10)
         files.close()
     (tmp_path / "0" / "state.pt.journal").write_bytes((tmp_path / "1" / "state.pt.journal").read_bytes())
-    with pytest.raises(StateFileError, match="proposed another cell"):
+    with pytest.raises(StateFileError, match="belongs to another search"):
         StrategyStateFiles(tmp_path / "0" / "state.pt").load(build_strategy("random", SPACE, seed=0))
 
 
@@ -137,3 +137,53 @@ def test_withdrawn_proposals_do_not_count(name):
         assert strategy.num_asked - strategy.num_withdrawn >= strategy.population_size
     else:
         assert strategy.stage_blocks == SPACE.num_blocks  # the stages did not wait for withdrawn proposals
+
+
+def test_the_snapshot_does_not_grow_with_the_search_and_the_journal_holds_every_event(tmp_path):
+    strategy = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
+    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=50)
+    drive(strategy, files, 100)
+    early = files.path.stat().st_size
+    drive(strategy, files, 600)
+    files.close()
+    assert files.path.stat().st_size == early  # no history in it: population, counters, generators only
+    records, _ = read_records(files.journal_path)
+    assert [r[0] for r in records] == list(range(strategy.num_events))  # append-only, from the first event
+    restored = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
+    StrategyStateFiles(tmp_path / "state.pt").load(restored)
+    assert same(restored.state_dict(), strategy.state_dict())
+
+
+@pytest.mark.parametrize("name", ["ppo", "progressive"])
+def test_a_snapshot_from_before_the_append_only_journal_converts_and_resumes_exactly(tmp_path, name):
+    """Format 1 kept the history in the snapshot and emptied the journal at each snapshot."""
+    strategy = build_strategy(name, SPACE, seed=2, **FAST[name])
+    drive(strategy, None, 30)
+    torch.save(strategy.state_dict(), tmp_path / "state.pt")  # the old snapshot ...
+    strategy.take_events()
+    drive(strategy, None, 5)
+    (tmp_path / "state.pt.journal").write_bytes(b"".join(encode_record(e) for e in strategy.take_events()))
+    restored = build_strategy(name, SPACE, seed=2, **FAST[name])
+    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=4)
+    assert files.load(restored) > 0  # ... and the records after it
+    assert same(restored.state_dict(), strategy.state_dict())
+    drive(restored, files, 20, seed=7)  # journaled from here on, snapshots now and then
+    drive(strategy, None, 20, seed=7)
+    files.close()
+    again = build_strategy(name, SPACE, seed=2, **FAST[name])
+    StrategyStateFiles(tmp_path / "state.pt").load(again)
+    assert same(again.state_dict(), strategy.state_dict())
+    assert [again.ask().genotype for _ in range(3)] == [strategy.ask().genotype for _ in range(3)]
+
+
+def test_saving_after_close_appends_to_the_journal(tmp_path):
+    strategy = build_strategy("random", SPACE, seed=0)
+    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=1000)
+    drive(strategy, files, 10)
+    files.close()
+    drive(strategy, files, 10)
+    files.snapshot(strategy)
+    files.close()
+    restored = build_strategy("random", SPACE, seed=0)
+    StrategyStateFiles(tmp_path / "state.pt").load(restored)
+    assert same(restored.state_dict(), strategy.state_dict())

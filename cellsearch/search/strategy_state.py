@@ -1,18 +1,25 @@
-"""A strategy's state on disk: periodic snapshots plus an append-only journal of what happened since.
+"""A strategy's state on disk: an append-only journal of every event plus periodic snapshots.
 
-Saving a whole strategy after every child costs time that grows with the search (its history, an
-evolution population, a controller and its optimizer). Instead, :class:`StrategyStateFiles` writes
+Saving a whole strategy after every child costs time that grows with the search (its history of
+trials, an evolution population, a controller and its optimizer). Instead, :class:`StrategyStateFiles`
+writes
 
-- ``strategy_state.pt``: a snapshot, ``strategy.state_dict()`` (atomically replaced), taken at the
-  first save and then once every ``snapshot_every`` events;
-- ``strategy_state.pt.journal``: the events since that snapshot (ask, tell, withdraw, add_trial), one
-  small record each, appended and flushed at every save.
+- ``strategy_state.pt.journal``: every event of the search (ask, tell, withdraw, add_trial), one
+  small record each, appended and flushed at every save and never rewritten: the history of trials;
+- ``strategy_state.pt``: a snapshot of everything else, ``strategy.state_dict(include_trials=False)``
+  (atomically replaced), taken at the first save and then once every ``snapshot_every`` events. Its
+  size does not grow with the search, so neither does the cost of a save.
 
-A strategy is deterministic given its seed and the events it saw, so loading replays the journal
-onto the snapshot and reaches the exact state of the process that wrote it; each replayed ask must
+Loading rebuilds the history from the journal's records up to the snapshot, restores the snapshot,
+and replays the records after it: a strategy is deterministic given its seed and the events it
+saw, so it reaches the exact state of the process that wrote them, and each replayed ask must
 propose the journaled cell again. Each record carries its length and a CRC, so a record cut short
 by a kill is recognised and dropped (its event had not been acknowledged: the loop saves before it
 acts), and the journal is truncated to its last whole record before new ones are appended.
+
+Snapshots written before the journal kept every event (format 1) hold the history themselves and
+load as before; the first save after such a load writes a snapshot whose history is frozen at
+that point (``history_start``) and starts the append-only journal there.
 """
 from __future__ import annotations
 
@@ -73,32 +80,49 @@ class StrategyStateFiles:
         self.journal_path = self.path.with_name(self.path.name + JOURNAL_SUFFIX)
         self.snapshot_every = int(snapshot_every)
         self._journal = None  # open append handle, positioned after the last whole record
-        self._since_snapshot: int | None = None  # events in the journal; None = no snapshot written yet
+        self._since_snapshot: int | None = None  # events journaled since the snapshot; None = no snapshot yet
+        # The history before the journal's first event (a converted format-1 state), and that event's number.
+        self._history: dict[str, Any] = {"start": 0, "trials": None}
+        self._last_crc = 0  # CRC of the last journaled record: the snapshot names it, so a foreign journal is caught
 
     def exists(self) -> bool:
         return self.path.exists()
 
     def save(self, strategy: Strategy) -> None:
-        """Persist what ``strategy`` did since the last save: journal records, or a fresh snapshot."""
-        events = strategy.take_events()
-        if self._since_snapshot is None or self._since_snapshot + len(events) >= self.snapshot_every:
-            self.snapshot(strategy)
-            return
-        if events:
-            self._append(b"".join(encode_record(e) for e in events))
-            self._since_snapshot += len(events)
+        """Persist what ``strategy`` did since the last save: journal records, and a snapshot now and then."""
+        count = self._journal_events(strategy)
+        if self._since_snapshot is None or self._since_snapshot + count >= self.snapshot_every:
+            self._write_snapshot(strategy)
+        else:
+            self._since_snapshot += count
 
     def snapshot(self, strategy: Strategy) -> None:
-        """Write the whole state and empty the journal (replay skips records the snapshot covers)."""
-        strategy.take_events()
+        """Journal what is new and write a snapshot now."""
+        self._journal_events(strategy)
+        self._write_snapshot(strategy)
+
+    def _journal_events(self, strategy: Strategy) -> int:
+        """Append the strategy's new events to the journal; return how many."""
+        if self._journal is None:
+            # A new search (or one rebuilt from its trial store) starts a new journal; after close(), go on.
+            self._reset_journal(0 if self._since_snapshot is None else self.journal_path.stat().st_size)
+        events = strategy.take_events()
+        if events:
+            records = [encode_record(e) for e in events]
+            self._append(b"".join(records))
+            self._last_crc = _HEADER.unpack_from(records[-1])[1]
+        return len(events)
+
+    def _write_snapshot(self, strategy: Strategy) -> None:
+        state = strategy.state_dict(include_trials=False)
+        state["history"] = {**self._history, "last_crc": self._last_crc}
         buffer = io.BytesIO()  # serialised first: a full disk then raises OSError, not torch's "unexpected pos"
-        torch.save(strategy.state_dict(), buffer)
+        torch.save(state, buffer)
         atomic_write(self.path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
-        self._reset_journal(0)
         self._since_snapshot = 0
 
     def load(self, strategy: Strategy) -> int:
-        """Restore ``strategy`` from the snapshot and replay the journal; return the events replayed."""
+        """Restore ``strategy`` from the journal and the snapshot; return the events replayed after the snapshot."""
         try:
             state = torch.load(self.path, weights_only=True)
         except Exception as err:  # a truncated or foreign file: say which one, and why in a few words
@@ -106,16 +130,27 @@ class StrategyStateFiles:
                 str(err).strip().splitlines()[0].split(". ")[0]
             raise StateFileError(f"cannot read the strategy state {self.path} ({reason}): it is truncated or "
                                  f"damaged") from None
+        records, end = read_records(self.journal_path)
+        history = state.pop("history", None)
+        covered = int(state.get("events", 0))
+        if history is not None:
+            start = int(history["start"])
+            before = [r for r in records if start <= r[0] < covered]
+            if [r[0] for r in before] != list(range(start, covered)) or (
+                    before and zlib.crc32(encode_record(before[-1])[_HEADER.size:]) != history["last_crc"]):
+                raise StateFileError(f"{self.journal_path} does not hold the events {start}..{covered - 1} that "
+                                     f"{self.path} was saved after; it belongs to another search or was cut short")
         try:
+            if history is not None:
+                strategy.restore_history(history["trials"], [r[1:] for r in before])
             strategy.load_state_dict(state)
         except (KeyError, ValueError) as err:
             raise StateFileError(f"cannot resume from {self.path}: {err}") from None
-        records, end = read_records(self.journal_path)
         replayed = 0
         for record in records:
             sequence, event = record[0], record[1:]
             if sequence < strategy.num_events:
-                continue  # written before the snapshot that now covers it
+                continue  # history, or written before the snapshot that now covers it
             if sequence != strategy.num_events:
                 raise StateFileError(f"{self.journal_path} skips from event {strategy.num_events} to {sequence}; "
                                      f"it does not belong to {self.path}")
@@ -125,8 +160,16 @@ class StrategyStateFiles:
                 raise StateFileError(f"cannot replay {self.journal_path} onto {self.path}: {err}") from None
             replayed += 1
         strategy.take_events()
-        self._reset_journal(end)
-        self._since_snapshot = replayed
+        if history is None:  # format 1: the snapshot held the history; freeze it and journal from here on
+            self._history = {"start": strategy.num_events, "trials": strategy.state_dict()["trials"]}
+            self._last_crc = 0
+            self._write_snapshot(strategy)  # first: a kill before the journal is emptied loses nothing
+            self._reset_journal(0)
+        else:
+            self._history = {"start": int(history["start"]), "trials": history["trials"]}
+            self._reset_journal(end)
+            self._last_crc = zlib.crc32(encode_record(records[-1])[_HEADER.size:]) if records else 0
+            self._since_snapshot = replayed
         return replayed
 
     def close(self) -> None:

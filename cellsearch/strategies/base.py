@@ -280,11 +280,11 @@ class Strategy:
         else:
             raise ValueError(f"unknown journal event {kind!r}")
 
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only."""
-        width = max((len(t.actions) for t in self._trials), default=0)
-        padded = [t.actions + [-1] * (width - len(t.actions)) for t in self._trials]  # progressive: fewer blocks
-        actions = torch.tensor(padded, dtype=torch.int64).reshape(len(self._trials), width)
+    def state_dict(self, include_trials: bool = True) -> dict[str, Any]:
+        """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only.
+
+        ``include_trials=False`` leaves out the history of trials, the one part that grows with the
+        search (a journal that holds every event restores it: :meth:`restore_history`)."""
         state = {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -294,15 +294,62 @@ class Strategy:
             "events": self.num_events,
             "rng": rng_state_to_plain(self.rng),
             "generator": self.generator.get_state(),
-            "trials": {
-                "actions": actions,
-                "rewards": torch.tensor([math.nan if t.reward is None else t.reward for t in self._trials],
-                                        dtype=torch.float64),
-                "status": torch.tensor([t.status for t in self._trials], dtype=torch.int8),
-            },
             "extra": self._extra_state(),
         }
-        return copy.deepcopy(state)
+        state = copy.deepcopy(state)
+        if include_trials:
+            state["trials"] = self._trials_state()
+        return state
+
+    def _trials_state(self) -> dict[str, torch.Tensor]:
+        width = max((len(t.actions) for t in self._trials), default=0)
+        padded = [t.actions + [-1] * (width - len(t.actions)) for t in self._trials]  # progressive: fewer blocks
+        return {
+            "actions": torch.tensor(padded, dtype=torch.int64).reshape(len(self._trials), width),
+            "rewards": torch.tensor([math.nan if t.reward is None else t.reward for t in self._trials],
+                                    dtype=torch.float64),
+            "status": torch.tensor([t.status for t in self._trials], dtype=torch.int8),
+        }
+
+    def restore_history(self, trials: Mapping[str, torch.Tensor] | None, events: "list[list | tuple]") -> None:
+        """Set the history of trials to ``trials`` (as :meth:`state_dict` saves them; None = none)
+        followed by journaled ``events`` (kind, trial id, data), without running the strategy:
+        its own state comes from a snapshot (:meth:`load_state_dict` without trials) afterwards."""
+        self._set_trials(trials)
+        for kind, trial_id, data in events:
+            if kind in ("ask", "add_trial"):
+                if trial_id != len(self._trials):
+                    raise ValueError(f"the journal adds trial {trial_id} after {len(self._trials)} trials")
+                genotype = Genotype.from_json(data[0]) if kind == "add_trial" else self.decode(list(data))
+                actions = self.space.encode(genotype) if kind == "add_trial" else list(data)
+                self._trials.append(Trial(actions, genotype, genotype.key()))
+                self._proposed_keys.add(genotype.key())
+            if kind in ("tell", "add_trial", "withdraw"):
+                trial = self._trials[trial_id]
+                reward = data[1] if kind == "add_trial" else data
+                if kind == "withdraw":
+                    trial.status = _WITHDRAWN
+                    self._proposed_keys.discard(trial.key)
+                elif reward is None:
+                    trial.status = _FAILED
+                else:
+                    trial.reward, trial.status = float(reward), _OK
+            elif kind != "ask":
+                raise ValueError(f"unknown journal event {kind!r}")
+
+    def _set_trials(self, trials: Mapping[str, torch.Tensor] | None) -> None:
+        self._trials = []
+        self._proposed_keys = set()
+        if trials is None:
+            return
+        for row, reward, status in zip(trials["actions"].tolist(), trials["rewards"].tolist(),
+                                       trials["status"].tolist()):
+            actions = [a for a in row if a >= 0]
+            genotype = self.decode(actions)
+            key = genotype.key()
+            self._trials.append(Trial(actions, genotype, key, None if status != _OK else float(reward), int(status)))
+            if status != _WITHDRAWN:
+                self._proposed_keys.add(key)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
@@ -314,21 +361,13 @@ class Strategy:
         if saved_space != self.space:
             raise ValueError(f"the saved search was over {saved_space}, this strategy searches {self.space}")
         self.seed = int(state["seed"])
-        trials_status = state["trials"]["status"].tolist()
+        if "trials" in state:
+            self._set_trials(state["trials"])
+        # else: a state saved without its history, which restore_history() has already put back
+        statuses = [t.status for t in self._trials]
         # A version-1 state counts no events: its asks and tells are the events so far (no journal exists).
-        self.num_events = int(state.get("events", len(trials_status) + sum(x != _PENDING for x in trials_status)))
+        self.num_events = int(state.get("events", len(statuses) + sum(x != _PENDING for x in statuses)))
         self._events = []
         self.rng.setstate(rng_state_from_plain(state["rng"]))
         self.generator.set_state(state["generator"])
-        trials = state["trials"]
-        self._trials = []
-        self._proposed_keys = set()
-        for row, reward, status in zip(trials["actions"].tolist(), trials["rewards"].tolist(),
-                                       trials["status"].tolist()):
-            actions = [a for a in row if a >= 0]
-            genotype = self.decode(actions)
-            key = genotype.key()
-            self._trials.append(Trial(actions, genotype, key, None if status != _OK else float(reward), int(status)))
-            if status != _WITHDRAWN:
-                self._proposed_keys.add(key)
         self._load_extra_state(state["extra"])

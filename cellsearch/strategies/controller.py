@@ -56,22 +56,23 @@ class Controller(nn.Module):
         zeros = torch.zeros(self.lstm.num_layers, batch, self.lstm.hidden_size)
         return zeros, zeros
 
-    def _squash(self, logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
-        """The ENAS logit tricks, then illegal choices at -inf."""
+    def _scale(self, logits: torch.Tensor) -> torch.Tensor:
+        """The ENAS logit tricks (temperature, then ``c * tanh``), where configured."""
         if self.temperature is not None:
             logits = logits / self.temperature
         if self.tanh_constant is not None:
             logits = self.tanh_constant * torch.tanh(logits)
-        return logits.masked_fill(~legal, float("-inf"))
+        return logits
 
-    def _step(self, x: torch.Tensor, state: tuple, t: int) -> tuple[torch.Tensor, tuple]:
-        """One LSTM step and the logits of decision ``t`` (illegal choices at -inf)."""
-        out, state = self.lstm(x[None], state)
-        logits = out[0] @ self.head_weight[t] + self.head_bias[t]
-        return self._squash(logits, self.legal[t]), state
+    def _squash(self, logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
+        """The ENAS logit tricks, then illegal choices at -inf."""
+        return self._scale(logits).masked_fill(~legal, float("-inf"))
 
-    def _embed(self, t: int, actions: torch.Tensor) -> torch.Tensor:
-        return self.embedding(1 + self.offsets[t] + actions)
+    def _layer_weights(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per LSTM layer: input and recurrent weights transposed (for ``x @ w``), and the summed biases."""
+        return [(getattr(self.lstm, f"weight_ih_l{k}").t(), getattr(self.lstm, f"weight_hh_l{k}").t(),
+                 getattr(self.lstm, f"bias_ih_l{k}") + getattr(self.lstm, f"bias_hh_l{k}"))
+                for k in range(self.lstm.num_layers)]
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> tuple[list[int], torch.Tensor]:
@@ -81,18 +82,40 @@ class Controller(nn.Module):
 
     @torch.no_grad()
     def sample_batch(self, num: int, generator: torch.Generator | None = None) -> tuple[list[list[int]], torch.Tensor]:
-        """``num`` action sequences drawn in one pass, and their per-decision log-probabilities [num, decisions]."""
-        state = self._initial_state(num)
-        x = self.embedding.weight[:1].expand(num, -1)
-        actions, log_probs = [], []
-        for t in range(len(self.num_choices)):
-            logits, state = self._step(x, state, t)
-            logp = torch.log_softmax(logits, dim=-1)
-            a = torch.multinomial(logp.exp(), 1, generator=generator)
-            actions.append(a[:, 0])
-            log_probs.append(logp.gather(1, a)[:, 0])
-            x = self._embed(t, a[:, 0])
-        return torch.stack(actions, 1).tolist(), torch.stack(log_probs, 1)
+        """``num`` action sequences drawn in one pass, and their per-decision log-probabilities [num, decisions].
+
+        Decisions are drawn one after another (each is the next step's input), so a step costs
+        mostly the overhead of its small tensor calls: the LSTM cell is written out with few of
+        them, and the first layer's input projection is looked up in a table of every embedding row
+        projected once (an input is always an embedding row)."""
+        layers = self._layer_weights()
+        w_ih, w_hh, bias = layers[0]
+        table = torch.addmm(bias, self.embedding.weight, w_ih)  # [embedding rows, 4 * hidden]
+        hidden = self.lstm.hidden_size
+        h = [torch.zeros(num, hidden) for _ in layers]
+        c = [torch.zeros(num, hidden) for _ in layers]
+        illegal = torch.zeros(self.legal.shape).masked_fill_(~self.legal, float("-inf")).unbind(0)
+        heads = list(zip(self.head_weight.unbind(0), self.head_bias.unbind(0), illegal))
+        rows = torch.zeros(num, dtype=torch.int64)  # row 0: the start token
+        actions, logps = [], []
+        for (weight, head_bias, mask), offset in zip(heads, (1 + self.offsets).tolist()):
+            gates = table.index_select(0, rows).addmm_(h[0], w_hh)
+            for k, layer in enumerate(layers):
+                if k:
+                    gates = torch.addmm(layer[2], h[k - 1], layer[0]).addmm_(h[k], layer[1])
+                gate = gates.sigmoid()  # i, f, (g), o; g is a tanh gate, taken from gates below
+                c[k] = torch.addcmul(gate[:, hidden:2 * hidden] * c[k], gate[:, :hidden],
+                                     gates[:, 2 * hidden:3 * hidden].tanh())
+                h[k] = gate[:, 3 * hidden:] * c[k].tanh()
+            logp = torch.log_softmax(self._scale(torch.addmm(head_bias, h[-1], weight)) + mask, dim=-1)
+            # torch.multinomial's own draw for one sample (argmax of p / q, q ~ Exp(1)), without its input checks
+            noise = torch.empty_like(logp).exponential_(1.0, generator=generator)
+            a = torch.div(logp.exp(), noise).argmax(-1)
+            actions.append(a)
+            logps.append(logp)
+            rows = a + offset
+        chosen = torch.stack(actions, 1)  # [num, decisions]
+        return chosen.tolist(), torch.stack(logps, 1).gather(2, chosen[:, :, None])[:, :, 0]
 
     def evaluate(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-decision log-probabilities and entropies, both [batch, decisions], of given actions.

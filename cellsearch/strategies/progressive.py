@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
@@ -71,7 +72,8 @@ class CellFeatures:
         self._op_offsets = [_SLOT["op", 0], _SLOT["op", 1]]
 
     def __call__(self, batch: list[list[int]]) -> torch.Tensor:
-        x = torch.zeros(len(batch), self.size)
+        # Filled element by element in numpy (a tensor element write costs ~50x more), in float32 as before.
+        x = np.zeros((len(batch), self.size), dtype=np.float32)
         op_base = self.offsets[-1]
         for row, actions in enumerate(batch):
             cells = self.layout.split(canonical_actions(actions, self.space))
@@ -84,7 +86,7 @@ class CellFeatures:
                     for k in self._op_offsets:
                         x[row, op_base + c * self.num_ops + block[k]] += 1.0 / num_blocks
             x[row, -1] = num_blocks / self.space.num_blocks
-        return x
+        return torch.from_numpy(x)
 
 
 class Surrogate(nn.Module):
