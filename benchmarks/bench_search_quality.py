@@ -50,8 +50,8 @@ def run_search(name: str, settings: dict, landscape: Landscape, seed: int, budge
             pending.append(strategy.ask())
         proposal = pending.pop(finish.randrange(len(pending)))
         reward = landscape(proposal.genotype, noise_seed=(seed, proposal.trial_id))
-        strategy.tell(proposal.trial_id, reward)
-        rewards.append(reward)
+        strategy.tell(proposal.trial_id, reward)  # None: a failed child, as the search loop tells it
+        rewards.append(0.0 if reward is None else reward)
     return rewards
 
 
@@ -63,11 +63,12 @@ class TableLandscape:
         self.space = load_table(name).space
         self.evaluator = TableEvaluator(name)
 
-    def __call__(self, genotype, noise_seed=None) -> float:
+    def __call__(self, genotype, noise_seed=None) -> float | None:
         # A cell the table cannot score (progressive search's smaller cells: the table holds full-size
-        # ones) is a failed child, rewarded 0 as the search loop's failure_reward does.
+        # ones) is a failed child: None, which the strategy learns from as its failure_reward, and
+        # which counts as 0 in the statistics.
         result = self.evaluator.evaluate(genotype)
-        return result.metrics["val_accuracy"] if result.ok else 0.0
+        return result.metrics["val_accuracy"] if result.ok else None
 
 
 def best_so_far(rewards: list[float]) -> list[float]:
