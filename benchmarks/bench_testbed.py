@@ -10,8 +10,9 @@ Reads the table builder's rows (benchmarks/build_testbed_table.py), trains what 
 - cost: CPU seconds of one thread per child (what one child costs on an idle core) and wall seconds;
 - published cells (NASNet-A, AmoebaNet-A, DARTS V2, PNASNet-5) trained with the same child and data,
   ranked against the random table cells;
-- the nearest rule: each table cell predicted by its nearest other cells (leave one out), Spearman
-  rank correlation with its measured accuracy.
+- the nearest rule and the surrogate model (``evaluator.lookup=surrogate``): each table cell predicted
+  by its nearest other cells, and by the ridge model fitted to all other cells (leave one out);
+  Spearman rank correlation with its measured accuracy, and mean absolute error.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_testbed.py --rows testbed_rows.jsonl --published-rows published.jsonl
 """
@@ -27,6 +28,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from benchmarks.build_testbed_table import _append, read_rows, run_jobs, table_settings, train_row
+from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import load_genotype
 
 PUBLISHED = ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet_5")
@@ -68,7 +70,15 @@ def nearest_rule_check(cells: dict[tuple[int, ...], float]) -> tuple[float, floa
     return float(rho), float(np.abs(np.array(predicted) - accuracy).mean()), float(np.mean(distances))
 
 
-def report(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> None:
+def surrogate_check(cells: dict[tuple[int, ...], float], num_choices: tuple[int, ...]) -> tuple[float, float]:
+    """Leave-one-out: each cell predicted by the table's ridge surrogate fitted to all other cells.
+    Returns the Spearman correlation and the mean absolute error."""
+    accuracy = np.array(list(cells.values()))
+    predicted = RidgeSurrogate.leave_one_out(np.array(list(cells)), accuracy, num_choices)
+    return float(spearmanr(predicted, accuracy).statistic), float(np.abs(predicted - accuracy).mean())
+
+
+def report(rows: list[dict[str, Any]], published: list[dict[str, Any]], num_choices: tuple[int, ...]) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     random_cells = [r for r in ok if r["origin"] == "random" and r["seed"] == 0]
     accs = [r["val_accuracy"] for r in random_cells]
@@ -115,6 +125,9 @@ def report(rows: list[dict[str, Any]], published: list[dict[str, Any]]) -> None:
     print(f"\n### Nearest rule, leave one out over {len(means)} table cells\n")
     print(f"Spearman {rho:.3f}, mean absolute error {mae:.3f}, mean distance to the nearest cell {dist:.1f} "
           f"decisions (of {len(next(iter(means)))})")
+    rho, mae = surrogate_check(means, num_choices)
+    print(f"\n### Surrogate model (evaluator.lookup=surrogate), leave one out over {len(means)} table cells\n")
+    print(f"Spearman {rho:.3f}, mean absolute error {mae:.3f}")
 
 
 def main() -> None:
@@ -132,7 +145,7 @@ def main() -> None:
         noise_args = argparse.Namespace(rows=args.rows, seeds=[1, 2], workers=args.workers)
         run_jobs(space, first[:args.noise_cells], "random", noise_args, child, data)
         train_published(args.published_rows, args.published_seeds, args.workers, child, data)
-    report(read_rows(args.rows), read_rows(args.published_rows))
+    report(read_rows(args.rows), read_rows(args.published_rows), tuple(space.layout.num_choices_list))
 
 
 if __name__ == "__main__":

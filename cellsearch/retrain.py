@@ -64,7 +64,7 @@ def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
         splits = datamodule.splits  # in-memory data: record its image size and statistics for timm
         stats = {} if splits is None else dict(input_size=tuple(splits.train.images.shape[1:]),
                                                mean=splits.mean, std=splits.std)
-        export_weights(module.model, out, **stats)
+        export_weights(module.final_model, out, **stats)
         log.info("weights for timm: %s (timm.create_model('local-dir:%s', pretrained=True))", out, out)
     accuracy = tested[0].get("test_acc") if tested else None
     return RetrainResult(out, None if accuracy is None else float(accuracy))

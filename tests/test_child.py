@@ -50,6 +50,17 @@ def test_same_seed_same_reward():
         "nasnet_a", child, TINY_DATA, seed=3).metrics
 
 
+def test_repeats_report_the_mean_and_spread_of_consecutive_seeds():
+    single = ChildConfig(**TINY_CHILD)
+    runs = [evaluate_child("nasnet_a", single, TINY_DATA, seed=s) for s in (3, 4)]
+    repeated = evaluate_child("nasnet_a", ChildConfig(**{**TINY_CHILD, "repeats": 2}), TINY_DATA, seed=3)
+    accuracies = torch.tensor([r.metrics["val_accuracy"] for r in runs], dtype=torch.float64)
+    assert repeated.ok and repeated.metrics["repeats"] == 2
+    assert repeated.metrics["val_accuracy"] == pytest.approx(float(accuracies.mean()), abs=1e-12)
+    assert repeated.metrics["val_accuracy_std"] == pytest.approx(float(accuracies.std()), abs=1e-12)
+    assert repeated.metrics["params"] == runs[0].metrics["params"]
+
+
 def test_child_learns_synthetic_data():
     child = ChildConfig(**{**TINY_CHILD, "epochs": 6, "batch_size": 16})
     result = evaluate_child("nasnet_a", child, TINY_DATA)
@@ -97,11 +108,13 @@ def test_configuration_errors_raise_instead_of_failing_the_child(child, data, ma
 
 @pytest.mark.parametrize("settings, message", [
     (dict(epochs=0), "child.epochs must be an integer >= 1, got 0 (set child.epochs=...)"),
+    (dict(repeats=0), "child.repeats must be an integer >= 1, got 0 (set child.repeats=...)"),
     (dict(batch_size=True), "child.batch_size must be an integer >= 1, got True (set child.batch_size=...)"),
     (dict(lr=-0.1), "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
     (dict(lr=0), "child.lr must be a number > 0, got 0 (set child.lr=...)"),
     (dict(lr=0.01, lr_min=0.1), "child.lr_min must be at most child.lr (0.01), got 0.1 (set child.lr_min=...)"),
     (dict(drop_path_rate=1.0), "child.drop_path_rate must be a number >= 0 and < 1, got 1.0"),
+    (dict(ema_decay=1.0), "child.ema_decay must be a number >= 0 and < 1, got 1.0"),
     (dict(epochs=10, val_every_n_epochs=3), "child.val_every_n_epochs must be a divisor of child.epochs (10)"),
     (dict(limit_train_batches=1.5), "child.limit_train_batches must be a fraction in (0, 1] or a number of "
                                     "batches >= 1, got 1.5"),
@@ -112,6 +125,26 @@ def test_bad_child_settings_are_refused_in_one_line_naming_the_key(settings, mes
     with pytest.raises(ConfigError) as info:
         ChildConfig(**settings)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_weight_average_is_what_is_validated_and_only_the_trained_weights_are_optimised():
+    child = ChildConfig(**{**TINY_CHILD, "ema_decay": 0.5})
+    trainer, module, datamodule = build_training("nasnet_a", child, TINY_DATA, seed=0, checkpointing=False)
+    trainer.fit(module, datamodule=datamodule)
+    optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in module.model.parameters()}
+    averaged, trained = module.final_model.state_dict(), module.model.state_dict()
+    assert averaged.keys() == trained.keys()
+    assert not all(torch.equal(averaged[k], trained[k]) for k in trained)  # an average, not a copy
+    module.final_model.eval()
+    correct = seen = 0
+    with torch.no_grad():
+        for x, y in datamodule.val_dataloader():
+            correct += int((module.final_model(x).argmax(1) == y).sum())
+            seen += len(y)
+    assert module.val_accuracy == correct / seen
+    plain = evaluate_child("nasnet_a", ChildConfig(**TINY_CHILD), TINY_DATA, seed=0).metrics
+    assert evaluate_child("nasnet_a", child, TINY_DATA, seed=0).metrics["params"] == plain["params"]
 
 
 def test_child_config_from_a_mapping():

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from cellsearch.data import ConfigError
+from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
 from cellsearch.search.loop import build_from_config
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
@@ -130,3 +131,57 @@ def test_table_builder_composes_its_settings_in_a_fresh_interpreter():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-2:] == ["testbed", "2"]
+
+
+def test_surrogate_recovers_an_additive_table_and_predicts_held_out_cells():
+    """Rows whose accuracy is a sum of per-decision effects: the ridge model's leave-one-out predictions
+    match them, and the surrogate lookup scores a cell in the table's space that no row holds."""
+    space = SearchSpace(ops=("identity", "conv_3x3", "max_pool_3x3"), num_blocks=2)
+    num_choices = tuple(space.layout.num_choices_list)
+    rng = np.random.default_rng(0)
+    effects = [rng.normal(0, 0.02, n) for n in num_choices]
+    sample = random.Random(1)
+    cells = {canonical_actions(space.sample(sample), space) for _ in range(300)}
+    actions = np.array(sorted(cells))
+    accuracy = 0.5 + sum(effects[j][actions[:, j]] for j in range(len(num_choices)))
+    held_out = RidgeSurrogate.leave_one_out(actions, accuracy, num_choices, alpha=0.01)
+    assert np.abs(held_out - accuracy).max() < 1e-3
+    rows = [TableRow(tuple(int(a) for a in act), (float(acc),), (0,), 100, 7, 1.0) for act, acc in zip(actions, accuracy)]
+    table = CellTable("additive", space, rows)
+    while (new := canonical_actions(space.sample(sample), space)) in cells:
+        pass
+    truth = 0.5 + sum(effects[j][a] for j, a in enumerate(new))
+    predicted = table.predict(space.decode(new))
+    assert abs(predicted["val_accuracy"] - truth) < 0.01 and predicted["params"] == pytest.approx(100)
+
+
+def test_surrogate_predicts_held_out_shipped_cells_better_than_the_nearest_rule():
+    table = load_table("testbed")
+    actions = np.array([r.actions for r in table.rows])
+    accuracy = np.array([r.mean_accuracy for r in table.rows])
+    surrogate = RidgeSurrogate.leave_one_out(actions, accuracy, tuple(table.space.layout.num_choices_list))
+    nearest = []
+    for i in range(len(actions)):
+        distance = (actions != actions[i]).sum(1)
+        distance[i] = actions.shape[1] + 1
+        nearest.append(accuracy[distance == distance.min()].mean())
+    surrogate_error, nearest_error = np.abs(surrogate - accuracy).mean(), np.abs(np.array(nearest) - accuracy).mean()
+    assert surrogate_error < 0.8 * nearest_error, (surrogate_error, nearest_error)
+
+
+def test_surrogate_lookup_through_the_evaluator(small_table):
+    path, table = small_table
+    evaluator = TableEvaluator(str(path), lookup="surrogate", max_distance=0)
+    row = table.rows[0]
+    result = evaluator.evaluate(table.space.decode(row.actions))
+    assert result.ok and set(result.metrics) == set(TableEvaluator.metrics)
+    assert result.metrics["table_distance"] == 0 and 0 < result.metrics["val_accuracy"] < 1
+    held = {r.actions for r in table.rows}
+    rng = random.Random(2)
+    while canonical_actions(cell := table.space.sample(rng), table.space) in held:
+        pass
+    far = evaluator.evaluate(cell)
+    assert not far.ok and "more than evaluator.max_distance=0" in far.error
+    assert TableEvaluator(str(path), lookup="surrogate").evaluate(cell).ok
+    outside = evaluator.evaluate(load_genotype("nasnet_a"))
+    assert not outside.ok and "table 'small' covers ops" in outside.error

@@ -72,7 +72,7 @@ def stored(run_dir):
 
 def test_the_defaults_are_the_documented_ones():
     cfg = config()
-    assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.005 and cfg.search.update_every == 5
+    assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.01 and cfg.search.update_every == 5
     assert cfg.data.name == "cifar10" and cfg.task.name == "search" and cfg.seed == 0
     assert cfg.executor._target_.endswith("LocalExecutor")
     assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
@@ -57,7 +58,7 @@ class ChildModule(pl.LightningModule):
     """Trains ``self.model`` (a CellNetCifar) with SGD + cosine schedule; logs ``val_acc`` and ``test_acc``.
 
     Constructor arguments are plain values, saved with ``save_hyperparameters`` (the genotype as a
-    dict), so ``ChildModule.load_from_checkpoint(path).model`` rebuilds the trained network.
+    dict), so ``ChildModule.load_from_checkpoint(path).final_model`` rebuilds the trained network.
     """
 
     def __init__(
@@ -78,6 +79,7 @@ class ChildModule(pl.LightningModule):
         channels_last: bool = False,
         compile_training: bool = False,
         compile_backend: str = "inductor",
+        ema_decay: float = 0.0,
     ):
         super().__init__()
         genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
@@ -87,6 +89,12 @@ class ChildModule(pl.LightningModule):
                                   num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # Weight averaging: a short child's last weights depend on the last few batches it saw; their
+        # moving average (parameters and batch-norm statistics) is a steadier thing to validate.
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) \
+            if ema_decay > 0 else None
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
         # Compiled on the first training step, once a probe on that batch has matched eager (compile_guard);
         # evaluation stays eager. train_path says which way the child trained.
         self._compile_pending = compile_training
@@ -108,12 +116,18 @@ class ChildModule(pl.LightningModule):
                    num_classes=info.num_classes, in_chans=info.in_chans, auxiliary_weight=child.auxiliary_weight,
                    drop_path_rate=child.drop_path_rate, label_smoothing=child.label_smoothing, lr=child.lr,
                    lr_min=child.lr_min, momentum=child.momentum, nesterov=child.nesterov,
-                   weight_decay=child.weight_decay,
+                   weight_decay=child.weight_decay, ema_decay=child.ema_decay,
                    channels_last=use_channels_last(child.channels_last, device),
                    compile_training=use_compile(child.compile, device, child.epochs * batches))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    @property
+    def final_model(self) -> CellNetCifar:
+        """The network that is validated, tested and exported: the weight average where ``ema_decay`` > 0,
+        else the trained weights themselves."""
+        return self.model if self.ema is None else self.ema.module
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
@@ -150,6 +164,10 @@ class ChildModule(pl.LightningModule):
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0:
+            self.ema.update_parameters(self.model)
+
     def _raise_if_diverged(self) -> None:
         if bool(self._nonfinite):
             raise ChildDiverged(f"training loss became NaN or infinite by epoch {self.current_epoch}, "
@@ -160,7 +178,7 @@ class ChildModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum,
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=hp.lr, momentum=hp.momentum,
                                     nesterov=hp.nesterov and hp.momentum > 0, weight_decay=hp.weight_decay)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=hp.lr_min)
@@ -172,7 +190,7 @@ class ChildModule(pl.LightningModule):
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
-        logits = self.model(self._prepare(x))
+        logits = self.final_model(self._prepare(x))
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         correct = (logits.argmax(dim=1) == y).sum()
         self._eval_sums += torch.stack([correct.double(), y.new_tensor(len(y), dtype=torch.float64), loss.double()])
@@ -340,9 +358,37 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     (and ``peak_memory_mb`` on a GPU). A failing child gives ``status='failed'``, never an exception;
     one that runs out of GPU memory is retried once with micro-batches (cellsearch.evaluators.memory).
 
+    With ``child.repeats`` = k > 1 the child trains k times, with seeds ``seed`` to ``seed + k - 1``:
+    ``val_accuracy`` and ``train_loss`` are the means, ``val_accuracy_std`` the standard deviation over
+    the k runs, and ``seconds`` their sum. One failed run fails the child.
+
     Raises ConfigError for configuration problems (checked before training starts).
     """
     child = as_child_config(child)
+    runs: list[EvalResult] = []
+    for repeat in range(child.repeats):
+        runs.append(_train_child_once(genotype, child, data, seed + repeat,
+                                      run_name if repeat == 0 else f"{run_name}_repeat{repeat}"))
+        if not runs[-1].ok:
+            break
+    return runs[0] if len(runs) == 1 else _mean_of_repeats(runs)
+
+
+def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
+    seconds = sum(run.seconds for run in runs)
+    if not runs[-1].ok:
+        return replace(runs[-1], error=f"repeat {len(runs) - 1} (seed + {len(runs) - 1}): {runs[-1].error}",
+                       seconds=seconds)
+    accuracies = torch.tensor([run.metrics["val_accuracy"] for run in runs], dtype=torch.float64)
+    metrics = {**runs[0].metrics, "val_accuracy": float(accuracies.mean()),
+               "val_accuracy_std": float(accuracies.std()), "repeats": float(len(runs))}
+    if all("train_loss" in run.metrics for run in runs):
+        metrics["train_loss"] = sum(run.metrics["train_loss"] for run in runs) / len(runs)
+    return EvalResult("ok", metrics, seconds)
+
+
+def _train_child_once(genotype: "Genotype | str", child: ChildConfig, data: "DataConfig | Mapping[str, Any]",
+                      seed: int, run_name: str) -> EvalResult:
     result = _train_child(genotype, child, data, seed, run_name)
     split = micro_batches_after_oom(child.batch_size, child.micro_batches)
     if not result.error.startswith(OOM_ERROR_PREFIX) or split is None:

@@ -22,6 +22,7 @@ class ChildConfig:
     cells_per_stage: int = 2  # N: Normal cells per stage
     channels: int = 16  # F: filters of the first stage
     epochs: int = 10
+    repeats: int = 1  # train this many times (seeds seed, seed + 1, ...); the reward is their mean accuracy
     batch_size: int = 128
     micro_batches: int = 1  # each batch as this many micro-batches, gradients accumulated (less memory)
     lr: float = 0.05
@@ -33,6 +34,7 @@ class ChildConfig:
     auxiliary_weight: float = 0.0  # > 0 adds the auxiliary head and its loss
     drop_path_rate: float = 0.0  # ScheduledDropPath: ramps linearly from 0 to this over training
     grad_clip: float = 5.0  # 0: off
+    ema_decay: float = 0.0  # > 0: validate an exponential moving average of the weights (and BN statistics)
     val_every_n_epochs: int | None = None  # None: validate once, after the last epoch (the reward)
     accelerator: str = "auto"  # Lightning Trainer settings, passed through
     devices: Any = 1  # a count, "auto" or a list of device indices
@@ -48,12 +50,13 @@ class ChildConfig:
     enable_progress_bar: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("cells_per_stage", "channels", "epochs", "batch_size", "micro_batches", "log_every_n_steps"):
+        for key in ("cells_per_stage", "channels", "epochs", "repeats", "batch_size", "micro_batches",
+                    "log_every_n_steps"):
             positive_int(getattr(self, key), f"child.{key}")
         number_in(self.lr, "child.lr", 0, low_open=True)
         for key in ("lr_min", "momentum", "weight_decay", "auxiliary_weight", "grad_clip"):
             number_in(getattr(self, key), f"child.{key}", 0)
-        for key in ("label_smoothing", "drop_path_rate"):
+        for key in ("label_smoothing", "drop_path_rate", "ema_decay"):
             number_in(getattr(self, key), f"child.{key}", 0, 1, high_open=True)
         if self.batch_size % self.micro_batches:
             raise ConfigError(f"child.micro_batches ({self.micro_batches}) must divide child.batch_size "

@@ -38,6 +38,21 @@ class Proposal:
     genotype: Genotype
 
 
+def random_actions(space: SearchSpace, rng: random.Random) -> list[int]:
+    """A uniformly drawn action sequence for ``space``."""
+    return [rng.randrange(n) for n in space.layout.num_choices_list]
+
+
+def adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, fused where this torch has a fused CPU kernel (2.4+): one kernel per parameter instead of
+    a dozen small tensor calls; the same algorithm, only the last bits of its rounding differ."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # torch < 2.4: fused Adam is CUDA-only
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 def as_search_space(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
     """Accept a SearchSpace or a plain mapping with its fields (as a Hydra config node gives it)."""
     if isinstance(space, SearchSpace):
@@ -119,15 +134,17 @@ class Strategy:
     # --- the public interface -------------------------------------------------------------------
     def ask(self) -> Proposal:
         """Propose the next genotype to evaluate (may be called many times before any tell)."""
-        for _ in range(self.dedupe_tries):
-            actions, info = self._propose()
+        # With dedupe, a strategy that keeps proposing known cells (a policy that has converged) gets
+        # dedupe_tries chances, then as many uniform draws (_explore) before a repeat is allowed.
+        for attempt in range(2 * self.dedupe_tries if self.dedupe else 1):
+            actions, info = self._propose() if attempt < self.dedupe_tries else self._explore()
             genotype = self.decode(actions)
             key = genotype.key()
             if not self.dedupe or key not in self._proposed_keys:
                 break
         else:
-            logger.warning("%s: no new genotype in %d tries; proposing one already proposed",
-                           self.name, self.dedupe_tries)
+            logger.warning("%s: no new genotype in %d tries (and %d uniform draws); proposing one already "
+                           "proposed", self.name, self.dedupe_tries, self.dedupe_tries)
         trial_id = len(self._trials)
         self._trials.append(Trial(actions=list(actions), genotype=genotype, key=key))
         self._proposed_keys.add(key)
@@ -233,8 +250,12 @@ class Strategy:
         """Return flat actions of a new proposal and any per-trial info for :meth:`_asked`."""
         raise NotImplementedError
 
+    def _explore(self) -> tuple[list[int], Any]:
+        """A proposal drawn uniformly (info None), for dedupe when :meth:`_propose` repeats itself."""
+        return random_actions(self.space, self.rng), None
+
     def _asked(self, trial_id: int, info: Any) -> None:
-        """Called once a proposal got its trial id."""
+        """Called once a proposal got its trial id (``info`` is None for an :meth:`_explore` proposal)."""
 
     def _told(self, trial_id: int) -> None:
         """Called after the reward (or failure) of ``trial_id`` was recorded."""

@@ -33,7 +33,7 @@ from torch.nn.utils import skip_init
 
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.space.layout import BLOCK_DECISIONS
-from cellsearch.strategies.base import Strategy
+from cellsearch.strategies.base import Strategy, adam
 from cellsearch.strategies.evolution import mutate
 from cellsearch.strategies.random_search import random_actions
 from cellsearch.validation import number_in, positive_int
@@ -230,7 +230,7 @@ class ProgressiveSearch(Strategy):
         y = torch.tensor([self.learning_reward(i) for i in told])
         y = (y - y.mean()) / (y.std(unbiased=False) + 1e-6)
         model = Surrogate(self.features.size, self.surrogate_hidden, self.generator)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.surrogate_lr, weight_decay=self.surrogate_weight_decay)
+        optimizer = adam(model.parameters(), self.surrogate_lr, self.surrogate_weight_decay)
         for _ in range(self.surrogate_steps):
             loss = nn.functional.mse_loss(model(x), y)
             optimizer.zero_grad()
@@ -248,6 +248,9 @@ class ProgressiveSearch(Strategy):
         # More asks than ranked candidates: an unranked new candidate, else any cell of this size.
         fresh = self._distinct(self._candidate, 1) if self._parents else []
         return (fresh[0] if fresh else random_actions(self.space_with_blocks(self.stage_blocks), self.rng)), None
+
+    def _explore(self) -> tuple[list[int], Any]:
+        return random_actions(self.space_with_blocks(self.stage_blocks or 1), self.rng), None
 
     def _asked(self, trial_id: int, info: Any) -> None:
         if len(self._planned) < self._planned_size:

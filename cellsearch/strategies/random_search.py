@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cellsearch.space.genotype import SearchSpace
-from cellsearch.strategies.base import Strategy
+from cellsearch.strategies.base import Strategy, random_actions
 
-
-def random_actions(space: SearchSpace, rng) -> list[int]:
-    """A uniformly drawn action sequence for ``space``."""
-    return [rng.randrange(n) for n in space.layout.num_choices_list]
+__all__ = ["RandomSearch", "random_actions"]
 
 
 class RandomSearch(Strategy):
