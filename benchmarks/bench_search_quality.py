@@ -159,7 +159,8 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.2, help="landscape noise (standard deviations of z)")
     parser.add_argument("--set", action="append", default=[], metavar="STRATEGY:KEY=VALUE",
                         help="override a shipped setting, e.g. ppo:lr=0.003")
-    parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "search_quality.png")
+    parser.add_argument("--plot", type=lambda v: Path(v) if v else None,
+                        default=ROOT / "benchmarks" / "search_quality.png", help="curves to this PNG; '' for none")
     args = parser.parse_args()
     torch.set_num_threads(1)
     space = SearchSpace()
