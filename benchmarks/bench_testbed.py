@@ -19,7 +19,6 @@ Reads the table builder's rows (benchmarks/build_testbed_table.py), trains what 
 from __future__ import annotations
 
 import argparse
-import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from benchmarks.build_testbed_table import _append, read_rows, run_jobs, table_settings, train_row
+from build_testbed_table import _append, read_rows, run_jobs, table_settings, train_row
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import load_genotype
 
@@ -142,8 +141,7 @@ def main() -> None:
     space, child, data = table_settings()
     if not args.report_only:
         first = [r["actions"] for r in read_rows(args.rows) if r["origin"] == "random" and r["seed"] == 0]
-        noise_args = argparse.Namespace(rows=args.rows, seeds=[1, 2], workers=args.workers)
-        run_jobs(space, first[:args.noise_cells], "random", noise_args, child, data)
+        run_jobs(space, first[:args.noise_cells], "random", args.rows, [1, 2], args.workers, child, data)
         train_published(args.published_rows, args.published_seeds, args.workers, child, data)
     report(read_rows(args.rows), read_rows(args.published_rows), tuple(space.layout.num_choices_list))
 

@@ -10,10 +10,10 @@ How cells are sampled, so that the table covers the space and local search has s
 2. ``--rounds`` rounds of mutation neighbourhoods: each round takes the ``--top`` best cells so far
    and adds ``--mutants`` new one-decision mutants of each (regularized evolution's mutation: one
    input, one op or one combine changed).
-3. ``--reseed-top``: the best cells by seed-0 accuracy are trained again with seeds 1 and 2, and the
-   table stores their mean. Of a few hundred cells measured once with ~2 points of seed noise, the
-   top ones are mostly the luckiest draws (the winner's curse); more seeds where the search's "best"
-   is decided keep the table's top honest.
+3. ``--reseed-top``: the best cells by seed-0 accuracy are trained again with seeds 1 and 2 (rows of
+   origin ``reseed``), and the table stores their mean. Of a few hundred cells measured once with ~2
+   points of seed noise, the top ones are mostly the luckiest draws (the winner's curse); more seeds
+   where the search's "best" is decided keep the table's top honest.
 
 Usage (the shipped table)::
 
@@ -123,32 +123,32 @@ def mutant_cells(space: SearchSpace, rows: list[dict[str, Any]], top: int, per_p
     return cells
 
 
-def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, args: argparse.Namespace,
-             child: dict[str, Any], data: dict[str, Any]) -> None:
-    """Train every (cell, seed) not yet in the rows file, ``args.workers`` at a time, appending each."""
-    done = {(tuple(r["actions"]), r["seed"]) for r in read_rows(args.rows)}
-    jobs = [(c, s) for c in cells for s in args.seeds if (tuple(c), s) not in done]
+def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, rows: Path, seeds: list[int],
+             workers: int, child: dict[str, Any], data: dict[str, Any]) -> None:
+    """Train every (cell, seed) not yet in the ``rows`` file, ``workers`` at a time, appending each."""
+    done = {(tuple(r["actions"]), r["seed"]) for r in read_rows(rows)}
+    jobs = [(c, s) for c in cells for s in seeds if (tuple(c), s) not in done]
     print(f"{origin}: {len(jobs)} children to train", flush=True)
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         pending = set()
         for actions, seed in jobs:
             pending.add(pool.submit(_train, space, actions, seed, child, data, origin))
-            if len(pending) >= 2 * args.workers:
+            if len(pending) >= 2 * workers:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    _report(args.rows, future.result())
+                    _report(rows, future.result())
         for future in wait(pending).done:
-            _report(args.rows, future.result())
+            _report(rows, future.result())
 
 
-def reseed_best(space: SearchSpace, args: argparse.Namespace, child: dict[str, Any], data: dict[str, Any]) -> None:
-    """Train the ``args.reseed_top`` best cells by seed-0 accuracy with seeds 1 and 2 as well."""
-    first = [r for r in read_rows(args.rows) if r["seed"] == 0 and r["status"] == "ok"]
-    best = sorted(first, key=lambda r: r["val_accuracy"], reverse=True)[:args.reseed_top]
-    for origin in sorted({r["origin"] for r in best}):
-        cells = [r["actions"] for r in best if r["origin"] == origin]
-        run_jobs(space, cells, origin, argparse.Namespace(rows=args.rows, seeds=[1, 2], workers=args.workers),
-                 child, data)
+def reseed_best(space: SearchSpace, rows: Path, top: int, workers: int, child: dict[str, Any],
+                data: dict[str, Any]) -> None:
+    """Train the ``top`` best cells by seed-0 accuracy with seeds 1 and 2 as well."""
+    first = [r for r in read_rows(rows) if r["seed"] == 0 and r["status"] == "ok"]
+    best = sorted(first, key=lambda r: r["val_accuracy"], reverse=True)[:top]
+    # Their own origin keeps these rows out of the mutation rounds' parents, so a rerun with the same
+    # arguments proposes the same mutants (the table keeps each cell's seed-0 origin).
+    run_jobs(space, [r["actions"] for r in best], "reseed", rows, [1, 2], workers, child, data)
 
 
 def _report(path: Path, row: dict[str, Any]) -> None:
@@ -197,7 +197,8 @@ def main() -> None:
                 f"training seeds {args.seeds}" + (f"; seeds 1 and 2 too for the {args.reseed_top} best cells"
                                                   if args.reseed_top else ""))
     if not args.pack:
-        run_jobs(space, random_cells(space, args.random, args.sample_seed), "random", args, child, data)
+        run_jobs(space, random_cells(space, args.random, args.sample_seed), "random", args.rows, args.seeds,
+                 args.workers, child, data)
         origins = ["random"] + [f"mutant{k + 1}" for k in range(args.rounds)]
         for k in range(1, len(origins)):
             # Parents come from the earlier phases only, so a resumed round proposes the same mutants.
@@ -205,9 +206,9 @@ def main() -> None:
             taken = {tuple(r["actions"]) for r in rows} | {tuple(c) for c in random_cells(space, args.random,
                                                                                           args.sample_seed)}
             mutants = mutant_cells(space, rows, args.top, args.mutants, args.sample_seed + k, taken)
-            run_jobs(space, mutants, origins[k], args, child, data)
+            run_jobs(space, mutants, origins[k], args.rows, args.seeds, args.workers, child, data)
         if args.reseed_top:
-            reseed_best(space, args, child, data)
+            reseed_best(space, args.rows, args.reseed_top, args.workers, child, data)
     table = pack(args.rows, args.out, space, child, data, sampling)
     print(f"wrote {args.out}: {len(table)} cells")
 
