@@ -247,9 +247,10 @@ class ProgressiveSearch(Strategy):
             return self._queue.pop(0), None
         # More asks than ranked candidates: an unranked new candidate, else any cell of this size.
         fresh = self._distinct(self._candidate, 1) if self._parents else []
-        return (fresh[0] if fresh else random_actions(self.space_with_blocks(self.stage_blocks), self.rng)), None
+        return (fresh[0], None) if fresh else self._explore()
 
     def _explore(self) -> tuple[list[int], Any]:
+        """A uniform cell of the current stage's size (one block before the first stage)."""
         return random_actions(self.space_with_blocks(self.stage_blocks or 1), self.rng), None
 
     def _asked(self, trial_id: int, info: Any) -> None:
