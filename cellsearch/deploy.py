@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import timm
 import torch
 
 from cellsearch.data import ConfigError
+from cellsearch.progress import Heartbeat, StepProgress, format_seconds
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.network import CellNet, CellNetCifar
 from cellsearch.deploy_python import module_name, write_standalone
@@ -197,13 +199,20 @@ def parity(model: CellNet, path: "str | Path", fmt: str, batch: torch.Tensor) ->
 
 def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str | Path", name: str,
                    input_size: Sequence[int] | None = None, seed: int = 0) -> list[Exported]:
-    """Write every format and check each against the eager model on a random batch of 3."""
+    """Write every format and check each against the eager model on a random batch of 3. Logs a line as
+    each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds."""
     results = []
-    for fmt in check_formats(formats):
-        paths = write_export(model, fmt, out_dir, name, input_size)
-        size, _, _ = input_spec(model, input_size)
-        batch = torch.randn(3, *size, generator=torch.Generator().manual_seed(seed))
-        results.append(Exported(fmt, paths, parity(model, paths[0], fmt, batch)))
+    formats = check_formats(formats)
+    with StepProgress(f"export {name}", len(formats), unit="format", interval=0, logger=log) as progress:
+        for fmt in formats:
+            log.info("export %s: writing %s (%d/%d)", name, fmt, progress.done + 1, len(formats))
+            start = time.perf_counter()
+            with Heartbeat(f"writing and checking {fmt}", logger=log):
+                paths = write_export(model, fmt, out_dir, name, input_size)
+                size, _, _ = input_spec(model, input_size)
+                batch = torch.randn(3, *size, generator=torch.Generator().manual_seed(seed))
+                results.append(Exported(fmt, paths, parity(model, paths[0], fmt, batch)))
+            progress.update(note=f"{fmt} in {format_seconds(time.perf_counter() - start)}")
     return results
 
 

@@ -40,6 +40,7 @@ from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
 from cellsearch.evaluators.speed import use_channels_last, use_compile
+from cellsearch.progress import TrainingProgress
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
@@ -267,13 +268,16 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
 
     ``checkpointing`` keeps ``checkpoints/best-*.ckpt`` (highest ``val_acc``) and ``checkpoints/last.ckpt``
     (the latest epoch, to resume from) in the logger's version folder (retraining); search children run
-    without checkpoints and, with ``quiet``, without a model summary.
+    without checkpoints and, with ``quiet``, without a model summary. Without ``quiet`` and with the
+    progress bar off, :class:`~cellsearch.progress.TrainingProgress` logs a line at least every 10 s.
     """
     child = as_child_config(child)
     if child.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"child.accelerator={child.accelerator} but no CUDA GPU is visible; use "
                           f"child.accelerator=auto (a GPU when there is one) or child.accelerator=cpu")
     callbacks = list(callbacks)
+    if not child.enable_progress_bar and not quiet:  # no bar: a progress line at least every 10 s instead
+        callbacks.append(TrainingProgress(run_name))
     limit = child.limit_train_batches  # counted in whole batches: a batch is micro_batches loader batches
     limit = limit * child.micro_batches if isinstance(limit, int) else limit
     if checkpointing:  # the best epoch by val_acc, and last.ckpt (overwritten every epoch) to resume from

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellsearch.progress import format_seconds
 from cellsearch.search.front import front_lines, front_rows
 from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
 from cellsearch.search.store import TRIALS_FILE, TrialRow
@@ -52,16 +53,6 @@ class Progress:
         width = len(str(self.budget))
         return (f"child {self.num_done:>{width}}/{self.budget} | trial {row.trial_id:>{width}} {outcome} | "
                 f"{best_text} | {per_child:.1f} s/child (train {row.seconds:.1f} s) | ETA {eta}")
-
-
-def format_seconds(seconds: float) -> str:
-    """Compact duration such as ``42s``, ``3m05s`` or ``2h07m``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def summary_table(rows: list[TrialRow]) -> str:

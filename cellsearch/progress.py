@@ -1,0 +1,205 @@
+"""Progress lines for long steps, so that nothing runs silent for more than a few seconds.
+
+- :class:`StepProgress` counts a known number of steps and logs ``<label>: done/total <unit>s | elapsed
+  | ETA`` at most every ``interval`` seconds and once at the end; :func:`track` wraps an iterable in it.
+- :class:`Heartbeat` covers one long step with no count (a torch.export, a stand-alone training): a
+  daemon thread logs ``still <doing> (<elapsed>)`` every ``interval`` seconds until the step ends.
+- :class:`TrainingProgress` is the Lightning callback that does the same for a training run whose
+  progress bar is off: epoch k/N, the losses and accuracy so far, elapsed and ETA.
+
+Everything logs through :mod:`logging` (logger ``cellsearch.progress`` unless given), as the search
+loop does its child lines; a script without logging set up calls :func:`progress_to_stderr`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pytorch_lightning as pl
+
+__all__ = ["Heartbeat", "StepProgress", "TrainingProgress", "eta_seconds", "format_seconds",
+           "progress_to_stderr", "track"]
+
+log = logging.getLogger("cellsearch.progress")
+
+INTERVAL = 10.0  # seconds: the longest a long step stays silent
+T = TypeVar("T")
+Clock = Callable[[], float]
+
+
+def format_seconds(seconds: float) -> str:
+    """Compact duration such as ``42s``, ``3m05s`` or ``2h07m``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def eta_seconds(elapsed: float, fraction: float) -> float | None:
+    """Seconds left when ``fraction`` (0..1) of the work took ``elapsed`` seconds, at the same pace; None
+    before anything is done."""
+    if fraction <= 0:
+        return None
+    return max(0.0, elapsed * (1 - min(fraction, 1.0)) / fraction)
+
+
+def _timing(elapsed: float, fraction: float) -> str:
+    eta = eta_seconds(elapsed, fraction)
+    return f"elapsed {format_seconds(elapsed)} | ETA {'-' if eta is None else format_seconds(eta)}"
+
+
+def progress_to_stderr(level: int = logging.INFO) -> None:
+    """Show progress lines on stderr in a script that has not set up logging (benchmarks: their tables
+    go to stdout and stay clean). Does nothing when the progress logger already has a handler."""
+    if log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False  # one copy of each line even where the root logger gets a handler later
+
+
+class StepProgress:
+    """``total`` steps of ``label``: :meth:`update` after each; a line at most every ``interval`` seconds
+    (0: after every step) and when the last step is done. As a context manager it also says where it
+    stopped when the block ends early."""
+
+    def __init__(self, label: str, total: int, unit: str = "step", interval: float = INTERVAL,
+                 logger: logging.Logger = log, clock: Clock = time.perf_counter) -> None:
+        self.label, self.total, self.unit, self.interval = label, max(0, int(total)), unit, interval
+        self.logger, self.clock = logger, clock
+        self.done = 0
+        self.start = self.last = clock()
+
+    def update(self, steps: int = 1, note: str = "") -> None:
+        """Count ``steps`` more done; log (with ``note``) if ``interval`` passed or the work is finished."""
+        self.done += steps
+        now = self.clock()
+        if self.done >= self.total or now - self.last >= self.interval:
+            self.logger.info(self.line(now, note))
+            self.last = now
+
+    def line(self, now: float | None = None, note: str = "") -> str:
+        """``<label>: 3/8 <unit>s (note) | elapsed 1m05s | ETA 1m48s``."""
+        now = self.clock() if now is None else now
+        units = self.unit if self.total == 1 else f"{self.unit}s"
+        fraction = self.done / self.total if self.total else 1.0
+        return (f"{self.label}: {self.done}/{self.total} {units}{f' ({note})' if note else ''} | "
+                f"{_timing(now - self.start, fraction)}")
+
+    def __enter__(self) -> "StepProgress":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self.done < self.total:
+            self.logger.info(self.line(note="stopped" if exc_type is None else f"stopped by {exc_type.__name__}"))
+
+
+def track(items: Iterable[T], label: str, total: int | None = None, unit: str = "step",
+          interval: float = INTERVAL, logger: logging.Logger = log, clock: Clock = time.perf_counter) -> Iterator[T]:
+    """Yield ``items``, logging progress as :class:`StepProgress` does (``total`` defaults to ``len(items)``)."""
+    with StepProgress(label, len(items) if total is None else total, unit, interval, logger, clock) as progress:
+        for item in items:
+            yield item
+            progress.update()
+
+
+class Heartbeat:
+    """While the ``with`` block runs, a daemon thread logs ``still <doing> (<elapsed>)`` every
+    ``interval`` seconds (``status()``, if given, adds to the line); the thread ends with the block."""
+
+    def __init__(self, doing: str, interval: float = INTERVAL, logger: logging.Logger = log,
+                 status: Callable[[], str] | None = None, clock: Clock = time.perf_counter) -> None:
+        self.doing, self.interval, self.logger, self.status, self.clock = doing, interval, logger, status, clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.start = clock()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            extra = f"; {self.status()}" if self.status is not None else ""
+            self.logger.info("still %s (%s%s)", self.doing, format_seconds(self.clock() - self.start), extra)
+
+    def __enter__(self) -> "Heartbeat":
+        self.start = self.clock()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat: {self.doing}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        """Whether the logging thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+
+class TrainingProgress(pl.Callback):
+    """For a Lightning run without its progress bar: ``<label>: epoch k/N, batch b/B | train loss ... |
+    val acc ... | elapsed ... | ETA ...`` at the end of every epoch and, within one, whenever ``interval``
+    seconds passed since the last line (the clock is read after every batch). Logs on rank zero only."""
+
+    def __init__(self, label: str = "training", interval: float = INTERVAL, logger: logging.Logger = log,
+                 clock: Clock = time.perf_counter) -> None:
+        self.label, self.interval, self.logger, self.clock = label, interval, logger, clock
+        self.start = self.last = 0.0
+        self.training = False  # set once the sanity check's validation is over and training starts
+        self.first_epoch = 0  # where this process started (a resumed run: its ETA counts only what is left)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = self.last = self.clock()
+        self.training = True
+        self.first_epoch = trainer.current_epoch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.training = False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.clock() - self.last >= self.interval:
+            self._log(trainer, batch_idx + 1)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.training and self.clock() - self.last >= self.interval:
+            self._log(trainer, None, note=f"validating, batch {batch_idx + 1}")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log(trainer, None, epoch_done=True)
+
+    def _log(self, trainer: pl.Trainer, batch: int | None, epoch_done: bool = False, note: str = "") -> None:
+        now = self.clock()
+        self.last = now
+        if not trainer.is_global_zero:
+            return
+        batches = trainer.num_training_batches
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        epoch = trainer.current_epoch + 1
+        if epoch_done:
+            done = float(epoch)
+        else:
+            within = batch / batches if batch is not None and isinstance(batches, int) and batches > 0 else 1.0
+            done = trainer.current_epoch + within
+        where = f"epoch {epoch}/{epochs or '?'}"
+        if batch is not None:
+            where += f", batch {batch}/{batches}"
+        parts = [where + (f" ({note})" if note else "")]
+        metrics = trainer.callback_metrics
+        loss = metrics.get("train_loss_epoch" if epoch_done else "train_loss_step", metrics.get("train_loss"))
+        if loss is not None:
+            parts.append(f"train loss {float(loss):.4f}")
+        if metrics.get("val_acc") is not None:
+            parts.append(f"val acc {float(metrics['val_acc']):.4f}")
+        fraction = (done - self.first_epoch) / (epochs - self.first_epoch) if epochs and epochs > self.first_epoch else 0
+        parts.append(_timing(now - self.start, fraction))
+        self.logger.info("%s: %s", self.label, " | ".join(parts))
