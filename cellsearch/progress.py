@@ -68,21 +68,24 @@ def progress_to_stderr(level: int = logging.INFO) -> None:
 
 class StepProgress:
     """``total`` steps of ``label``: :meth:`update` after each; a line at most every ``interval`` seconds
-    (0: after every step) and when the last step is done. As a context manager it also says where it
-    stopped when the block ends early."""
+    (0: after every step) and, unless ``log_last`` is off (where the caller logs its own line then), when
+    the last step is done. ``done`` counts steps finished before (a resumed run): the ETA goes by the
+    pace of this run's steps. As a context manager it also says where it stopped when the block ends early."""
 
     def __init__(self, label: str, total: int, unit: str = "step", interval: float = INTERVAL,
-                 logger: logging.Logger = log, clock: Clock = time.perf_counter) -> None:
+                 logger: logging.Logger = log, clock: Clock = time.perf_counter, done: int = 0,
+                 log_last: bool = True) -> None:
         self.label, self.total, self.unit, self.interval = label, max(0, int(total)), unit, interval
-        self.logger, self.clock = logger, clock
-        self.done = 0
+        self.logger, self.clock, self.log_last = logger, clock, log_last
+        self.done = self.first = done
         self.start = self.last = clock()
 
     def update(self, steps: int = 1, note: str = "") -> None:
         """Count ``steps`` more done; log (with ``note``) if ``interval`` passed or the work is finished."""
         self.done += steps
         now = self.clock()
-        if self.done >= self.total or now - self.last >= self.interval:
+        finished = self.done >= self.total
+        if (finished and self.log_last) or (not finished and now - self.last >= self.interval):
             self.logger.info(self.line(now, note))
             self.last = now
 
@@ -90,7 +93,8 @@ class StepProgress:
         """``<label>: 3/8 <unit>s (note) | elapsed 1m05s | ETA 1m48s``."""
         now = self.clock() if now is None else now
         units = self.unit if self.total == 1 else f"{self.unit}s"
-        fraction = self.done / self.total if self.total else 1.0
+        todo = self.total - self.first
+        fraction = (self.done - self.first) / todo if todo > 0 else 1.0
         return (f"{self.label}: {self.done}/{self.total} {units}{f' ({note})' if note else ''} | "
                 f"{_timing(now - self.start, fraction)}")
 
@@ -98,14 +102,17 @@ class StepProgress:
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if self.done < self.total:
-            self.logger.info(self.line(note="stopped" if exc_type is None else f"stopped by {exc_type.__name__}"))
+        if self.done < self.total:  # a generator left early (track) ends with GeneratorExit: no error
+            plain = exc_type is None or exc_type is GeneratorExit
+            self.logger.info(self.line(note="stopped" if plain else f"stopped by {exc_type.__name__}"))
 
 
 def track(items: Iterable[T], label: str, total: int | None = None, unit: str = "step",
-          interval: float = INTERVAL, logger: logging.Logger = log, clock: Clock = time.perf_counter) -> Iterator[T]:
+          interval: float = INTERVAL, logger: logging.Logger = log, clock: Clock = time.perf_counter,
+          log_last: bool = True) -> Iterator[T]:
     """Yield ``items``, logging progress as :class:`StepProgress` does (``total`` defaults to ``len(items)``)."""
-    with StepProgress(label, len(items) if total is None else total, unit, interval, logger, clock) as progress:
+    total = len(items) if total is None else total
+    with StepProgress(label, total, unit, interval, logger, clock, log_last=log_last) as progress:
         for item in items:
             yield item
             progress.update()
@@ -200,6 +207,7 @@ class TrainingProgress(pl.Callback):
             parts.append(f"train loss {float(loss):.4f}")
         if metrics.get("val_acc") is not None:
             parts.append(f"val acc {float(metrics['val_acc']):.4f}")
-        fraction = (done - self.first_epoch) / (epochs - self.first_epoch) if epochs and epochs > self.first_epoch else 0
+        todo = (epochs or 0) - self.first_epoch
+        fraction = (done - self.first_epoch) / todo if todo > 0 else 0.0
         parts.append(_timing(now - self.start, fraction))
         self.logger.info("%s: %s", self.label, " | ".join(parts))

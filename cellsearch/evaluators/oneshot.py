@@ -36,6 +36,7 @@ from cellsearch.data import ConfigError, DataConfig, ImageDataModule, as_data_co
     describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
+from cellsearch.progress import track
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 from cellsearch.space.supernet import SuperNet
 from cellsearch.strategies.base import as_search_space
@@ -293,8 +294,11 @@ class OneShotEvaluator(Evaluator):
         return self.space.sample(runtime["rng"])
 
     def _train_phase(self, runtime: dict[str, Any]) -> None:
-        steps = runtime["warmup"] if runtime["phases_done"] < 0 else runtime["phase"]
-        for _ in range(steps):
+        warmup = runtime["phases_done"] < 0
+        steps = runtime["warmup"] if warmup else runtime["phase"]
+        label = "supernet warm-up" if warmup else \
+            f"supernet phase {runtime['phases_done'] + 1}/{self.config.max_phases}"
+        for _ in track(range(steps), label):
             x, y = next(runtime["train"])
             loss = runtime["trainer"].train_step(x, y, self._sample_path(runtime))
             if not math.isfinite(loss):

@@ -46,6 +46,7 @@ from cellsearch.data import ConfigError, TensorLoader, as_data_config, dataclass
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.oneshot import SupernetTraining, endless_batches, evaluation_device, score_path
 from cellsearch.evaluators.standalone import TrainEvaluator
+from cellsearch.progress import StepProgress, track
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
 from cellsearch.search.loop import check_budget, check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
@@ -220,10 +221,12 @@ class DartsSearch:
     # --- epochs, state -------------------------------------------------------------------------
     def run_epochs(self) -> None:
         """Train until ``budget`` epochs are done or the collapse guard stops the search."""
+        epochs = StepProgress("darts", self.config.budget, unit="epoch", interval=0, logger=log, done=self.epoch)
         while self.epoch < self.config.budget and not self.stopped:
             self.supernet.train()
             losses = []
-            for _ in range(self.steps):
+            label = f"darts epoch {self.epoch + 1}/{self.config.budget}"
+            for _ in track(range(self.steps), label, logger=log, log_last=False):
                 x_w, y_w = next(self.weight_batches)
                 x_a, y_a = next(self.arch_batches)
                 self._arch_step(x_w, y_w, x_a, y_a)
@@ -234,9 +237,8 @@ class DartsSearch:
             share = self.parameter_free_share(genotype)
             self.history.append((genotype.to_json(), share))
             self.stopped = self.epoch > self.config.collapse_after_epochs and share > self.config.collapse_share
-            log.info("darts epoch %d/%d: loss %.4f, parameter-free share of the normal cell %.2f%s", self.epoch,
-                     self.config.budget, sum(losses) / len(losses), share,
-                     " -> collapse guard: stopping early" if self.stopped else "")
+            epochs.update(note=f"loss {sum(losses) / len(losses):.4f}, parameter-free share of the normal cell "
+                               f"{share:.2f}{' -> collapse guard: stopping early' if self.stopped else ''}")
             self.save()
 
     def result(self) -> Genotype:
@@ -286,7 +288,8 @@ class DartsSearch:
                 break
             genotype = self.alphas.sample(rng)
         bn = [next(self.weight_batches)[0] for _ in range(self.config.bn_batches)]
-        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val)) for i, g in enumerate(found.values())]
+        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val))
+                for i, g in enumerate(track(list(found.values()), "scoring candidate paths", logger=log, unit="cell"))]
 
 
 def run_darts(cfg: DictConfig) -> FinalReport:
