@@ -207,7 +207,7 @@ def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str
         for fmt in formats:
             log.info("export %s: writing %s (%d/%d)", name, fmt, progress.done + 1, len(formats))
             start = time.perf_counter()
-            with Heartbeat(f"writing and checking {fmt}", logger=log):
+            with Heartbeat(f"writing and checking {fmt}", logger=log, status=progress.line):
                 paths = write_export(model, fmt, out_dir, name, input_size)
                 size, _, _ = input_spec(model, input_size)
                 batch = torch.randn(3, *size, generator=torch.Generator().manual_seed(seed))

@@ -1,7 +1,8 @@
 """Progress lines for long steps, so that nothing runs silent for more than a few seconds.
 
 - :class:`StepProgress` counts a known number of steps and logs ``<label>: done/total <unit>s | elapsed
-  | ETA`` at most every ``interval`` seconds and once at the end; :func:`track` wraps an iterable in it.
+  | ETA`` at most every ``interval`` seconds and once at the end (with ``heartbeat``, also whenever a
+  step runs long); :func:`track` wraps an iterable in it.
 - :class:`Heartbeat` covers one long step with no count (a torch.export, a stand-alone training): a
   daemon thread logs ``still <doing> (<elapsed>)`` every ``interval`` seconds until the step ends.
 - :class:`TrainingProgress` is the Lightning callback that does the same for a training run whose
@@ -66,28 +67,67 @@ def progress_to_stderr(level: int = logging.INFO) -> None:
     log.propagate = False  # one copy of each line even where the root logger gets a handler later
 
 
+class _Repeating:
+    """Calls ``fn`` from a daemon thread, first after ``delay`` seconds, then after as many seconds as
+    ``fn`` returns, until :meth:`stop` (which waits for the thread to end)."""
+
+    def __init__(self, fn: Callable[[], float], delay: float, name: str) -> None:
+        self.fn, self.delay = fn, delay
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = self.delay
+        while not self._stop.wait(delay):
+            delay = max(0.01, self.fn())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+
 class StepProgress:
     """``total`` steps of ``label``: :meth:`update` after each; a line at most every ``interval`` seconds
     (0: after every step) and, unless ``log_last`` is off (where the caller logs its own line then), when
     the last step is done. ``done`` counts steps finished before (a resumed run): the ETA goes by the
-    pace of this run's steps. As a context manager it also says where it stopped when the block ends early."""
+    pace of this run's steps.
+
+    As a context manager it says where it stopped when the block ends early and, with ``heartbeat``
+    seconds, a background thread logs the line whenever that long passed without one (steps that each
+    take longer than that)."""
 
     def __init__(self, label: str, total: int, unit: str = "step", interval: float = INTERVAL,
                  logger: logging.Logger = log, clock: Clock = time.perf_counter, done: int = 0,
-                 log_last: bool = True) -> None:
+                 log_last: bool = True, heartbeat: float | None = None) -> None:
         self.label, self.total, self.unit, self.interval = label, max(0, int(total)), unit, interval
-        self.logger, self.clock, self.log_last = logger, clock, log_last
+        self.logger, self.clock, self.log_last, self.heartbeat = logger, clock, log_last, heartbeat
         self.done = self.first = done
         self.start = self.last = clock()
+        self._lock = threading.Lock()  # update() and the heartbeat thread both log and move self.last
+        self._beat: _Repeating | None = None
 
     def update(self, steps: int = 1, note: str = "") -> None:
         """Count ``steps`` more done; log (with ``note``) if ``interval`` passed or the work is finished."""
-        self.done += steps
-        now = self.clock()
-        finished = self.done >= self.total
-        if (finished and self.log_last) or (not finished and now - self.last >= self.interval):
-            self.logger.info(self.line(now, note))
-            self.last = now
+        with self._lock:
+            self.done += steps
+            now = self.clock()
+            finished = self.done >= self.total
+            if (finished and self.log_last) or (not finished and now - self.last >= self.interval):
+                self.logger.info(self.line(now, note))
+                self.last = now
+
+    def _beat_once(self) -> float:
+        with self._lock:
+            now = self.clock()
+            if now - self.last >= self.heartbeat and self.done < self.total:
+                self.logger.info(self.line(now, f"on {self.unit} {self.done + 1}"))
+                self.last = now
+            return self.last + self.heartbeat - now
 
     def line(self, now: float | None = None, note: str = "") -> str:
         """``<label>: 3/8 <unit>s (note) | elapsed 1m05s | ETA 1m48s``."""
@@ -99,9 +139,13 @@ class StepProgress:
                 f"{_timing(now - self.start, fraction)}")
 
     def __enter__(self) -> "StepProgress":
+        if self.heartbeat:
+            self._beat = _Repeating(self._beat_once, self.heartbeat, f"progress: {self.label}")
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if self._beat is not None:
+            self._beat.stop()
         if self.done < self.total:  # a generator left early (track) ends with GeneratorExit: no error
             plain = exc_type is None or exc_type is GeneratorExit
             self.logger.info(self.line(note="stopped" if plain else f"stopped by {exc_type.__name__}"))
@@ -125,30 +169,27 @@ class Heartbeat:
     def __init__(self, doing: str, interval: float = INTERVAL, logger: logging.Logger = log,
                  status: Callable[[], str] | None = None, clock: Clock = time.perf_counter) -> None:
         self.doing, self.interval, self.logger, self.status, self.clock = doing, interval, logger, status, clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.start = clock()
+        self._beat: _Repeating | None = None
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            extra = f"; {self.status()}" if self.status is not None else ""
-            self.logger.info("still %s (%s%s)", self.doing, format_seconds(self.clock() - self.start), extra)
+    def _beat_once(self) -> float:
+        extra = f"; {self.status()}" if self.status is not None else ""
+        self.logger.info("still %s (%s%s)", self.doing, format_seconds(self.clock() - self.start), extra)
+        return self.interval
 
     def __enter__(self) -> "Heartbeat":
         self.start = self.clock()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat: {self.doing}", daemon=True)
-        self._thread.start()
+        self._beat = _Repeating(self._beat_once, self.interval, f"heartbeat: {self.doing}")
         return self
 
     def __exit__(self, *_: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._beat is not None:
+            self._beat.stop()
 
     @property
     def running(self) -> bool:
         """Whether the logging thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._beat is not None and self._beat.running
 
 
 class TrainingProgress(pl.Callback):

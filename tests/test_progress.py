@@ -88,6 +88,21 @@ def test_heartbeat_logs_while_the_step_runs_and_its_thread_stops(caplog):
     assert len(messages(caplog)) == len(lines)  # nothing after the block ended
 
 
+def test_step_progress_heartbeat_logs_while_a_long_step_runs(caplog):
+    caplog.set_level(logging.INFO, "cellsearch.progress")
+    with StepProgress("stand-alone", 2, unit="candidate", interval=0, heartbeat=0.05) as progress:
+        time.sleep(0.3)  # the first candidate trains: no step is done, lines come from the thread
+        progress.update(note="first")
+        assert progress._beat.running
+    assert not progress._beat.running
+    lines = messages(caplog)
+    during = [line for line in lines if "(on candidate 1)" in line]
+    assert len(during) >= 2 and all(line.startswith("stand-alone: 0/2 candidates (on candidate 1) |")
+                                    for line in during)
+    assert any(line.startswith("stand-alone: 1/2 candidates (first) |") for line in lines)
+    assert lines[-1].startswith("stand-alone: 1/2 candidates (stopped) |")  # the block ended before candidate 2
+
+
 def test_heartbeat_stops_when_the_step_fails():
     with pytest.raises(ValueError):
         with Heartbeat("failing", interval=0.05) as beat:
