@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from bench_search_quality import ROOT, preset
+from cellsearch.progress import INTERVAL, progress_to_stderr, track
 from cellsearch.search.loop import RUN_OPTIONS
 from cellsearch.search.strategy_state import StrategyStateFiles
 from cellsearch.space.genotype import SearchSpace
@@ -112,9 +113,10 @@ def main() -> None:
           "wall, ms/child | whole state saved twice (old), ms/child | snapshot kB | journal MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.strategies:
+        for name in track(args.strategies, "bench_controller_growth", units="strategies", heartbeat=INTERVAL):
             run(name, sorted(args.sizes), args.window, args.in_flight, Path(tmp))
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the table on stdout stays clean
     main()

@@ -203,7 +203,7 @@ def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str
     each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds."""
     results = []
     formats = check_formats(formats)
-    with StepProgress(f"export {name}", len(formats), unit="format", interval=0, logger=log) as progress:
+    with StepProgress(f"export {name}", len(formats), units="formats", interval=0, logger=log) as progress:
         for fmt in formats:
             log.info("export %s: writing %s (%d/%d)", name, fmt, progress.done + 1, len(formats))
             start = time.perf_counter()

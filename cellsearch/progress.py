@@ -1,6 +1,6 @@
 """Progress lines for long steps, so that nothing runs silent for more than a few seconds.
 
-- :class:`StepProgress` counts a known number of steps and logs ``<label>: done/total <unit>s | elapsed
+- :class:`StepProgress` counts a known number of steps and logs ``<label>: done/total <units> | elapsed
   | ETA`` at most every ``interval`` seconds and once at the end (with ``heartbeat``, also whenever a
   step runs long); :func:`track` wraps an iterable in it.
 - :class:`Heartbeat` covers one long step with no count (a torch.export, a stand-alone training): a
@@ -9,7 +9,7 @@
   progress bar is off: epoch k/N, the losses and accuracy so far, elapsed and ETA.
 
 Everything logs through :mod:`logging` (logger ``cellsearch.progress`` unless given), as the search
-loop does its child lines; a script without logging set up calls :func:`progress_to_stderr`.
+loop does its child lines; a script without logging set up (a benchmark) calls :func:`progress_to_stderr`.
 """
 from __future__ import annotations
 
@@ -56,15 +56,16 @@ def _timing(elapsed: float, fraction: float) -> str:
 
 
 def progress_to_stderr(level: int = logging.INFO) -> None:
-    """Show progress lines on stderr in a script that has not set up logging (benchmarks: their tables
-    go to stdout and stay clean). Does nothing when the progress logger already has a handler."""
-    if log.handlers:
+    """Show cellsearch's log lines, progress included, on stderr in a script that has not set up logging
+    (benchmarks: their tables go to stdout and stay clean). Does nothing when they already have a handler."""
+    package = logging.getLogger("cellsearch")
+    if package.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s] %(message)s", datefmt="%H:%M:%S"))
-    log.addHandler(handler)
-    log.setLevel(level)
-    log.propagate = False  # one copy of each line even where the root logger gets a handler later
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False  # one copy of each line even where the root logger gets a handler later
 
 
 class _Repeating:
@@ -97,19 +98,19 @@ class StepProgress:
     the last step is done. ``done`` counts steps finished before (a resumed run): the ETA goes by the
     pace of this run's steps.
 
-    As a context manager it says where it stopped when the block ends early and, with ``heartbeat``
-    seconds, a background thread logs the line whenever that long passed without one (steps that each
-    take longer than that)."""
+    With ``heartbeat`` seconds, a background thread logs the line whenever that long passed without one
+    (steps that each take longer than that), from construction until the last step is done or the
+    ``with`` block ends. As a context manager it also says where it stopped when the block ends early."""
 
-    def __init__(self, label: str, total: int, unit: str = "step", interval: float = INTERVAL,
+    def __init__(self, label: str, total: int, units: str = "steps", interval: float = INTERVAL,
                  logger: logging.Logger = log, clock: Clock = time.perf_counter, done: int = 0,
                  log_last: bool = True, heartbeat: float | None = None) -> None:
-        self.label, self.total, self.unit, self.interval = label, max(0, int(total)), unit, interval
+        self.label, self.total, self.units, self.interval = label, max(0, int(total)), units, interval
         self.logger, self.clock, self.log_last, self.heartbeat = logger, clock, log_last, heartbeat
         self.done = self.first = done
         self.start = self.last = clock()
         self._lock = threading.Lock()  # update() and the heartbeat thread both log and move self.last
-        self._beat: _Repeating | None = None
+        self._beat = _Repeating(self._beat_once, heartbeat, f"progress: {label}") if heartbeat else None
 
     def update(self, steps: int = 1, note: str = "") -> None:
         """Count ``steps`` more done; log (with ``note``) if ``interval`` passed or the work is finished."""
@@ -120,27 +121,26 @@ class StepProgress:
             if (finished and self.log_last) or (not finished and now - self.last >= self.interval):
                 self.logger.info(self.line(now, note))
                 self.last = now
+        if finished and self._beat is not None:  # outside the lock: the thread may be waiting for it
+            self._beat.stop()
 
     def _beat_once(self) -> float:
         with self._lock:
             now = self.clock()
             if now - self.last >= self.heartbeat and self.done < self.total:
-                self.logger.info(self.line(now, f"on {self.unit} {self.done + 1}"))
+                self.logger.info(self.line(now))
                 self.last = now
             return self.last + self.heartbeat - now
 
     def line(self, now: float | None = None, note: str = "") -> str:
-        """``<label>: 3/8 <unit>s (note) | elapsed 1m05s | ETA 1m48s``."""
+        """``<label>: 3/8 <units> (note) | elapsed 1m05s | ETA 1m48s``."""
         now = self.clock() if now is None else now
-        units = self.unit if self.total == 1 else f"{self.unit}s"
         todo = self.total - self.first
         fraction = (self.done - self.first) / todo if todo > 0 else 1.0
-        return (f"{self.label}: {self.done}/{self.total} {units}{f' ({note})' if note else ''} | "
+        return (f"{self.label}: {self.done}/{self.total} {self.units}{f' ({note})' if note else ''} | "
                 f"{_timing(now - self.start, fraction)}")
 
     def __enter__(self) -> "StepProgress":
-        if self.heartbeat:
-            self._beat = _Repeating(self._beat_once, self.heartbeat, f"progress: {self.label}")
         return self
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
@@ -151,12 +151,12 @@ class StepProgress:
             self.logger.info(self.line(note="stopped" if plain else f"stopped by {exc_type.__name__}"))
 
 
-def track(items: Iterable[T], label: str, total: int | None = None, unit: str = "step",
+def track(items: Iterable[T], label: str, total: int | None = None, units: str = "steps",
           interval: float = INTERVAL, logger: logging.Logger = log, clock: Clock = time.perf_counter,
-          log_last: bool = True) -> Iterator[T]:
+          log_last: bool = True, heartbeat: float | None = None) -> Iterator[T]:
     """Yield ``items``, logging progress as :class:`StepProgress` does (``total`` defaults to ``len(items)``)."""
     total = len(items) if total is None else total
-    with StepProgress(label, total, unit, interval, logger, clock, log_last=log_last) as progress:
+    with StepProgress(label, total, units, interval, logger, clock, log_last=log_last, heartbeat=heartbeat) as progress:
         for item in items:
             yield item
             progress.update()

@@ -221,7 +221,7 @@ class DartsSearch:
     # --- epochs, state -------------------------------------------------------------------------
     def run_epochs(self) -> None:
         """Train until ``budget`` epochs are done or the collapse guard stops the search."""
-        epochs = StepProgress("darts", self.config.budget, unit="epoch", interval=0, logger=log, done=self.epoch)
+        epochs = StepProgress("darts", self.config.budget, units="epochs", interval=0, logger=log, done=self.epoch)
         while self.epoch < self.config.budget and not self.stopped:
             self.supernet.train()
             losses = []
@@ -288,8 +288,8 @@ class DartsSearch:
                 break
             genotype = self.alphas.sample(rng)
         bn = [next(self.weight_batches)[0] for _ in range(self.config.bn_batches)]
-        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val))
-                for i, g in enumerate(track(list(found.values()), "scoring candidate paths", logger=log, unit="cell"))]
+        paths = track(list(found.values()), "scoring candidate paths", units="cells", logger=log)
+        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val)) for i, g in enumerate(paths)]
 
 
 def run_darts(cfg: DictConfig) -> FinalReport:

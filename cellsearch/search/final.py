@@ -93,7 +93,7 @@ def train_candidates(candidates: list[Candidate], evaluator: TrainEvaluator, run
     with TrialStore(run_dir / STANDALONE_FILE) as store:
         stored = sum(store.get(c.trial_id) is not None for c in candidates)
         # a line per candidate, and one every INTERVAL seconds while a candidate trains
-        with StepProgress("stand-alone", len(candidates), unit="candidate", interval=0, logger=log, done=stored,
+        with StepProgress("stand-alone", len(candidates), units="candidates", interval=0, logger=log, done=stored,
                           heartbeat=INTERVAL) as progress:
             for candidate in candidates:
                 row = store.get(candidate.trial_id)
