@@ -50,8 +50,7 @@ def eta_seconds(elapsed: float, fraction: float) -> float | None:
     return max(0.0, elapsed * (1 - min(fraction, 1.0)) / fraction)
 
 
-def _timing(elapsed: float, fraction: float) -> str:
-    eta = eta_seconds(elapsed, fraction)
+def _timing(elapsed: float, eta: float | None) -> str:
     return f"elapsed {format_seconds(elapsed)} | ETA {'-' if eta is None else format_seconds(eta)}"
 
 
@@ -108,7 +107,7 @@ class StepProgress:
         self.label, self.total, self.units, self.interval = label, max(0, int(total)), units, interval
         self.logger, self.clock, self.log_last, self.heartbeat = logger, clock, log_last, heartbeat
         self.done = self.first = done
-        self.start = self.last = clock()
+        self.start = self.last = self.done_at = clock()  # done_at: when the latest step finished
         self._lock = threading.Lock()  # update() and the heartbeat thread both log and move self.last
         self._beat = _Repeating(self._beat_once, heartbeat, f"progress: {label}") if heartbeat else None
 
@@ -116,7 +115,7 @@ class StepProgress:
         """Count ``steps`` more done; log (with ``note``) if ``interval`` passed or the work is finished."""
         with self._lock:
             self.done += steps
-            now = self.clock()
+            now = self.done_at = self.clock()
             finished = self.done >= self.total
             if (finished and self.log_last) or (not finished and now - self.last >= self.interval):
                 self.logger.info(self.line(now, note))
@@ -135,10 +134,19 @@ class StepProgress:
     def line(self, now: float | None = None, note: str = "") -> str:
         """``<label>: 3/8 <units> (note) | elapsed 1m05s | ETA 1m48s``."""
         now = self.clock() if now is None else now
-        todo = self.total - self.first
-        fraction = (self.done - self.first) / todo if todo > 0 else 1.0
         return (f"{self.label}: {self.done}/{self.total} {self.units}{f' ({note})' if note else ''} | "
-                f"{_timing(now - self.start, fraction)}")
+                f"{_timing(now - self.start, self.eta(now))}")
+
+    def eta(self, now: float) -> float | None:
+        """Seconds left at ``now``: the pace of this run's finished steps times the steps left, less what
+        the running step has taken so far (but not below the steps after it); None before a step is done."""
+        finished, left = self.done - self.first, self.total - self.done
+        if left <= 0:
+            return 0.0
+        if finished <= 0:
+            return None
+        pace = (self.done_at - self.start) / finished
+        return max(pace * left - (now - self.done_at), pace * (left - 1))
 
     def __enter__(self) -> "StepProgress":
         return self
@@ -195,12 +203,13 @@ class Heartbeat:
 class TrainingProgress(pl.Callback):
     """For a Lightning run without its progress bar: ``<label>: epoch k/N, batch b/B | train loss ... |
     val acc ... | elapsed ... | ETA ...`` at the end of every epoch and, within one, whenever ``interval``
-    seconds passed since the last line (the clock is read after every batch). Logs on rank zero only."""
+    seconds passed since the last line (the clock is read after every batch, validation and test batches
+    included). Logs on rank zero only."""
 
     def __init__(self, label: str = "training", interval: float = INTERVAL, logger: logging.Logger = log,
                  clock: Clock = time.perf_counter) -> None:
         self.label, self.interval, self.logger, self.clock = label, interval, logger, clock
-        self.start = self.last = 0.0
+        self.start = self.last = self.test_start = 0.0
         self.training = False  # set once the sanity check's validation is over and training starts
         self.first_epoch = 0  # where this process started (a resumed run: its ETA counts only what is left)
 
@@ -224,6 +233,20 @@ class TrainingProgress(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log(trainer, None, epoch_done=True)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.test_start = self.last = self.clock()
+
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        now = self.clock()
+        if now - self.last < self.interval or not trainer.is_global_zero:
+            return
+        self.last = now
+        batches = trainer.num_test_batches[dataloader_idx]
+        fraction = (batch_idx + 1) / batches if isinstance(batches, int) and batches > 0 else 0.0
+        self.logger.info("%s: testing, batch %d/%s | %s", self.label, batch_idx + 1, batches,
+                         _timing(now - self.test_start, eta_seconds(now - self.test_start, fraction)))
 
     def _log(self, trainer: pl.Trainer, batch: int | None, epoch_done: bool = False, note: str = "") -> None:
         now = self.clock()
@@ -250,5 +273,5 @@ class TrainingProgress(pl.Callback):
             parts.append(f"val acc {float(metrics['val_acc']):.4f}")
         todo = (epochs or 0) - self.first_epoch
         fraction = (done - self.first_epoch) / todo if todo > 0 else 0.0
-        parts.append(_timing(now - self.start, fraction))
+        parts.append(_timing(now - self.start, eta_seconds(now - self.start, fraction)))
         self.logger.info("%s: %s", self.label, " | ".join(parts))

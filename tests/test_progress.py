@@ -57,6 +57,18 @@ def test_step_progress_logs_at_most_every_interval_and_at_the_end(caplog):
                      "table: 10/10 cells | elapsed 30s | ETA 0s"]
 
 
+def test_step_progress_eta_counts_down_while_a_step_runs():
+    clock = FakeClock()
+    progress = StepProgress("export", 4, units="formats", clock=clock)
+    assert progress.eta(5) is None  # no format done: no pace yet
+    clock.now = 10
+    progress.update()  # 10 s per format, 3 to go
+    assert [progress.eta(now) for now in (10, 15, 25)] == [30, 25, 20]  # not below the 2 after the running one
+    clock.now = 40
+    progress.update(3)
+    assert progress.eta(41) == 0
+
+
 def test_step_progress_says_where_it_stopped_when_the_block_ends_early(caplog):
     caplog.set_level(logging.INFO, "cellsearch.progress")
     clock = FakeClock()
@@ -131,12 +143,17 @@ def test_training_progress_logs_within_epochs_by_the_clock_and_after_each(caplog
         trainer, module, datamodule = build_training("nasnet_a", child, data, checkpointing=False,
                                                      callbacks=[TrainingProgress("fake", clock=clock)])
         trainer.fit(module, datamodule=datamodule)
+        clock.tick = 11  # a test batch that takes longer than the interval
+        trainer.test(module, datamodule=datamodule)
     fake = [line for line in messages(caplog) if line.startswith("fake: ")]
+    testing = [line for line in fake if line.startswith("fake: testing, batch ")]
+    fake = [line for line in fake if line not in testing]
     within = [line for line in fake if ", batch " in line]
     ends = [line for line in fake if ", batch " not in line]
     assert within and all(re.match(r"fake: epoch [12]/2, batch [1-3]/3 \| train loss \d", line) for line in within)
     assert [line.split(" | ")[0] for line in ends] == ["fake: epoch 1/2", "fake: epoch 2/2"]
     assert "val acc" in ends[0] and ends[-1].endswith("ETA 0s")
+    assert testing == ["fake: testing, batch 1/1 | elapsed 11s | ETA 0s"]
     etas = [TIMING.search(line).group(2) for line in fake]
     assert "-" not in etas  # every line has an estimate
     # build_training adds its own reporter when the bar is off (the child's default), labelled by run name
