@@ -1,5 +1,6 @@
 """Faults on a Ray cluster of two local nodes (a head and a worker started with ``ray start``): the worker
-node killed while it trains a child, and the driver (train.py) killed while the cluster lives on.
+node killed while it trains a child, and the driver (train.py) killed while the cluster lives on; and on
+a local cluster, a child whose worker is killed on every attempt.
 
 Each node is started in its own process session, so the test kills exactly the processes of its own
 nodes (``ray stop`` would stop every Ray process on the machine, other people's tests included).
@@ -20,12 +21,19 @@ from pathlib import Path
 
 import pytest
 
+from cellsearch.evaluators import TrainEvaluator
+from cellsearch.search.executors import RayExecutor
+from cellsearch.space.genotype import load_genotype
+from tests.test_executors import DATA, LONG_CHILD
 from tests.test_train import TINY, cli, stored
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT = 180  # seconds for `ray start` on a loaded machine (measured 12-28 s on the shared 2-core one)
+# For the nodes and the drivers alike: left unset, a head started where ~/.ray/auth_token exists (a local
+# ray.init() writes one) turns on token authentication, which a joining `ray start` does not, and is refused.
+AUTH_MODE = "disabled"
 
 
 def free_port() -> int:
@@ -34,18 +42,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def processes() -> dict[int, tuple[int, str]]:
-    """pid -> (session id, command line) of every process that can be read."""
+def processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command line) of every process that can be read."""
     found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as f:
-                    session = int(f.read().rsplit(")", 1)[1].split()[3])
+                    _, parent, _, session = f.read().rsplit(")", 1)[1].split()[:4]
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    found[int(entry)] = (session, f.read().replace(b"\0", b" ").decode(errors="replace").strip())
-            except (OSError, ValueError, IndexError):  # ended meanwhile
+                    command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                found[int(entry)] = (int(parent), int(session), command)
+            except (OSError, ValueError):  # ended meanwhile
                 pass
+    return found
+
+
+def training(commands: dict[int, str]) -> dict[int, int]:
+    """trial id -> pid of the Ray workers among ``commands`` that train a child (titled ``ray::trial N``)."""
+    return {int(command.split()[1]): pid for pid, command in commands.items() if command.startswith("ray::trial ")}
+
+
+def descendants(root: int) -> dict[int, str]:
+    """pid -> command line of the processes below ``root`` (a local Ray cluster's are below its driver)."""
+    table = processes()
+    found, frontier = {}, {root}
+    while frontier:
+        frontier = {pid for pid, (parent, _, _) in table.items() if parent in frontier and pid not in found}
+        found.update({pid: table[pid][2] for pid in frontier})
     return found
 
 
@@ -57,7 +81,7 @@ class RayNode:
                  "metrics-export-port")
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", f"--num-cpus={cpus}", "--num-gpus=0",
                    "--disable-usage-stats", *(f"--{name}={free_port()}" for name in ports), *args]
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": AUTH_MODE}
         start = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
         self.session = start.pid
@@ -71,12 +95,11 @@ class RayNode:
             raise RuntimeError(f"ray start failed:\n{output[-3000:]}")
 
     def pids(self) -> dict[int, str]:
-        return {pid: command for pid, (session, command) in processes().items() if session == self.session}
+        return {pid: command for pid, (_, session, command) in processes().items() if session == self.session}
 
     def running_children(self) -> dict[int, int]:
-        """trial id -> pid of the children this node trains (their workers' titles are ``ray::trial N``)."""
-        return {int(command.split()[1]): pid for pid, command in self.pids().items()
-                if command.startswith("ray::trial ")}
+        """trial id -> pid of the children this node trains."""
+        return training(self.pids())
 
     def kill(self, timeout: float = 30) -> None:
         """SIGKILL every process of the node at once, as if its machine died; wait until they are gone."""
@@ -96,14 +119,16 @@ def head():
     """A head node with one CPU; its address is ``head.address``."""
     temp_dir = tempfile.mkdtemp(prefix="csray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
-    node = RayNode("--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-                   f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
-    node.address = f"127.0.0.1:{port}"
-    try:
-        yield node
-    finally:
-        node.kill()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_AUTH_MODE", AUTH_MODE)  # for the drivers (train.py) the tests start
+        node = RayNode("--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                       f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
+        node.address = f"127.0.0.1:{port}"
+        try:
+            yield node
+        finally:
+            node.kill()
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -163,7 +188,7 @@ def test_children_on_a_worker_node_that_dies_run_again_on_the_head_and_are_store
 def test_driver_killed_while_the_cluster_lives_on_resumes_against_the_same_cluster(tmp_path, head, worker):
     """SIGKILL train.py once two children are stored; ``resume=<run dir>`` against the same cluster ends
     with exactly the budget, the rows stored before the kill unchanged."""
-    run_dir, budget = tmp_path / "run", 5
+    run_dir, budget = tmp_path / "run", 4
     process = cli(*search_on(head, run_dir, budget), start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -181,7 +206,11 @@ def test_driver_killed_while_the_cluster_lives_on_resumes_against_the_same_clust
         stop(process)
     done_before = stored(run_dir)
     assert 2 <= len(done_before) < budget
-    assert head.pids() and worker.pids()  # the cluster lives on
+    deadline = time.monotonic() + 60  # Ray ends the dead driver's children; the nodes live on
+    while head.running_children() or worker.running_children():
+        assert time.monotonic() < deadline, "the killed driver's children still train"
+        time.sleep(0.2)
+    assert head.pids() and worker.pids()
 
     result = cli(f"resume={run_dir}", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -192,3 +221,29 @@ def test_driver_killed_while_the_cluster_lives_on_resumes_against_the_same_clust
     assert f"resuming {run_dir}: {len(done_before)} of {budget} children done" in log
     resumed = log.split("resuming ")[1]
     assert trials_logged(resumed) == Counter(set(range(budget)) - {t for t, *_ in done_before})  # none twice
+
+
+def test_a_child_whose_worker_dies_on_every_attempt_is_recorded_as_failed(caplog):
+    """max_retries=1: the child's worker is killed, the child runs again (logged), is killed again, and comes
+    back failed, naming the attempts; nothing else is retried."""
+    executor = RayExecutor(TrainEvaluator(LONG_CHILD, DATA), seed=0, num_cpus=1, max_retries=1)
+    try:
+        executor.submit(0, load_genotype("nasnet_a"))
+        killed: list[int] = []
+        deadline = time.monotonic() + 120
+        while len(killed) < 2:  # the local cluster's processes are this test's descendants
+            assert time.monotonic() < deadline, f"trial 0 was not running again after {len(killed)} kill(s)"
+            pid = training(descendants(os.getpid())).get(0)
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            if len(killed) < 2:
+                assert executor.wait(timeout=0.2) == []
+        [(trial_id, result)] = executor.wait(timeout=120)
+    finally:
+        executor.close()
+    assert trial_id == 0 and result.status == "failed" and result.metric("val_accuracy") is None
+    assert result.error.startswith("its Ray worker or node died on each of 2 attempt(s) (executor.max_retries=1); "
+                                   "last: WorkerCrashedError"), result.error
+    assert [r.getMessage().split(" (")[0] for r in caplog.records if "running it again" in r.getMessage()] == \
+        ["trial 0: its Ray worker or node died"]
