@@ -76,6 +76,8 @@ def descendants(root: int) -> dict[int, str]:
 class RayNode:
     """One node started with ``ray start`` in a session of its own: its processes are that session's."""
 
+    address = ""  # a head's, host:port
+
     def __init__(self, *args: str, cpus: int = 1):
         ports = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
                  "metrics-export-port")
@@ -119,16 +121,18 @@ def head():
     """A head node with one CPU; its address is ``head.address``."""
     temp_dir = tempfile.mkdtemp(prefix="csray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     port = free_port()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_AUTH_MODE", AUTH_MODE)  # for the drivers (train.py) the tests start
-        node = RayNode("--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
-                       f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
-        node.address = f"127.0.0.1:{port}"
-        try:
-            yield node
-        finally:
-            node.kill()
-            shutil.rmtree(temp_dir, ignore_errors=True)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RAY_AUTH_MODE", AUTH_MODE)  # for the drivers (train.py) the tests start
+            node = RayNode("--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                           f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}")
+            node.address = f"127.0.0.1:{port}"
+            try:
+                yield node
+            finally:
+                node.kill()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -141,9 +145,10 @@ def worker(head):
         node.kill()
 
 
-def search_on(head: RayNode, run_dir: Path, budget: int, *extra: str) -> list[str]:
+def search_on(head: RayNode, run_dir: Path, budget: int) -> list[str]:
+    """train.py's arguments for a search of ``budget`` tiny children whose driver joins ``head``'s cluster."""
     return [*TINY, "search=random", f"search.budget={budget}", "executor=ray", f"executor.address={head.address}",
-            f"hydra.run.dir={run_dir}", *extra]
+            f"hydra.run.dir={run_dir}"]
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -166,7 +171,7 @@ def test_children_on_a_worker_node_that_dies_run_again_on_the_head_and_are_store
     try:
         deadline = time.monotonic() + 240
         while not (on_worker := worker.running_children()):
-            assert process.poll() is None, f"the search ended before the worker node was killed:\n{process.stdout.read()}"
+            assert process.poll() is None, f"the search ended before the node was killed:\n{process.stdout.read()}"
             assert time.monotonic() < deadline, "no child ever ran on the worker node"
             time.sleep(0.1)
         worker.kill()
