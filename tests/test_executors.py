@@ -149,6 +149,22 @@ def test_ray_executor_without_ray_is_a_clear_config_error(monkeypatch):
         RayExecutor(TrainEvaluator(CHILD, DATA))
 
 
+@pytest.mark.parametrize("value", [-1, 1.5, None, True])
+def test_ray_max_retries_must_be_a_count(value):
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match="executor.max_retries must be an integer >= 0"):
+        RayExecutor(TrainEvaluator(CHILD, DATA), max_retries=value)  # refused before any cluster starts
+
+
+def test_executor_settings_are_free_to_change_on_resume():
+    """Where and how children run (retries included) does not define a reward: not in search_settings.yaml."""
+    from cellsearch.search.loop import search_settings
+    from tests.test_train import config
+
+    assert search_settings(config("executor=ray", "executor.max_retries=0", "run_dir=/tmp")) == \
+        search_settings(config("executor=local", "run_dir=/tmp"))
+
+
 @pytest.mark.slow
 def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
     ray = pytest.importorskip("ray")
