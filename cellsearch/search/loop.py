@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -34,6 +34,7 @@ from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.latency import device_for
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.atomic import atomic_write, write_failure
+from cellsearch.search.events import Observers, SearchObserver, SearchStart
 from cellsearch.search.export import export_cells, export_paths
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
@@ -108,7 +109,7 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
                  budget: int, objective: Objective | None = None, prejudge: PreJudger | None = None,
-                 rebuild_state: bool = False) -> None:
+                 rebuild_state: bool = False, observers: Sequence[SearchObserver] = ()) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.prejudge = prejudge
@@ -121,6 +122,7 @@ class SearchLoop:
         self.rebuild_state = rebuild_state
         self.state_files = StrategyStateFiles(self.state_path)
         self.best: TrialRow | None = None
+        self.observers = Observers(observers)  # told what happens (cellsearch.search.events); never in the way
 
     # --- one step at a time ---------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -212,8 +214,25 @@ class SearchLoop:
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
         """Search until the store holds ``budget`` children (kill it any time; run again to resume)."""
+        try:
+            summary = self._search()
+            if self.observers.active:
+                self.observers.notify("search_finished", summary, self.store.rows())
+            return summary
+        finally:
+            self.observers.close()
+
+    def _started(self) -> SearchStart:
+        objective = self.objective
+        return SearchStart(run_dir=self.run_dir, budget=self.budget, strategy=getattr(self.strategy, "name", ""),
+                           objective=objective.name, metric=objective.metric, space=self.strategy.space,
+                           rows=tuple(self.store.rows()))
+
+    def _search(self) -> SearchSummary:
         start = time.perf_counter()
         queue = self._resume()
+        if self.observers.active:
+            self.observers.notify("search_started", self._started())
         in_flight: dict[int, Genotype] = {}
         progress = Progress(self.budget, len(self.store), start)
         try:
@@ -235,6 +254,8 @@ class SearchLoop:
                         raise RuntimeError(f"the executor returned trial {trial_id}, which is not in flight")
                     row = self._record(trial_id, in_flight.pop(trial_id), result)
                     log.info(progress.record(row, self.best))
+                    if self.observers.active:
+                        self.observers.notify("trial_finished", row, self.best, self.strategy.signals())
         except KeyboardInterrupt:
             log.warning("interrupted with %d children in flight; run again with the same run directory "
                         "(hydra.run.dir=%s) to resume", len(in_flight), self.run_dir)
