@@ -36,6 +36,7 @@ from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.atomic import atomic_write, write_failure
 from cellsearch.search.events import Observers, SearchObserver, SearchStart
 from cellsearch.search.export import export_cells, export_paths
+from cellsearch.search.live import search_observers
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.front import published_costs
@@ -366,7 +367,8 @@ def _run_search(cfg: DictConfig) -> Any:
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge,
-                                 rebuild_state=bool(cfg.search.get("rebuild_state", False))).run()
+                                 rebuild_state=bool(cfg.search.get("rebuild_state", False)),
+                                 observers=search_observers(cfg, run_dir, evaluator)).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
                 if metric else {}
