@@ -8,6 +8,7 @@ import logging
 import queue
 import random
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,13 +22,14 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from cellsearch.data import ConfigError
 from cellsearch.search.live import LIVE_DIR, CurveWriter, TensorBoardObserver, search_observers, tensorboard_enabled
 from cellsearch.search.front import front_rows
-from cellsearch.search.loop import SearchLoop, run_search
+from cellsearch.search.loop import SearchLoop, run_search, search_settings
 from cellsearch.search.objectives import ParetoObjective
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 from test_oneshot import SPACE as ONESHOT_SPACE
 from test_oneshot import TINY as TINY_ONESHOT_CHILD
 from test_oneshot import config, evaluator
+from test_resume import SCHEMA1_RUN, resume
 from test_search import SPACE, STRATEGY_SETTINGS, Crash, CrashAfterCommit, InlineExecutor
 
 LANDSCAPE_SEARCH = ["experiment=quick_cpu", "evaluator=landscape", "search=random"]
@@ -161,6 +163,14 @@ def test_a_search_from_the_config_writes_the_view_unless_the_setting_is_off(tmp_
     assert [r.getMessage() for r in caplog.records] == [
         "no live view in TensorBoard: tensorboard is not installed (pip install tensorboard); live.tensorboard=false "
         "says this was meant"]
+
+
+def test_a_run_directory_from_before_the_setting_resumes_with_the_view_on(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1_RUN, run_dir)
+    assert resume(run_dir).live.tensorboard is True
+    assert resume(run_dir, "live.tensorboard=false").live.tensorboard is False
+    assert "live" not in search_settings(resume(run_dir))  # where a search is shown does not define its rewards
 
 
 def test_the_supernet_reports_its_training_phases(tmp_path):

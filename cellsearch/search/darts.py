@@ -326,13 +326,13 @@ def run_darts(cfg: DictConfig) -> FinalReport:
     if as_data_config(cfg.data).name == "imagefolder":
         raise ConfigError("DARTS here trains on in-memory datasets (cifar10, cifar100, digits, synthetic)")
     run_dir = Path(cfg.run_dir)
+    curves = curve_writer(cfg, run_dir, "darts")  # live.*: checked before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     check_settings(run_dir, settings)
     search = DartsSearch(config, space, cfg, run_dir)
     search.load()
     if "concat" in space.combines:
         log.info("DARTS relaxes blocks by addition: the discretised cell combines every block with add")
-    curves = curve_writer(cfg, run_dir, "darts")
     try:
         search.run_epochs(curves)
     finally:

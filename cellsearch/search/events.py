@@ -71,7 +71,7 @@ class Observers:
         for observer in list(self.active):
             try:
                 getattr(observer, event)(*args)
-            except Exception as err:  # noqa: BLE001 (whatever it is, the search goes on)
+            except Exception as err:  # whatever it is, the search goes on
                 self.active.remove(observer)
                 log.warning("%s failed in %s and is switched off for the rest of this search (the search goes "
                             "on): %s: %s", _name(observer), event, type(err).__name__, str(err).splitlines()[0]
@@ -92,5 +92,5 @@ def _close_quietly(observer: SearchObserver) -> None:
     """Close an observer that already failed: a second error about it would say nothing new."""
     try:
         observer.close()
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.debug("closing %s after its failure: %s", _name(observer), err)

@@ -304,7 +304,7 @@ class CurveWriter(SearchObserver):
                 self.writer = _summary_writer(self.log_dir, purge_step=step)
             write(self.writer)
             self.writer.flush()
-        except Exception as err:  # noqa: BLE001 (the training goes on without its curves)
+        except Exception as err:  # the training goes on without its curves
             self.off = True
             log.warning("%s failed and is switched off (the search goes on): %s: %s", self.description,
                         type(err).__name__, err)

@@ -224,10 +224,8 @@ class SearchLoop:
             self.observers.close()
 
     def _started(self) -> SearchStart:
-        objective = self.objective
-        return SearchStart(run_dir=self.run_dir, budget=self.budget, strategy=getattr(self.strategy, "name", ""),
-                           objective=objective.name, metric=objective.metric, space=self.strategy.space,
-                           rows=tuple(self.store.rows()))
+        return SearchStart(self.run_dir, self.budget, getattr(self.strategy, "name", ""), self.objective.name,
+                           self.objective.metric, self.strategy.space, tuple(self.store.rows()))
 
     def _search(self) -> SearchSummary:
         start = time.perf_counter()
@@ -342,6 +340,7 @@ def _run_search(cfg: DictConfig) -> Any:
     objective.check(evaluator.metrics)
     prejudge = build_from_config("prejudge", cfg.prejudge, child=child, data=data, seed=cfg.seed) \
         if cfg.get("prejudge") else None
+    observers = search_observers(cfg, Path(cfg.run_dir), evaluator)  # live.*: checked before anything is written
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
@@ -368,7 +367,7 @@ def _run_search(cfg: DictConfig) -> Any:
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge,
                                  rebuild_state=bool(cfg.search.get("rebuild_state", False)),
-                                 observers=search_observers(cfg, run_dir, evaluator)).run()
+                                 observers=observers).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
                 if metric else {}
