@@ -211,14 +211,22 @@ def test_a_curve_writer_that_fails_is_one_warning(tmp_path, caplog):
     assert len(caplog.records) == 1 and caplog.records[0].getMessage().startswith("the test curves failed")
 
 
+class SlowExecutor(InlineExecutor):
+    """Children that take half a second each, so the search runs while TensorBoard watches it."""
+
+    def wait(self, timeout=None):
+        time.sleep(0.5)
+        return super().wait(timeout)
+
+
 @pytest.mark.slow
-def test_the_tensorboard_server_lists_every_trial(tmp_path):
-    """Start TensorBoard on a run directory (127.0.0.1, a free port) and ask its HTTP API for the trials."""
-    search(tmp_path, 8)
-    rows = stored_rows(tmp_path)
+def test_the_tensorboard_server_shows_each_child_while_the_search_runs(tmp_path):
+    """Start TensorBoard on a run directory (127.0.0.1, a free port), run a search beside it, and ask the
+    server's HTTP API for every child as it finishes (within 30 s), then for the HParams row of each."""
+    (tmp_path / LIVE_DIR).mkdir()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / LIVE_DIR),
-                               "--host", "127.0.0.1", "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                               "--host", "127.0.0.1", "--port", "0", "--reload_interval", "5"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = server_url(server, timeout=120)
 
@@ -228,17 +236,39 @@ def test_the_tensorboard_server_lists_every_trial(tmp_path):
             with urllib.request.urlopen(request, timeout=30) as response:
                 return json.load(response)
 
+        errors = []
+
+        def run_search_beside():
+            strategy = build_strategy("ppo", SPACE, seed=0, **STRATEGY_SETTINGS["ppo"])
+            try:
+                with TrialStore(tmp_path / "trials.db") as store:
+                    SearchLoop(strategy, SlowExecutor(), store, tmp_path, 12,
+                               observers=[TensorBoardObserver(tmp_path / LIVE_DIR)]).run()
+            except Exception as err:  # reported by the test below
+                errors.append(err)
+
+        searching = threading.Thread(target=run_search_beside)
+        searching.start()
+        seen = {}  # step -> the point's age when the server first showed it
+        deadline = time.monotonic() + 180
+        while len(seen) < 12 and not errors and time.monotonic() < deadline:
+            if "search/failures" in get("/data/plugin/scalars/tags").get("search", {}):
+                for wall_time, step, _ in get("/data/plugin/scalars/scalars?run=search&tag=search%2Ffailures"):
+                    seen.setdefault(step, time.time() - wall_time)
+            time.sleep(0.5)
+        searching.join(timeout=60)
+        assert not errors and sorted(seen) == list(range(1, 13)), errors
+        assert max(seen.values()) < 30, seen  # each child shown within 30 s of being written
+        rows = stored_rows(tmp_path)
         deadline = time.monotonic() + 60
-        while len(tags := get("/data/plugin/scalars/tags")) < 1 + len(rows) and time.monotonic() < deadline:
-            time.sleep(1)  # the server loads the logs in the background
-        assert {"search/reward", "search/best_reward", "strategy/baseline"} <= set(tags["search"])
+        while len(get("/data/plugin/scalars/tags")) < 1 + len(rows) and time.monotonic() < deadline:
+            time.sleep(1)  # the last sessions are picked up at the next reload
         experiment = get("/data/plugin/hparams/experiment", {"experimentName": ""})
         assert {"strategy", "trial_id", "ops/conv_3x3", "combine/add"} <= {h["name"] for h in experiment["hparamInfos"]}
         assert {"trial/reward", "trial/params"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
-        statuses = ["STATUS_SUCCESS", "STATUS_FAILURE"]
         groups = get("/data/plugin/hparams/session_groups", {
-            "experimentName": "", "allowedStatuses": statuses, "startIndex": 0, "sliceSize": 100,
-            "colParams": [{"hparam": "trial_id", "order": "ORDER_ASC"}]})["sessionGroups"]
+            "experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_FAILURE"], "startIndex": 0,
+            "sliceSize": 100, "colParams": [{"hparam": "trial_id", "order": "ORDER_ASC"}]})["sessionGroups"]
         assert [g["hparams"]["trial_id"] for g in groups] == sorted(r.trial_id for r in rows)
         rewards = {g["hparams"]["trial_id"]: m["value"] for g in groups for m in g["metricValues"]
                    if m["name"]["tag"] == "trial/reward"}
