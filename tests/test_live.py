@@ -1,7 +1,8 @@
 """The live view in TensorBoard (cellsearch.search.live), read back with TensorBoard's own reader and server.
 
-Searches here score children with test_search's cheap function (every fifth trial fails) or look them
-up in the testbed table, so a search of ten children takes about a second.
+Searches here score children with test_search's cheap function (every fifth trial fails) or a reward
+landscape (evaluator=landscape), so a search of ten children takes about a second; the one-shot and DARTS
+tests train tiny supernets on digits.
 """
 import json
 import logging
@@ -68,8 +69,7 @@ def session(run_dir, trial_id):
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
-    hparams = {name: value.WhichOneof("kind") and getattr(value, value.WhichOneof("kind"))
-               for name, value in start.hparams.items()}
+    hparams = {name: getattr(value, value.WhichOneof("kind")) for name, value in start.hparams.items()}
     metrics = {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"]}
     return hparams, api_pb2.Status.Name(end.status), metrics
 

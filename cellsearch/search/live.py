@@ -110,6 +110,7 @@ class TensorBoardObserver(SearchObserver):
         self.log_dir = Path(log_dir)
         self.writer: Any = None
         self.start: SearchStart | None = None
+        self.metric: str | None = None  # the objective's cost metric: the Pareto front is shown when set
         self.step = 0          # children seen so far, in finishing order
         self.failures = 0
         self.best: TrialRow | None = None
@@ -120,7 +121,7 @@ class TensorBoardObserver(SearchObserver):
 
     # --- the search's events --------------------------------------------------------------------
     def search_started(self, start: SearchStart) -> None:
-        self.start = start
+        self.start, self.metric = start, start.metric
         rows = list(start.rows)
         written = self._written_sessions()
         done = next((i for i, row in enumerate(rows) if self._session_name(row) not in written), len(rows))
@@ -153,8 +154,8 @@ class TensorBoardObserver(SearchObserver):
         ranks them), the front."""
         self.step += 1
         self.failures += not row.ok
-        if self.start is not None and self.start.metric is not None:
-            self._update_front(row, self.start.metric)
+        if self.metric is not None:
+            self._update_front(row, self.metric)
         if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
                 -self.best.reward, self.best.trial_id)):
             self.best = row
@@ -183,7 +184,7 @@ class TensorBoardObserver(SearchObserver):
                 writer.add_scalar(f"child/{name}", value, step)
         for name, value in signals.items():
             writer.add_scalar(f"strategy/{name}", value, step)
-        if self.start is not None and self.start.metric is not None:
+        if self.metric is not None:
             writer.add_scalar("front/size", len(self.front), step)
         self._draw_images()
         writer.flush()
@@ -202,7 +203,7 @@ class TensorBoardObserver(SearchObserver):
                 self.writer.add_figure(image, figure, self.step)
             elif image == FRONT_IMAGE and self.front:
                 title = f"{len(self.measured)} children, {len(self.front)} on the front (child {self.step})"
-                self.writer.add_figure(image, pareto_figure(self.measured, self.front, self.start.metric, {}, title),
+                self.writer.add_figure(image, pareto_figure(self.measured, self.front, self.metric, {}, title),
                                        self.step)
             self.drawn_at[image] = time.monotonic()
             self.stale.discard(image)
