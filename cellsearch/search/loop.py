@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -34,7 +34,9 @@ from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.latency import device_for
 from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.atomic import atomic_write, write_failure
+from cellsearch.search.events import Observers, SearchObserver, SearchStart
 from cellsearch.search.export import export_cells, export_paths
+from cellsearch.search.live import search_observers
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.front import published_costs
@@ -108,7 +110,7 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
                  budget: int, objective: Objective | None = None, prejudge: PreJudger | None = None,
-                 rebuild_state: bool = False) -> None:
+                 rebuild_state: bool = False, observers: Sequence[SearchObserver] = ()) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.prejudge = prejudge
@@ -121,6 +123,7 @@ class SearchLoop:
         self.rebuild_state = rebuild_state
         self.state_files = StrategyStateFiles(self.state_path)
         self.best: TrialRow | None = None
+        self.observers = Observers(observers)  # told what happens (cellsearch.search.events); never in the way
 
     # --- one step at a time ---------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -212,8 +215,23 @@ class SearchLoop:
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
         """Search until the store holds ``budget`` children (kill it any time; run again to resume)."""
+        try:
+            summary = self._search()
+            if self.observers.active:
+                self.observers.notify("search_finished", summary, self.store.rows())
+            return summary
+        finally:
+            self.observers.close()
+
+    def _started(self) -> SearchStart:
+        return SearchStart(self.run_dir, self.budget, getattr(self.strategy, "name", ""), self.objective.name,
+                           self.objective.metric, self.strategy.space, tuple(self.store.rows()))
+
+    def _search(self) -> SearchSummary:
         start = time.perf_counter()
         queue = self._resume()
+        if self.observers.active:
+            self.observers.notify("search_started", self._started())
         in_flight: dict[int, Genotype] = {}
         progress = Progress(self.budget, len(self.store), start)
         try:
@@ -235,6 +253,8 @@ class SearchLoop:
                         raise RuntimeError(f"the executor returned trial {trial_id}, which is not in flight")
                     row = self._record(trial_id, in_flight.pop(trial_id), result)
                     log.info(progress.record(row, self.best))
+                    if self.observers.active:
+                        self.observers.notify("trial_finished", row, self.best, self.strategy.signals())
         except KeyboardInterrupt:
             log.warning("interrupted with %d children in flight; run again with the same run directory "
                         "(hydra.run.dir=%s) to resume", len(in_flight), self.run_dir)
@@ -320,6 +340,7 @@ def _run_search(cfg: DictConfig) -> Any:
     objective.check(evaluator.metrics)
     prejudge = build_from_config("prejudge", cfg.prejudge, child=child, data=data, seed=cfg.seed) \
         if cfg.get("prejudge") else None
+    observers = search_observers(cfg, Path(cfg.run_dir), evaluator)  # live.*: checked before anything is written
     # The executor checks the evaluator's settings (child, data, the dataset) before anything trains.
     executor = build_from_config("executor", cfg.executor, evaluator=evaluator, seed=cfg.seed)
     if getattr(evaluator, "name", "") == "oneshot" and not isinstance(executor, LocalExecutor):
@@ -345,7 +366,8 @@ def _run_search(cfg: DictConfig) -> Any:
                  cfg.search.budget, executor.capacity, run_dir)
         with TrialStore(run_dir / TRIALS_FILE) as store:
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge,
-                                 rebuild_state=bool(cfg.search.get("rebuild_state", False))).run()
+                                 rebuild_state=bool(cfg.search.get("rebuild_state", False)),
+                                 observers=observers).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
                 if metric else {}

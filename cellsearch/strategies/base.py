@@ -245,6 +245,11 @@ class Strategy:
         """Fewest children with which these settings learn anything, and why (0 = any budget)."""
         return 0, ""
 
+    def signals(self) -> dict[str, float]:
+        """What the strategy reports of itself now, by name (a controller's loss, a population's mean
+        reward), for live views of a search. Reading them changes nothing the strategy decides."""
+        return {}
+
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
         """Return flat actions of a new proposal and any per-trial info for :meth:`_asked`."""
