@@ -68,7 +68,7 @@ from omegaconf.errors import (  # noqa: E402
 import cellsearch.config  # noqa: E402,F401  (registers the data and child schemas before hydra.main composes)
 from cellsearch.search.atomic import RunDirWriteError  # noqa: E402
 from cellsearch.search.lock import RunDirBusy  # noqa: E402
-from cellsearch.search.loop import ResumeError  # noqa: E402
+from cellsearch.search.settings import ResumeError  # noqa: E402
 from cellsearch.space.genotype import GenotypeError  # noqa: E402
 from cellsearch.validation import ConfigError  # noqa: E402
 

@@ -26,7 +26,7 @@ import yaml
 
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.evaluators.table import TableEvaluator, load_table
-from cellsearch.search.loop import RUN_OPTIONS
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 

@@ -7,8 +7,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from cellsearch.search.loop import ResumeError, check_settings, run_search
-from cellsearch.search.resume import fill_added_settings, resumed_config
+from cellsearch.search.loop import run_search
+from cellsearch.search.resume import resumed_config
+from cellsearch.search.settings import ResumeError, check_settings, fill_added_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"

@@ -11,7 +11,8 @@ import yaml
 
 from cellsearch.evaluators import EvalResult
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings
+from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, SearchLoop
+from cellsearch.search.settings import SETTINGS_FILE, ResumeError, check_settings
 from cellsearch.search.report import format_seconds, summary_table
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy

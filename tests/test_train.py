@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, RUN_OPTIONS, build_from_config
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,7 +47,8 @@ from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.oneshot import SupernetTraining, endless_batches, evaluation_device, score_path
 from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
-from cellsearch.search.loop import check_budget, check_settings, search_settings
+from cellsearch.search.loop import check_budget
+from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.strategies.base import as_search_space
