@@ -35,11 +35,21 @@ RESUMABLE_CHANGES = {
 
 # Flat settings keys added after the first release, with the value that reproduces the behaviour from
 # before they existed. A run directory without a key reads as if it held this value.
+# A key of a group chosen by ``_target_`` applies to the option named by that group's ``_target_`` here.
+# tests/test_added_settings.py fails when a setting that defines a search has neither a value here nor one
+# in the oldest fixture run directory.
 ADDED_SETTINGS: dict[str, Any] = {
-    "evaluator._target_": "cellsearch.evaluators.TrainEvaluator",
+    "evaluator._target_": "cellsearch.evaluators.TrainEvaluator",  # since a23a6ba: the evaluator seam
     "evaluator.latency": False,
     "objective._target_": "cellsearch.search.objectives.AccuracyObjective",
-    "prejudge": None,
+    "data.synthetic_train_size": 1000,  # since 8df1797: data=synthetic, the only reader
+    "data.synthetic_test_size": 200,
+    "data.synthetic_classes": 10,
+    "data.synthetic_channels": 3,
+    "child.micro_batches": 1,  # since 48eaee9: one batch, one step
+    "prejudge": None,  # since dfc1a47: no pre-judging
+    "child.repeats": 1,  # since 5699765: one training per child
+    "child.ema_decay": 0.0,  # since 5699765: the raw weights are validated
 }
 
 
