@@ -13,18 +13,22 @@ oldest supported run directory must be listed there; tests/test_added_settings.p
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from cellsearch import __version__
 from cellsearch.search.atomic import atomic_write
 
-__all__ = ["ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "ResumeError", "check_settings",
-           "fill_added_settings", "flatten", "search_settings"]
+__all__ = ["ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "VERSION_FILE", "ResumeError",
+           "check_settings", "check_version", "fill_added_settings", "flatten", "search_settings"]
 
 SETTINGS_FILE = "search_settings.yaml"
+# The newest cellsearch version that wrote to a run directory (absent: one from before 0.2.0).
+VERSION_FILE = "cellsearch_version.txt"
 # search.* keys for the loop, not the strategy (and free to change on resume).
 RUN_OPTIONS = ("budget", "rebuild_state")
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
@@ -70,7 +74,9 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in a new run directory, or check that a resumed run uses the same ones."""
+    """Record ``settings`` in a new run directory, or check that a resumed run uses the same ones
+    (after :func:`check_version`)."""
+    check_version(run_dir)
     path = run_dir / SETTINGS_FILE
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
@@ -113,3 +119,22 @@ def fill_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
         if key not in flat and (not has_group or same_option):
             filled[key] = value
     return filled
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """``1.2.3`` -> (1, 2, 3); None for a version that does not start with numbers (``unknown``)."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(part) for part in match.group(0).split(".")) if match else None
+
+
+def check_version(run_dir: Path, version: str = __version__) -> None:
+    """Refuse a run directory written by a newer cellsearch than ``version``; else record ``version`` in it
+    (a newer release may have migrated its files, which an older one could not read)."""
+    path = run_dir / VERSION_FILE
+    written = path.read_text(errors="replace").strip() if path.is_file() else ""
+    ours, theirs = _release(version), _release(written)
+    if ours is not None and theirs is not None and theirs > ours:
+        raise ResumeError(f"{run_dir} was written by cellsearch {written}, newer than this cellsearch {version}: "
+                          f"upgrade cellsearch to resume it, or start a new run directory")
+    if ours is not None and (theirs is None or ours > theirs):
+        atomic_write(path, lambda tmp: tmp.write_text(version + "\n"))
