@@ -10,6 +10,9 @@ Settings added to cellsearch after a run was started are missing from its file: 
 values in :data:`ADDED_SETTINGS`, the ones that reproduce what the code did before they existed,
 and such a value does not count as a change. Every setting that defines a search and is not in the
 oldest supported run directory must be listed there; tests/test_added_settings.py checks it.
+
+A run directory also records the newest cellsearch version that wrote it (``cellsearch_version.txt``,
+not a setting): a release refuses one written by a newer release, whose files it may not read.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from cellsearch import __version__
 from cellsearch.search.atomic import atomic_write
 
 __all__ = ["ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "VERSION_FILE", "ResumeError",
-           "check_settings", "check_version", "fill_added_settings", "flatten", "search_settings"]
+           "check_settings", "check_version", "fill_added_settings", "flatten", "record_version", "search_settings"]
 
 SETTINGS_FILE = "search_settings.yaml"
 # The newest cellsearch version that wrote to a run directory (absent: one from before 0.2.0).
@@ -74,12 +77,13 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in a new run directory, or check that a resumed run uses the same ones
-    (after :func:`check_version`)."""
+    """Record ``settings`` in a new run directory, or check that a resumed run uses the same ones; refuse a
+    run directory from a newer release first, and record this release in one that passes."""
     check_version(run_dir)
     path = run_dir / SETTINGS_FILE
     if not path.exists():
         atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
+        record_version(run_dir)
         return
     try:
         saved = yaml.safe_load(path.read_text())
@@ -96,6 +100,7 @@ def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
             f"{run_dir} holds a search with other settings ({'; '.join(changed)}); resume it with the "
             f"settings in {path}, or start a new run directory"
         )
+    record_version(run_dir)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -127,14 +132,23 @@ def _release(version: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.group(0).split(".")) if match else None
 
 
-def check_version(run_dir: Path, version: str = __version__) -> None:
-    """Refuse a run directory written by a newer cellsearch than ``version``; else record ``version`` in it
-    (a newer release may have migrated its files, which an older one could not read)."""
+def _written_version(run_dir: Path) -> str:
     path = run_dir / VERSION_FILE
-    written = path.read_text(errors="replace").strip() if path.is_file() else ""
+    return path.read_text(errors="replace").strip() if path.is_file() else ""
+
+
+def check_version(run_dir: Path, version: str = __version__) -> None:
+    """Refuse a run directory written by a newer cellsearch than ``version`` (its files may be in a format
+    this one cannot read)."""
+    written = _written_version(run_dir)
     ours, theirs = _release(version), _release(written)
     if ours is not None and theirs is not None and theirs > ours:
         raise ResumeError(f"{run_dir} was written by cellsearch {written}, newer than this cellsearch {version}: "
                           f"upgrade cellsearch to resume it, or start a new run directory")
+
+
+def record_version(run_dir: Path, version: str = __version__) -> None:
+    """Record ``version`` in ``run_dir`` unless it holds a newer one (what :func:`check_version` reads)."""
+    ours, theirs = _release(version), _release(_written_version(run_dir))
     if ours is not None and (theirs is None or ours > theirs):
-        atomic_write(path, lambda tmp: tmp.write_text(version + "\n"))
+        atomic_write(run_dir / VERSION_FILE, lambda tmp: tmp.write_text(version + "\n"))
