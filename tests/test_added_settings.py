@@ -17,6 +17,8 @@ from cellsearch.search.settings import ADDED_SETTINGS, SETTINGS_FILE, fill_added
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 OLDEST_RUN = FIXTURES / "schema1_run"
+# The search group of every strategy option as the oldest release recorded it (the run above used evolution).
+OLDEST_SEARCH_OPTIONS = FIXTURES / "schema1_search_options.yaml"
 # The groups whose options change the recorded keys (data and child options share their group's schema).
 GROUPS = ("search", "evaluator", "objective", "prejudge", "data", "child")
 
@@ -49,8 +51,9 @@ def lacking_defaults(recorded_flat: dict, current_flat: dict) -> list[str]:
         group = key.split(".")[0]
         return current_flat.get(f"{group}._target_") == old.get(f"{group}._target_")
 
-    added = [f"{k} (add it to ADDED_SETTINGS in cellsearch/search/settings.py with the value that reproduces "
-             f"the behaviour from before it existed)" for k in current_flat if k not in old and same_option(k)]
+    added = [f"{k} (add it to ADDED_SETTINGS (ADDED_OPTION_SETTINGS for one option) in cellsearch/search/settings.py "
+             f"with the value that reproduces the behaviour from before it existed)"
+             for k in current_flat if k not in old and same_option(k)]
     gone = [f"{k} (recorded by older runs but no longer a setting: a resume would see it as changed)"
             for k in recorded_flat if k not in current_flat and same_option(k)]
     return added + gone
@@ -70,6 +73,15 @@ def test_every_setting_has_a_value_for_runs_that_predate_it(run_dir, composed):
     old = recorded(run_dir)
     problems = sorted({p for _, flat in composed for p in lacking_defaults(old, flat)})
     assert not problems, f"settings without a value for {run_dir.name}: " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("option", sorted(yaml.safe_load(OLDEST_SEARCH_OPTIONS.read_text())))
+def test_every_strategy_setting_has_a_value_for_runs_that_predate_it(option, composed):
+    search = yaml.safe_load(OLDEST_SEARCH_OPTIONS.read_text())[option]
+    old = {**{k: v for k, v in recorded(OLDEST_RUN).items() if not k.startswith("search.")},
+           **flatten({"search": search})}
+    problems = sorted({p for _, flat in composed for p in lacking_defaults(old, flat) if p.startswith("search.")})
+    assert not problems, f"search={option} settings without a value (ADDED_OPTION_SETTINGS): " + "; ".join(problems)
 
 
 def test_the_oldest_fixture_predates_every_added_setting():

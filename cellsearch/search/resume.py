@@ -21,7 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cellsearch.search.atomic import atomic_write
-from cellsearch.search.settings import ADDED_SETTINGS, SETTINGS_FILE
+from cellsearch.search.settings import ADDED_SETTINGS, SETTINGS_FILE, fill_added_settings, flatten
 from cellsearch.validation import ConfigError
 
 __all__ = ["RUN_CONFIG_FILE", "resumed_config", "write_run_config"]
@@ -97,6 +97,10 @@ def resumed_config(cfg: DictConfig, overrides: Iterable[str] = ()) -> DictConfig
         group = flat_key.split(".")[0]
         if group not in stored and group not in settings:
             base[group] = _legacy_group(group)
+    for flat_key, value in fill_added_settings(flatten(base)).items():  # settings added since, in kept groups
+        group, _, key = flat_key.partition(".")
+        if key and "." not in key and isinstance(base.get(group), dict) and key not in base[group]:
+            base[group][key] = value
     resumed = OmegaConf.create(base)
     for key in _override_keys(overrides):
         value = OmegaConf.select(cfg, key, throw_on_missing=False)

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from cellsearch import __version__
 from cellsearch.search.atomic import atomic_write
 
-__all__ = ["ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "VERSION_FILE", "ResumeError",
+__all__ = ["ADDED_OPTION_SETTINGS", "ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "VERSION_FILE", "ResumeError",
            "check_settings", "check_version", "fill_added_settings", "flatten", "record_version", "search_settings"]
 
 SETTINGS_FILE = "search_settings.yaml"
@@ -57,6 +57,17 @@ ADDED_SETTINGS: dict[str, Any] = {
     "prejudge": None,  # since dfc1a47: no pre-judging
     "child.repeats": 1,  # since 5699765: one training per child
     "child.ema_decay": 0.0,  # since 5699765: the raw weights are validated
+}
+
+# Settings added to one option of a group, by that option's ``_target_``: filled only in a run whose group
+# is set to that option. The values reproduce what the option did before the settings existed.
+ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
+    "cellsearch.strategies.PPO": {  # since 0e5142d: no advantage scaling, no imitation of the best cells
+        "search.normalize_advantages": False,
+        "search.imitation_weight": 0.0,
+        "search.imitation_topk": 5,
+    },
+    "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
 }
 
 
@@ -115,7 +126,8 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def fill_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
     """``flat`` (flattened settings) with the keys of :data:`ADDED_SETTINGS` it lacks at their old values:
-    in a group it lacks entirely, or in a group set to the option those keys belong to."""
+    in a group it lacks entirely, or in a group set to the option those keys belong to; and those of
+    :data:`ADDED_OPTION_SETTINGS` for the options ``flat`` names."""
     filled = dict(flat)
     for key, value in ADDED_SETTINGS.items():
         group = key.split(".")[0]
@@ -123,6 +135,10 @@ def fill_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
         same_option = flat.get(f"{group}._target_") == ADDED_SETTINGS.get(f"{group}._target_")
         if key not in flat and (not has_group or same_option):
             filled[key] = value
+    for target, added in ADDED_OPTION_SETTINGS.items():
+        for key, value in added.items():
+            if flat.get(f"{key.split('.')[0]}._target_") == target:
+                filled.setdefault(key, value)
     return filled
 
 
