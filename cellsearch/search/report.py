@@ -37,9 +37,11 @@ def no_success_line(summary: SearchSummary) -> str | None:
         return None
     with TrialStore(summary.run_dir / TRIALS_FILE) as store:
         failed = sorted((r for r in store.rows() if not r.ok), key=lambda r: r.trial_id)
-    first = failed[0].error.strip().splitlines()[0] if failed and failed[0].error.strip() else "no reason given"
-    return (f"no child succeeded: all {len(failed)} failed; the first error (trial {failed[0].trial_id if failed else '-'}"
-            f"): {first}; the children are in {summary.run_dir / TRIALS_FILE}")
+    if not failed:
+        return f"no child succeeded: {summary.run_dir / TRIALS_FILE} holds no children"
+    first = failed[0].error.strip().splitlines()[0] if failed[0].error.strip() else "no reason given"
+    return (f"no child succeeded: all {len(failed)} failed; the first error (trial {failed[0].trial_id}): {first}; "
+            f"the children are in {summary.run_dir / TRIALS_FILE}")
 
 
 class Progress:

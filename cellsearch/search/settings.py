@@ -26,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from cellsearch import __version__
 from cellsearch.search.atomic import atomic_write
 
-__all__ = ["ADDED_OPTION_SETTINGS", "ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE", "VERSION_FILE", "ResumeError",
-           "check_settings", "check_version", "fill_added_settings", "flatten", "record_version", "search_settings"]
+__all__ = ["ADDED_OPTION_SETTINGS", "ADDED_SETTINGS", "RESUMABLE_CHANGES", "RUN_OPTIONS", "SETTINGS_FILE",
+           "VERSION_FILE", "ResumeError", "check_settings", "check_version", "fill_added_settings", "flatten",
+           "record_version", "search_settings"]
 
 SETTINGS_FILE = "search_settings.yaml"
 # The newest cellsearch version that wrote to a run directory (absent: one from before 0.2.0).
