@@ -63,12 +63,13 @@ from omegaconf.errors import (  # noqa: E402
     ConfigKeyError,
     MissingMandatoryValue,
     OmegaConfBaseException,
+    ValidationError,
 )
 
-import cellsearch.config  # noqa: E402,F401  (registers the data and child schemas before hydra.main composes)
+from cellsearch.config import expected_value  # noqa: E402  (and registers the data and child schemas for hydra.main)
 from cellsearch.search.atomic import RunDirWriteError  # noqa: E402
 from cellsearch.search.lock import RunDirBusy  # noqa: E402
-from cellsearch.search.loop import ResumeError  # noqa: E402
+from cellsearch.search.settings import ResumeError  # noqa: E402
 from cellsearch.space.genotype import GenotypeError  # noqa: E402
 from cellsearch.validation import ConfigError  # noqa: E402
 
@@ -144,16 +145,25 @@ def error_message(err: BaseException) -> str:
         return f"unknown config key {key!r} (python train.py --cfg job lists the keys; +{key}=... adds a new one)"
     if isinstance(cause, MissingMandatoryValue):
         return f"{cause.full_key} has no value: set it on the command line, {cause.full_key}=..."
+    expected = expected_value(getattr(cause, "object_type", None), getattr(cause, "key", None)) \
+        if isinstance(cause, ValidationError) and getattr(cause, "full_key", None) else None
+    if expected is not None:  # a value of the wrong type for a schema field: say what it takes
+        return f"{cause.full_key} must be {expected}, got {cause.value!r} (set {cause.full_key}=...)"
     if isinstance(cause, OmegaConfBaseException):
         where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
         return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
     if isinstance(err, (FileExistsError, NotADirectoryError, PermissionError)):  # Hydra creating the run directory
         return (f"cannot create or write {err.filename} ({err.strerror}): choose a run directory you can write "
                 f"that is not a file or under one (hydra.run.dir=...)")
-    if str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError):
+    if _unwritable_log_file(err):
         return (f"cannot write the log file {err.__cause__.filename} ({err.__cause__.strerror}); choose a run "
                 f"directory you can write (hydra.run.dir=...)")
     return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
+def _unwritable_log_file(err: BaseException) -> bool:
+    """Whether ``err`` is logging's failure to open the run directory's log file (an unwritable directory)."""
+    return str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError)
 
 
 def _fail(err: BaseException) -> None:
@@ -165,11 +175,24 @@ def _fail(err: BaseException) -> None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: one run, or one job of a ``-m`` sweep; returns :func:`task_value`."""
     try:
-        return task_value(run(cfg))
+        result = run(cfg)
     except USER_ERRORS as err:
         if _traceback_wanted or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # in a sweep the launcher says which job failed, then cli() prints why
         _fail(err)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # in a sweep it is a failed job, None to the sweeper
+        _fail_if_no_child_succeeded(result)
+    return task_value(result)
+
+
+def _fail_if_no_child_succeeded(result: Any) -> None:
+    """A search in which every child failed ends with status 1 and says why (it is not a result)."""
+    from cellsearch.search.report import SearchSummary, no_success_line
+
+    line = no_success_line(result) if isinstance(result, SearchSummary) else None
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def cli() -> None:
@@ -184,6 +207,8 @@ def cli() -> None:
     except KeyboardInterrupt:  # the search has logged how to resume
         raise SystemExit(130) from None
     except Exception as err:
+        if _unwritable_log_file(err) and not _traceback_wanted:  # Hydra configures logging before the task runs
+            _fail(err)
         traceback.print_exc()
         print(BUG_HINT.format(name=type(err).__name__), file=sys.stderr)
         raise SystemExit(1) from None

@@ -27,7 +27,7 @@ import yaml
 
 from bench_search_quality import ROOT, preset
 from cellsearch.progress import INTERVAL, progress_to_stderr, track
-from cellsearch.search.loop import RUN_OPTIONS
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.search.strategy_state import StrategyStateFiles
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy

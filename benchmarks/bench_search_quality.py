@@ -27,7 +27,7 @@ import yaml
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.evaluators.table import TableEvaluator, load_table
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
-from cellsearch.search.loop import RUN_OPTIONS
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 

@@ -15,7 +15,8 @@ from cellsearch.data import ConfigError
 from cellsearch.evaluators import OneShotEvaluator
 from cellsearch.search.darts import ArchitectureWeights, check_relaxable
 from cellsearch.search.final import rank_agreement
-from cellsearch.search.loop import ResumeError, run_search
+from cellsearch.search.loop import run_search
+from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 

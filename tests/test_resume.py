@@ -7,8 +7,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from cellsearch.search.loop import ResumeError, check_settings, run_search
-from cellsearch.search.resume import fill_added_settings, resumed_config
+from cellsearch.search.loop import run_search
+from cellsearch.search.resume import resumed_config
+from cellsearch.search.settings import ResumeError, check_settings, fill_added_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"
@@ -70,3 +71,18 @@ def test_added_settings_fill_only_the_option_they_belong_to():
 def test_resume_of_a_directory_without_a_search_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no search to resume"):
         resume(tmp_path)
+
+
+def test_a_ppo_run_from_before_imitation_resumes_without_it(tmp_path):
+    """0.1.0's PPO had no imitation term and no advantage scaling: resumed, it still has neither."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1_RUN, run_dir)
+    ppo = yaml.safe_load((ROOT / "tests" / "fixtures" / "schema1_search_options.yaml").read_text())["ppo"]
+    for name in ("search_settings.yaml", ".hydra/config.yaml"):  # as if the 0.1.0 run had used search=ppo
+        stored = yaml.safe_load((run_dir / name).read_text())
+        stored["search"] = {**ppo, **({"budget": 3} if name.startswith(".hydra") else {})}
+        (run_dir / name).write_text(yaml.safe_dump(stored))
+    cfg = resume(run_dir, "search.budget=4")
+    assert cfg.search.imitation_weight == 0.0 and cfg.search.normalize_advantages is False
+    assert cfg.search.lr == 0.00035  # its own settings, not today's defaults
+    check_settings(run_dir, search_settings(cfg))

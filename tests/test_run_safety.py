@@ -13,7 +13,8 @@ import cellsearch.search.atomic as atomic
 from cellsearch.search.atomic import RunDirWriteError, atomic_write
 from cellsearch.evaluators import EvalResult, TrainEvaluator
 from cellsearch.search.executors import LocalExecutor
-from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, ResumeError, SearchLoop
+from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, SearchLoop
+from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 from cellsearch.strategies import RandomSearch

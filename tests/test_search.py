@@ -11,9 +11,10 @@ import yaml
 
 from cellsearch.evaluators import EvalResult
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings
 from cellsearch.progress import format_seconds
+from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, SearchLoop
 from cellsearch.search.report import summary_table
+from cellsearch.search.settings import SETTINGS_FILE, ResumeError, check_settings
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 

@@ -307,7 +307,8 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
             default_root_dir=child.log_dir,
             callbacks=callbacks,
         )
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as err:
+        # ImportError: an accelerator whose package is missing (tpu without torch_xla)
         raise ConfigError(f"invalid trainer settings (accelerator={child.accelerator!r}, devices={child.devices!r}, "
                           f"strategy={child.strategy!r}, precision={child.precision!r}): {err}") from err
 
@@ -316,6 +317,11 @@ def check_config(child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | M
     """Validate both configs and the dataset (downloading it if allowed) before any child trains."""
     child, data = as_child_config(child), as_data_config(data)
     info = describe_dataset(data)
+    if child.batch_size > info.train_size:
+        logging.getLogger(__name__).warning(
+            "child.batch_size=%d is larger than the %d training images of %s: every step sees the whole set, once "
+            "an epoch; set child.batch_size=%d or less", child.batch_size, info.train_size, data.name,
+            info.train_size)
     with quiet_lightning():
         build_trainer(ChildConfig(**{**asdict(child), "logger": None}), quiet=True)
     return info

@@ -50,7 +50,8 @@ from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.progress import StepProgress, track
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
 from cellsearch.search.live import CurveWriter, curve_writer
-from cellsearch.search.loop import check_budget, check_settings, search_settings
+from cellsearch.search.loop import check_budget
+from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.strategies.base import as_search_space

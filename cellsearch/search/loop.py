@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-import yaml
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cellsearch.data import ConfigError, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult
@@ -42,9 +41,10 @@ from cellsearch.space.genotype import Genotype
 from cellsearch.search.front import published_costs
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.prejudge import PreJudger
-from cellsearch.search.resume import fill_added_settings, write_run_config
+from cellsearch.search.resume import write_run_config
 from cellsearch.search.report import (  # noqa: F401  (the plot names are re-exported for callers)
     BEST_CELL_FILE, BEST_CELL_PLOT, PARETO_PLOT, REWARDS_PLOT, Progress, SearchSummary, report)
+from cellsearch.search.settings import RUN_OPTIONS, ResumeError, check_settings, search_settings
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles
 from cellsearch.strategies.base import Proposal, Strategy, as_search_space
@@ -53,56 +53,12 @@ from cellsearch.validation import integer, positive_int
 log = logging.getLogger(__name__)
 
 STATE_FILE = "strategy_state.pt"
-SETTINGS_FILE = "search_settings.yaml"
 DEVICE_FILE = "device.txt"
-# search.* keys for the loop, not the strategy (and free to change on resume).
-RUN_OPTIONS = ("budget", "rebuild_state")
-# Settings that may change when a search resumes: where things run and are logged, not what a reward means.
-RESUMABLE_CHANGES = {
-    "data": ("root", "download", "num_workers", "loader"),
-    "child": ("accelerator", "devices", "strategy", "logger", "log_dir", "log_every_n_steps", "enable_progress_bar"),
-}
-
-
-class ResumeError(ValueError):
-    """A run directory that cannot be resumed with the given settings."""
 
 
 def check_budget(budget: object) -> None:
     """Raise ConfigError unless ``budget`` is a positive number of children."""
     positive_int(budget, "search.budget")
-
-
-def check_settings(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Record ``settings`` in a new run directory, or check that a resumed run uses the same ones."""
-    path = run_dir / SETTINGS_FILE
-    if not path.exists():
-        atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(settings, sort_keys=True)))
-        return
-    try:
-        saved = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:  # damaged, or not written by cellsearch (safe_load runs no tags)
-        raise ResumeError(f"{path} is not a settings file cellsearch wrote ({str(err).splitlines()[0]}); restore it "
-                          f"or start a new run directory") from None
-    if not isinstance(saved, dict):
-        raise ResumeError(f"{path} is not a settings file cellsearch wrote; restore it or start a new run directory")
-    old, new = fill_added_settings(_flatten(saved)), fill_added_settings(_flatten(settings))
-    changed = [f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
-               for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    if changed:
-        raise ResumeError(
-            f"{run_dir} holds a search with other settings ({'; '.join(changed)}); resume it with the "
-            f"settings in {path}, or start a new run directory"
-        )
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}." if isinstance(value, dict) else f"{prefix}{key}"))
-    return flat
 
 
 class SearchLoop:
@@ -275,18 +231,6 @@ def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
 
 
 # --- a search from the Hydra config ---------------------------------------------------------------
-
-def search_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that define what a search's rewards mean (checked when it resumes)."""
-    settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
-    for group in ("evaluator", "objective", "prejudge"):  # run dirs from before them: see ADDED_SETTINGS
-        chosen[group] = settings.get(group)
-    chosen["search"] = {k: v for k, v in settings["search"].items() if k not in RUN_OPTIONS}
-    for group, free in RESUMABLE_CHANGES.items():
-        chosen[group] = {k: v for k, v in settings[group].items() if k not in free}
-    return chosen
-
 
 def build_from_config(what: str, node: "DictConfig | dict[str, Any]", **objects: Any) -> Any:
     """``node``'s ``_target_`` called with its plain values and those of ``objects`` (a space, a child

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from cellsearch.space.genotype import Genotype, SearchSpace
-from cellsearch.validation import integer, one_of, positive_int
+from cellsearch.validation import boolean, integer, number_in, one_of, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ class Strategy:
     ) -> None:
         self.space = as_search_space(space)
         self.seed = integer(seed, "seed", 0)
-        self.dedupe = bool(dedupe)
+        self.dedupe = boolean(dedupe, "search.dedupe")
         positive_int(dedupe_tries, "search.dedupe_tries")
         self.dedupe_tries = int(dedupe_tries)
-        self.failure_reward = float(failure_reward)
+        self.failure_reward = float(number_in(failure_reward, "search.failure_reward"))
         self.rng = random.Random(self.seed)
         self.generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
         self._trials: list[Trial] = []
