@@ -133,7 +133,11 @@ class Strategy:
 
     # --- the public interface -------------------------------------------------------------------
     def ask(self) -> Proposal:
-        """Propose the next genotype to evaluate (may be called many times before any tell)."""
+        """Propose the next genotype to evaluate (may be called many times before any tell).
+
+        Returns:
+            The proposal: its ``trial_id`` (to pass to ``tell``) and its ``genotype``.
+        """
         # With dedupe, a strategy that keeps proposing known cells (a policy that has converged) gets
         # dedupe_tries chances, then as many uniform draws (_explore) before a repeat is allowed.
         for attempt in range(2 * self.dedupe_tries if self.dedupe else 1):
@@ -153,7 +157,12 @@ class Strategy:
         return Proposal(trial_id=trial_id, genotype=genotype)
 
     def tell(self, trial_id: int, reward: float | None) -> None:
-        """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        """Report the reward of a proposal, in any order.
+
+        Args:
+            trial_id: the ``trial_id`` of a proposal asked and not yet told.
+            reward: its reward (validation accuracy in [0, 1]); None (or NaN) if it failed.
+        """
         self._tell(trial_id, reward)
         self._record("tell", operator.index(trial_id), self._trials[trial_id].reward)
 
