@@ -103,10 +103,10 @@ def quick(s: Session) -> None:
 
 
 def resume(s: Session) -> None:
-    cmd = "python train.py experiment=quick_cpu search=random hydra.run.dir=runs/resume"
-    s.run_until(cmd, "child 3/6")
+    cmd = "python train.py experiment=quick_cpu search=random search.budget=4 child.epochs=1 hydra.run.dir=runs/resume"
+    s.run_until(cmd, "child 2/4")
     s.run(cmd)
-    s.run("python train.py experiment=quick_cpu search=random child.epochs=4 hydra.run.dir=runs/resume",
+    s.run("python train.py experiment=quick_cpu search=random search.budget=4 child.epochs=2 hydra.run.dir=runs/resume",
           show_status=True)
     s.run('sqlite3 -header -column runs/resume/trials.db "select trial_id, status, round(reward, 4) as reward, '
           'params, round(seconds, 1) as seconds from trials limit 3"')

@@ -120,7 +120,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Genotype":
-        """Parse and validate the structure produced by :meth:`to_dict` (and by genotype files)."""
+        """Parse and validate the structure produced by ``to_dict`` (and by genotype files)."""
         return parse_genotype(data)
 
     def to_json(self) -> str:
@@ -283,7 +283,7 @@ def cell_dirs() -> list[Path]:
 
 
 def shipped_cells() -> list[str]:
-    """Names of the genotype files that :func:`load_genotype` finds by name."""
+    """Names of the genotype files that ``load_genotype`` finds by name."""
     return sorted({p.stem for d in cell_dirs() for p in d.glob("*.yaml")})
 
 
@@ -403,7 +403,7 @@ class SearchSpace:
         return self.cell_size() ** self.layout.num_cells
 
     def encode(self, genotype: Genotype) -> list[int]:
-        """Flat action sequence for ``genotype`` (inverse of :meth:`decode`)."""
+        """Flat action sequence for ``genotype`` (inverse of ``decode``)."""
         self.validate(genotype)
         choice = {
             "input": lambda b, slot: b.inputs[slot],

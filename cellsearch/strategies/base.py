@@ -314,7 +314,7 @@ class Strategy:
         """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only.
 
         ``include_trials=False`` leaves out the history of trials, the one part that grows with the
-        search (a journal that holds every event restores it: :meth:`restore_history`)."""
+        search (a journal that holds every event restores it: ``restore_history``)."""
         state = {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -382,7 +382,7 @@ class Strategy:
                 self._proposed_keys.add(key)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
+        """Resume from ``state_dict`` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
         if state.get("strategy") != self.name:
             raise ValueError(f"this state was saved by the {state.get('strategy')!r} strategy, not {self.name!r}")
         if state.get("version") not in (1, STATE_VERSION):  # 1: before the journal (no event count)
