@@ -43,11 +43,12 @@ class Session:
         real = re.sub(r"\bpython -", f"{sys.executable} -", real)
         return ["bash", "-c", real]
 
-    def run(self, shown: str, keep: tuple[int, int] | None = None, show_status: bool = False) -> str:
+    def run(self, shown: str, keep: tuple[int, int] | None = None, show_status: bool = False,
+            select: Callable[[list[str]], list[str]] | None = None) -> str:
         """Run ``shown`` (as the docs show it) and record its merged stdout and stderr."""
         proc = subprocess.run(self._program(shown), cwd=self.work, env=ENV, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.record(shown, proc.stdout, keep)
+        self.record(shown, proc.stdout, keep, select)
         if show_status:
             self.lines.append(f"exit status {proc.returncode}")
         return proc.stdout
@@ -66,9 +67,12 @@ class Session:
         self.record(shown, "".join(out))
         self.lines.append(f"# killed here with kill -9 (exit status {128 + signal.SIGKILL})")
 
-    def record(self, shown: str, output: str, keep: tuple[int, int] | None = None) -> None:
+    def record(self, shown: str, output: str, keep: tuple[int, int] | None = None,
+               select: Callable[[list[str]], list[str]] | None = None) -> None:
         self.lines.append(f"$ {shown}")
         lines = clean(output).rstrip("\n").splitlines()
+        if select:
+            lines = select(lines)
         if keep and len(lines) > sum(keep) + 1:
             head, tail = keep
             lines = lines[:head] + [f"[... {len(lines) - head - tail} more lines ...]"] + lines[len(lines) - tail:]
@@ -153,8 +157,24 @@ def validation(s: Session) -> None:
         s.run(f"python train.py experiment=quick_cpu {args}", show_status=True)
 
 
+def summary_only(lines: list[str]) -> list[str]:
+    """The first two lines, the last child line and the summary, with the front cut to its last three rows."""
+    done = next(i for i, line in enumerate(lines) if "search done" in line)
+    front = next((i for i, line in enumerate(lines) if line.startswith("Pareto front")), len(lines))
+    rows = [i for i in range(front + 1, len(lines)) if lines[i].startswith("  trial ")]
+    cut = set(rows[:-3])
+    kept = lines[:2] + [f"[... {done - 3} more child lines ...]", lines[done - 1]]
+    for i in range(done, len(lines)):
+        if i in cut:
+            if i == rows[0]:
+                kept.append(f"  [... {len(cut)} more trials on the front ...]")
+            continue
+        kept.append(lines[i])
+    return kept
+
+
 def table(s: Session) -> None:
-    s.run("python train.py experiment=testbed_table search=evolution hydra.run.dir=runs/table", keep=(2, 14))
+    s.run("python train.py experiment=testbed_table search=evolution hydra.run.dir=runs/table", select=summary_only)
 
 
 def landscape(s: Session) -> None:
