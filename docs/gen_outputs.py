@@ -84,6 +84,7 @@ def clean(text: str) -> str:
     for prefix, short in ((sysconfig.get_paths()["purelib"], "<site-packages>"), (str(REPO), "."),
                           (sys.prefix, "<venv>")):
         text = text.replace(prefix, short)
+    text = re.sub(r"/[^\s:'\"]*/site-packages/", "<site-packages>/", text)  # also a base environment's
     text = re.sub(r"/tmp/cellsearch_docs_[^/\s]+/", "", text)
     return re.sub(r"/tmp/cellsearch_docs_[^/\s]+", ".", text)
 
