@@ -6,9 +6,10 @@
 
 Commands run in a fresh temporary directory (so run directories, cells/ and exports land there, never in
 the tree) as ``python <repo>/train.py ...``; the snippets show them as ``python train.py ...``, with the
-temporary directory and the interpreter's paths taken out, so every path is relative. Torch uses one
-thread per process (``OMP_NUM_THREADS=1``), as on a shared machine it should. ``docs/outputs/about.md``
-records the commit, machine and date the snippets were produced on.
+temporary directory and the interpreter's paths taken out, so every path is relative. The environment
+sets ``OMP_NUM_THREADS=1`` (a shared machine). ``docs/outputs/about.md`` records the commit, machine and
+date the snippets were produced on. README.md's tour shows shortened copies of some snippets: update it
+by hand after a rerun.
 """
 from __future__ import annotations
 
@@ -251,8 +252,9 @@ def about() -> str:
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     return (f"Outputs produced by `python docs/gen_outputs.py` at commit `{commit}` on {date}, on a "
             f"{os.cpu_count()}-core {model} CPU (no GPU, shared with other jobs, so times vary), Python "
-            f"{platform.python_version()}, torch {torch.__version__}, one torch thread per process "
-            f"(`OMP_NUM_THREADS=1`). Run directories are relative to the directory the commands ran in.\n")
+            f"{platform.python_version()}, torch {torch.__version__}, `OMP_NUM_THREADS=1` in the environment (the "
+            f"search itself sets the threads its children train with). Run directories are relative to the "
+            f"directory the commands ran in.\n")
 
 
 def main(names: list[str]) -> None:
