@@ -81,9 +81,21 @@ def require_onnx() -> tuple[Any, Any]:
 
 def load_network(genotype: "str | Path | None" = None, weights: "str | Path | None" = None,
                  model_name: str = "cellnet_cifar", model_args: dict[str, Any] | None = None) -> CellNet:
-    """The network to export, in eval mode: trained ``weights`` (a timm export folder, its
-    model.safetensors, or a Lightning .ckpt) or else ``model_name`` built from ``genotype`` with
-    ``model_args`` and fresh weights. With both, the weights must be of that genotype."""
+    """The network to export, in eval mode.
+
+    Args:
+        genotype: a cell name or YAML path; with ``weights`` too, the weights must be of this genotype.
+        weights: trained weights: a timm export folder, its model.safetensors, or a Lightning .ckpt.
+        model_name: without weights, the ``cellnet_*`` entry point to build ``genotype`` with.
+        model_args: without weights, that entry point's arguments (fresh weights).
+
+    Returns:
+        The network, in eval mode.
+
+    Raises:
+        ConfigError: nothing to export, an unknown entry point, or a folder that holds no weights.
+        GenotypeError: weights that belong to another cell.
+    """
     wanted = load_genotype(genotype) if genotype is not None else None
     if weights is not None:
         model = _trained_network(Path(weights))
@@ -200,7 +212,19 @@ def parity(model: CellNet, path: "str | Path", fmt: str, batch: torch.Tensor) ->
 def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str | Path", name: str,
                    input_size: Sequence[int] | None = None, seed: int = 0) -> list[Exported]:
     """Write every format and check each against the eager model on a random batch of 3. Logs a line as
-    each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds."""
+    each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds.
+
+    Args:
+        model: the network (in eval mode, as ``load_network`` returns it).
+        formats: one of torchscript, torch_export, onnx, python, safetensors, or a list of them.
+        out_dir: the folder the files go to.
+        name: the files' stem (``<name>.onnx``, ...).
+        input_size: ``(C, H, W)`` to export at; default: the network's configured input size.
+        seed: seeds the random batch of the parity check.
+
+    Returns:
+        One ``Exported`` per format: its files and the largest difference from eager.
+    """
     results = []
     formats = check_formats(formats)
     with StepProgress(f"export {name}", len(formats), units="formats", interval=0, logger=log) as progress:

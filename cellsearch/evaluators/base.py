@@ -77,7 +77,17 @@ class Evaluator(ABC):
 
     @abstractmethod
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
-        """Evaluate ``genotype``; failures of the cell itself come back as ``status='failed'``, not raised."""
+        """Evaluate ``genotype``.
+
+        Args:
+            genotype: the cell pair to evaluate.
+            trial_id: the trial's id in the search.
+            seed: the search's seed.
+
+        Returns:
+            The metrics; failures of the cell itself (divergence, out of memory) come back as
+            ``status='failed'`` with the error, not raised.
+        """
 
     def memory_estimate(self, genotype: Genotype) -> float | None:
         """Bytes one evaluation of ``genotype`` holds on its device at its peak (executors pack children
