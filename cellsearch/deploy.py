@@ -31,7 +31,7 @@ from typing import Any
 import timm
 import torch
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.network import CellNet, CellNetCifar
 from cellsearch.deploy_python import module_name, write_standalone

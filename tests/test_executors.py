@@ -13,9 +13,10 @@ import torch
 
 from cellsearch.evaluators import EvalResult, Evaluator, TrainEvaluator
 from cellsearch.evaluators.child import ChildConfig
-from cellsearch.data import ConfigError, DataConfig
+from cellsearch.data import DataConfig
 from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+from cellsearch.validation import ConfigError
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
 CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)
