@@ -20,7 +20,8 @@ from typing import Any, Iterable
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cellsearch.data import ConfigError
+from cellsearch.search.atomic import atomic_write
+from cellsearch.validation import ConfigError
 
 __all__ = ["ADDED_SETTINGS", "RUN_CONFIG_FILE", "fill_added_settings", "resumed_config", "write_run_config"]
 
@@ -58,8 +59,6 @@ def fill_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
 
 def write_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """Keep the whole configuration of this start in ``run_dir`` (what ``resume=`` starts from)."""
-    from cellsearch.search.loop import atomic_write  # the loop imports this module
-
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     for key in _NOT_STORED:
         plain.pop(key, None)
