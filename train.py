@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> Any:
     """Run the task ``cfg.task.name`` (search, retrain or export) and return its result."""
     from cellsearch.retrain import run_retrain
     from cellsearch.search.export import export_cells
-    from cellsearch.search.loop import run_search
+    from cellsearch.search.run import run_search
 
     task = cfg.task.name
     if cfg.get("resume"):

@@ -32,8 +32,8 @@ from typing import Any
 import timm
 import torch
 
-from cellsearch.data import ConfigError
 from cellsearch.progress import Heartbeat, StepProgress, format_seconds
+from cellsearch.validation import ConfigError
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.network import CellNet, CellNetCifar
 from cellsearch.deploy_python import module_name, write_standalone

@@ -16,7 +16,7 @@ from cellsearch.evaluators.child import ChildConfig, build_trainer, check_config
 from cellsearch.search import atomic
 from cellsearch.search.atomic import atomic_write, write_failure
 from cellsearch.search.front import published_costs
-from cellsearch.search.loop import build_from_config, run_search
+from cellsearch.search.run import build_from_config, run_search
 from cellsearch.search.report import no_success_line
 from cellsearch.search.settings import RUN_OPTIONS
 

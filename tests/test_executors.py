@@ -13,9 +13,10 @@ import torch
 
 from cellsearch.evaluators import EvalResult, Evaluator, TrainEvaluator
 from cellsearch.evaluators.child import ChildConfig
-from cellsearch.data import ConfigError, DataConfig
+from cellsearch.data import DataConfig
 from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+from cellsearch.validation import ConfigError
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
 CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)
@@ -158,7 +159,7 @@ def test_ray_max_retries_must_be_a_count(value):
 
 def test_executor_settings_are_free_to_change_on_resume():
     """Where and how children run (retries included) does not define a reward: not in search_settings.yaml."""
-    from cellsearch.search.loop import search_settings
+    from cellsearch.search.settings import search_settings
     from tests.test_train import config
 
     assert search_settings(config("executor=ray", "executor.max_retries=0", "run_dir=/tmp")) == \

@@ -23,7 +23,9 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 from cellsearch.data import ConfigError
 from cellsearch.search.live import LIVE_DIR, CurveWriter, TensorBoardObserver, search_observers, tensorboard_enabled
 from cellsearch.search.front import front_rows
-from cellsearch.search.loop import SearchLoop, run_search, search_settings
+from cellsearch.search.loop import SearchLoop
+from cellsearch.search.run import run_search
+from cellsearch.search.settings import search_settings
 from cellsearch.search.objectives import ParetoObjective
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy

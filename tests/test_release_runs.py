@@ -10,7 +10,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 import cellsearch
-from cellsearch.search.loop import run_search
+from cellsearch.search.run import run_search
 from cellsearch.search.resume import resumed_config
 from cellsearch.search.settings import SETTINGS_FILE, VERSION_FILE, ResumeError, check_settings, search_settings
 

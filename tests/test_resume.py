@@ -7,8 +7,8 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from cellsearch.search.loop import run_search
 from cellsearch.search.resume import resumed_config
+from cellsearch.search.run import run_search
 from cellsearch.search.settings import ResumeError, check_settings, fill_added_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +40,9 @@ def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_p
     new = db.execute("SELECT trial_id, val_accuracy, params, mult_adds, train_loss, role FROM trials "
                      "WHERE trial_id = 3").fetchone()
     assert new[0] == 3 and new[1] is not None and new[4] is not None and new[5] == "search"
+    # its strategy state was imported into trials.db; the old file is kept, renamed, and no longer read
+    assert db.execute("SELECT COUNT(*) FROM strategy_events WHERE kind = 'tell'").fetchone()[0] >= 1
+    assert not (run_dir / "strategy_state.pt").exists() and (run_dir / "strategy_state.pt.migrated").is_file()
     # the settings file is left as the old release wrote it; the whole configuration is kept beside it
     assert "evaluator" not in yaml.safe_load((run_dir / "search_settings.yaml").read_text())
     assert yaml.safe_load((run_dir / "run_config.yaml").read_text())["search"]["budget"] == 4

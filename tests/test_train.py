@@ -24,7 +24,8 @@ from omegaconf import OmegaConf
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, build_from_config
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT
+from cellsearch.search.run import build_from_config
 from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.search.store import TrialStore
 
@@ -152,7 +153,7 @@ def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
     summary = train.run(config(*TINY, "search=random", "search.budget=3", f"run_dir={run_dir}"))
     assert summary.num_trials == 3 and summary.best is not None
     assert train.task_value(summary) == max(reward for _, _, reward, _ in stored(run_dir))  # what sweepers optimise
-    for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db", "strategy_state.pt"):
+    for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db"):
         assert (run_dir / name).is_file(), name
     assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
 

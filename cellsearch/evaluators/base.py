@@ -68,6 +68,11 @@ class Evaluator(ABC):
     metrics: tuple[str, ...] = ("val_accuracy",)
     #: Lightning-style accelerator setting: "cpu", or "auto"/"gpu"/"cuda" when it may use a GPU.
     accelerator: str = "cpu"
+    #: It keeps state across evaluations in this process (a supernet): only the local executor can run it.
+    needs_in_process_executor: bool = False
+    #: Its estimates are a cheap guess: at the end, the best cells are trained stand-alone and the best
+    #: cell is named on that (:func:`cellsearch.search.final.finish_oneshot_search`).
+    trains_finalists: bool = False
 
     def check(self) -> None:
         """Raise ConfigError for bad settings or missing data, before anything is evaluated."""

@@ -10,7 +10,7 @@ path, label smoothing, weight decay, gradient clipping and cutout are all settin
 :func:`evaluate_child` never raises for a failure of the child itself (a diverging loss, running out
 of memory, any exception while building or training it): it returns a ``ChildResult`` with
 ``status='failed'``. Configuration errors (unknown dataset, missing files, impossible numbers or
-trainer settings) raise :class:`~cellsearch.data.ConfigError`, before anything trains.
+trainer settings) raise :class:`~cellsearch.validation.ConfigError`, before anything trains.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, describe_dataset
+from cellsearch.data import DataConfig, DatasetInfo, ImageDataModule, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.evaluators.child_config import ChildConfig, as_child_config
 from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_batches_after_oom
@@ -41,6 +41,7 @@ from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
 from cellsearch.evaluators.speed import use_channels_last, use_compile
 from cellsearch.progress import TrainingProgress
+from cellsearch.validation import ConfigError
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",

@@ -33,14 +33,14 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 import torch.nn.functional as F
 
-from cellsearch.data import ConfigError, DataConfig, ImageDataModule, as_data_config, dataclass_from_config, \
-    describe_dataset
+from cellsearch.data import DataConfig, ImageDataModule, as_data_config, dataclass_from_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
 from cellsearch.progress import track
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 from cellsearch.space.supernet import SuperNet
 from cellsearch.strategies.base import as_search_space
+from cellsearch.validation import ConfigError
 
 __all__ = ["OneShotConfig", "OneShotEvaluator", "SupernetTrainer", "endless_batches", "score_path"]
 
@@ -192,6 +192,8 @@ class OneShotEvaluator(Evaluator):
 
     name = "oneshot"
     metrics = ("val_accuracy", "supernet_steps")
+    needs_in_process_executor = True  # the supernet lives in this process
+    trains_finalists = True
 
     def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
                  space: "SearchSpace | Mapping[str, Any]", run_dir: "str | Path | None" = None,

@@ -37,13 +37,13 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.data import ConfigError, TensorLoader, as_data_config, dataclass_from_config, load_splits
+from cellsearch.data import TensorLoader, as_data_config, dataclass_from_config, load_splits
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.oneshot import SupernetTraining, endless_batches, evaluation_device, score_path
 from cellsearch.evaluators.standalone import TrainEvaluator
@@ -55,12 +55,12 @@ from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.strategies.base import as_search_space
+from cellsearch.validation import ConfigError
 
 __all__ = ["ArchitectureWeights", "DartsConfig", "run_darts"]
 
 log = logging.getLogger(__name__)
 
-TARGET = "cellsearch.search.darts.DartsConfig"
 STATE_FILE = "darts_state.pt"
 ORDERS = ("first", "second")
 
@@ -68,6 +68,9 @@ ORDERS = ("first", "second")
 @dataclass
 class DartsConfig(SupernetTraining):
     """DARTS' CIFAR-10 search settings; ``budget`` is the number of epochs."""
+
+    #: DARTS trains its architecture weights itself, not by ask and tell: :func:`run_darts` runs it.
+    drives_own_loop: ClassVar[bool] = True
 
     budget: int = 50
     cells_per_stage: int = 2       # 8 cells: N=2 per stage plus two Reduction cells

@@ -23,7 +23,8 @@ import yaml
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.progress import INTERVAL, StepProgress, format_seconds
-from cellsearch.search.loop import BEST_CELL_FILE, atomic_write
+from cellsearch.search.atomic import atomic_write
+from cellsearch.search.report import BEST_CELL_FILE
 from cellsearch.search.store import TrialRow, TrialStore
 from cellsearch.space.genotype import Genotype
 from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision

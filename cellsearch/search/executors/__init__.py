@@ -7,7 +7,7 @@ comes back with ``status='failed'``; a child whose worker process (or Ray node) 
 ``max_retries`` times at most, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
 process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local
 executor then trains its children in one worker process, so that it can stop them. Configuration errors (checked in the constructor, before any child
-trains) raise :class:`~cellsearch.data.ConfigError`.
+trains) raise :class:`~cellsearch.validation.ConfigError`.
 """
 from __future__ import annotations
 

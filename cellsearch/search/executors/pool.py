@@ -16,12 +16,11 @@ from typing import Any, Iterator
 
 import torch
 
-from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
 from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
-from cellsearch.validation import integer
+from cellsearch.validation import ConfigError, integer
 from cellsearch.search.executors.base import (Executor, check_child_timeout, check_threads, owned_cores,
                                               thread_settings, timed_out)
 

@@ -10,10 +10,9 @@ from typing import Any, Mapping
 
 import torch
 
-from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.space.genotype import Genotype
-from cellsearch.validation import integer, number_in, positive_int
+from cellsearch.validation import ConfigError, integer, number_in, positive_int
 from cellsearch.search.executors.base import Executor, check_child_timeout, timed_out
 
 log = logging.getLogger(__name__)
