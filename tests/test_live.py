@@ -117,15 +117,15 @@ def test_every_child_its_signals_and_an_hparams_row_are_written_as_they_finish(t
 
 def test_a_resumed_search_adds_what_the_view_lacks_and_shows_no_child_twice(tmp_path):
     search(tmp_path, 4, live=False)  # four children while the view was off
-    with pytest.raises(Crash):  # the 7th child is committed, then the process dies before the view hears of it
+    with pytest.raises(Crash):  # the process dies while it commits the 7th child: neither row nor tell is stored
         search(tmp_path, 10, store=CrashAfterCommit(tmp_path / "trials.db", 7))
     search(tmp_path, 10)
     rows, events = check_children(tmp_path)
     assert len(rows) == 10
     # Signals come from the running strategy: children written from the store have none. Children 1-4 were
-    # written on the second start, 5-6 as they finished, 6-7 again on the third start (the last child
-    # written may be partial, so it is written again and TensorBoard hides the first copy), 8-10 live.
-    assert [step for step, _ in scalars(events, "strategy/baseline")] == [5, 8, 9, 10]
+    # written on the second start, 5-6 as they finished, 6 again on the third start (the last child written
+    # may be partial, so it is written again and TensorBoard hides the first copy), 7-10 live.
+    assert [step for step, _ in scalars(events, "strategy/baseline")] == [5, 7, 8, 9, 10]
     assert sorted(p.name for p in (tmp_path / LIVE_DIR / "trials").iterdir()) == [
         f"trial_{r.trial_id:05d}" for r in sorted(rows, key=lambda r: r.trial_id)]
 

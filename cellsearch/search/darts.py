@@ -51,6 +51,7 @@ from cellsearch.progress import StepProgress, track
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
 from cellsearch.search.live import CurveWriter, curve_writer
 from cellsearch.search.loop import check_budget
+from cellsearch.search.plots import weights_figure
 from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
@@ -258,8 +259,6 @@ class DartsSearch:
     def _report(self, curves: CurveWriter, loss: float, share: float) -> None:
         """The epoch's weight loss, learning rate and parameter-free share; the mean weight of each op per
         cell type as curves; and every block input's op weights as a heatmap per cell type."""
-        from cellsearch.search.plots import weights_figure
-
         values = {"darts/loss": loss, "darts/lr": self.w_opt.param_groups[0]["lr"],
                   "darts/parameter_free_share": share}
         weights = self.alphas.op_weights()

@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cellsearch.search.events import SearchObserver, SearchStart
 from cellsearch.search.objectives import pareto_front
+from cellsearch.search.plots import genotype_figure, pareto_figure
 from cellsearch.search.store import TrialRow
 from cellsearch.validation import boolean
 
@@ -192,8 +193,6 @@ class TensorBoardObserver(SearchObserver):
 
     def _draw_images(self, now: bool = False) -> None:
         """Draw the images whose subject changed, each at most every IMAGE_INTERVAL_S unless ``now``."""
-        from cellsearch.search.plots import genotype_figure, pareto_figure
-
         for image in sorted(self.stale):
             if not now and time.monotonic() - self.drawn_at[image] < IMAGE_INTERVAL_S:
                 continue
