@@ -128,7 +128,9 @@ def one_line_or_ok(overrides, run_dir):
     """Run ``overrides``; a refusal must be a user error whose message is one non-empty line."""
     try:
         train.run(config(*TINY, "search=random", f"run_dir={run_dir}", *overrides))
-    except train.USER_ERRORS as err:
+    except Exception as err:
+        if not train.is_user_error(err):
+            raise
         message = train.error_message(err)
         assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
         return message
