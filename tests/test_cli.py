@@ -109,8 +109,9 @@ def test_the_config_exports_into_the_run_directory(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_runs_a_search_outside_the_clone(tmp_path):
-    """Build the wheel, install it into a new environment that sees the dependencies but no cellsearch, and run
-    ``cellsearch experiment=quick_cpu`` from a folder outside the clone to a finished run directory."""
+    """Build the wheel, install it into a new environment that sees the dependencies but no cellsearch, load a
+    shipped cell by name and run ``cellsearch experiment=quick_cpu`` (two children) from a folder outside the
+    clone to a finished run directory."""
     source = tmp_path / "source"  # a copy, so that the build leaves nothing in the clone
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -132,10 +133,11 @@ def test_the_wheel_runs_a_search_outside_the_clone(tmp_path):
     Path(site, "dependencies.pth").write_text("\n".join(dependencies) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
                     str(wheel)], check=True, capture_output=True)
-    package = Path(subprocess.run([str(python), "-c", "import cellsearch; print(cellsearch.__file__)"], cwd=tmp_path,
-                                  env=_without_pythonpath(), check=True, capture_output=True,
-                                  text=True).stdout.strip()).parent
-    assert package.is_relative_to(env_dir)
+    code = "import cellsearch; print(cellsearch.__file__); print(cellsearch.load_genotype('pnasnet_5').name)"
+    where, shipped = subprocess.run([str(python), "-c", code], cwd=tmp_path, env=_without_pythonpath(), check=True,
+                                    capture_output=True, text=True).stdout.split()
+    package = Path(where).parent
+    assert package.is_relative_to(env_dir) and shipped == "pnasnet_5"  # a shipped cell, by name
 
     run_dir = tmp_path / "run"
     result = run_command(installed_command(python), "experiment=quick_cpu", "search.budget=2", "child.epochs=1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from cellsearch.validation import ConfigError, bool_or_none, boolean, dataclass_from_config, fail, number_in, one_of, \
-    positive_int
+from cellsearch.data import dataclass_from_config
+from cellsearch.validation import ConfigError, bool_or_none, boolean, fail, number_in, one_of, positive_int
 
 __all__ = ["LOGGERS", "ChildConfig", "as_child_config"]
 
