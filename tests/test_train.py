@@ -206,8 +206,11 @@ def test_kill_9_mid_search_then_resume(tmp_path):
     while time.monotonic() < deadline and process.poll() is None:
         if (run_dir / "trials.db").exists():
             with sqlite3.connect(run_dir / "trials.db") as db:
-                if db.execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 2:
-                    break
+                try:
+                    if db.execute("SELECT COUNT(*) FROM trials").fetchone()[0] >= 2:
+                        break
+                except sqlite3.OperationalError:  # the file exists, its table not yet
+                    pass
         time.sleep(0.2)
     assert process.poll() is None, f"the search ended before it could be killed:\n{process.stdout.read()}"
     os.kill(process.pid, signal.SIGKILL)
