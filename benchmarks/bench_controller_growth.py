@@ -3,12 +3,13 @@
 Each strategy (its shipped preset, conf/search/<name>.yaml; ``ppo_paper`` is PPO with the settings
 of experiment=nasnet_paper) runs one search of the largest size with 10 children in flight: 10
 asked ahead, each tell followed by an ask, children finishing in random order (rewards are a cheap
-hash of the trial, so only the strategy is timed). After every ask and every tell its state is
-persisted as the search loop does it (:class:`cellsearch.search.strategy_state.StrategyStateFiles`:
-a journal record per event, a snapshot every 1,000 events). The table gives, for the last
+hash of the trial, so only the strategy is timed). Everything is persisted in a trial store
+(``trials.db``) as the search loop does it: an ask and its event commit on their own; a child's row,
+the tell and its event commit together (:class:`cellsearch.search.strategy_state.StrategyState`: an
+event row per ask and tell, a snapshot every 1,000 events). The table gives, for the last
 ``--window`` children before each size, milliseconds of this process's CPU time per child spent in
-the strategy (ask + tell) and in persisting it, their sum, the wall time per child, and the
-files' sizes. The reference, measured in the same run at each size, is what saving the whole
+the strategy (ask + tell) and in persisting it (the trial row included), their sum, the wall time
+per child, the snapshot's size and the store's. The reference, measured in the same run at each size, is what saving the whole
 state twice per child (the format before the journal) would cost there.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_controller_growth.py       # every strategy, 100 / 5,000 / 20,000
@@ -26,8 +27,11 @@ import torch
 import yaml
 
 from bench_search_quality import ROOT, preset
-from cellsearch.search.loop import RUN_OPTIONS
-from cellsearch.search.strategy_state import StrategyStateFiles
+from cellsearch.evaluators.base import EvalResult
+from cellsearch.progress import INTERVAL, progress_to_stderr, track
+from cellsearch.search.settings import RUN_OPTIONS
+from cellsearch.search.store import TrialStore
+from cellsearch.search.strategy_state import StrategyState
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 
@@ -65,36 +69,44 @@ def run(name: str, sizes: list[int], window: int, in_flight: int, tmp: Path) -> 
     """One search to the largest size; a table row per size."""
     strategy_name, strategy_settings = settings(name)
     strategy = build_strategy(strategy_name, SearchSpace(), seed=0, **strategy_settings)
-    files = StrategyStateFiles(tmp / f"{name}.pt")
+    store = TrialStore(tmp / f"{name}.db")
+    state = StrategyState(store)
     finish = random.Random(0)
     pending, done, rows = [], 0, []
-    total, persist = Clock(), Clock()
+    total, asked_told = Clock(), Clock()
     marks = {size - min(window, size): size for size in sizes}
     start_of_window = None
     while done < max(sizes):
         if done in marks and start_of_window is None:
-            total, persist, start_of_window = Clock(), Clock(), done
+            total, asked_told, start_of_window = Clock(), Clock(), done
         with total:
             while len(pending) < in_flight:
-                pending.append(strategy.ask().trial_id)
-                with persist:
-                    files.save(strategy)
-            trial_id = pending.pop(finish.randrange(len(pending)))
-            strategy.tell(trial_id, random.Random(trial_id).random())
-            with persist:
-                files.save(strategy)
+                with asked_told:
+                    pending.append(strategy.ask())
+                state.save(strategy)  # commits on its own
+            proposal = pending.pop(finish.randrange(len(pending)))
+            reward = random.Random(proposal.trial_id).random()
+            with store.transaction():  # the row and the tell commit together
+                store.add(proposal.trial_id, proposal.genotype, EvalResult("ok", {"val_accuracy": reward}, 1.0), reward)
+                with asked_told:
+                    strategy.tell(proposal.trial_id, reward)
+                state.save(strategy)
         done += 1
         if start_of_window is not None and done == marks[start_of_window]:
             n = done - start_of_window
             old = 2 * whole_state_save_ms(strategy, tmp / "whole.pt")
-            rows.append(f"| {name} | {done:,} | {1000 * (total.cpu - persist.cpu) / n:.2f} | "
-                        f"{1000 * persist.cpu / n:.2f} | **{1000 * total.cpu / n:.2f}** | {1000 * total.wall / n:.2f} | "
-                        f"{old:.1f} | {files.path.stat().st_size / 1e3:.0f} | "
-                        f"{files.journal_path.stat().st_size / 1e6:.2f} |")
+            rows.append(f"| {name} | {done:,} | {1000 * asked_told.cpu / n:.2f} | "
+                        f"{1000 * (total.cpu - asked_told.cpu) / n:.2f} | **{1000 * total.cpu / n:.2f}** | {1000 * total.wall / n:.2f} | "
+                        f"{old:.1f} | {len(store.snapshot()) / 1e3:.0f} | {store_size(store.path) / 1e6:.2f} |")
             print(rows[-1], flush=True)
             start_of_window = None
-    files.close()
+    store.close()
     return rows
+
+
+def store_size(path: Path) -> int:
+    """Bytes of a trial store with its write-ahead log."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
 
 
 def main() -> None:
@@ -109,12 +121,13 @@ def main() -> None:
     print(f"{args.in_flight} children in flight; {torch.get_num_threads()} thread(s); CPU ms per child over the last "
           f"{args.window} children before each size\n")
     print("| strategy | children | strategy ask + tell, ms/child | persistence, ms/child | total, ms/child | "
-          "wall, ms/child | whole state saved twice (old), ms/child | snapshot kB | journal MB |")
+          "wall, ms/child | whole state saved twice (old), ms/child | snapshot kB | trials.db MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.strategies:
+        for name in track(args.strategies, "bench_controller_growth", units="strategies", heartbeat=INTERVAL):
             run(name, sorted(args.sizes), args.window, args.in_flight, Path(tmp))
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the table on stdout stays clean
     main()

@@ -41,6 +41,7 @@ import torch._inductor
 
 import cellsearch  # noqa: F401  (registers cellnet_* with timm)
 from cellsearch.deploy import TOLERANCE, load_export, require_onnx, write_export
+from cellsearch.progress import INTERVAL, Heartbeat, StepProgress, progress_to_stderr
 from cellsearch.space.genotype import load_genotype
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -86,14 +87,16 @@ def runtimes(model: torch.nn.Module, out_dir: Path, image_size: int, threads: in
             continue
         start = time.perf_counter()
         try:
-            path = write_export(model, fmt, out_dir, fmt, input_size=(3, image_size, image_size))[0]
+            with Heartbeat(f"exporting {label}"):
+                path = write_export(model, fmt, out_dir, fmt, input_size=(3, image_size, image_size))[0]
             note = f"export {time.perf_counter() - start:.1f} s"
             if fmt == "onnx":
                 runners[label] = onnx_runner(path, threads)
             elif fmt == "torch_export":
                 start = time.perf_counter()
-                package = torch._inductor.aoti_compile_and_package(torch.export.load(str(path)),
-                                                                   package_path=str(out_dir / "inductor.pt2"))
+                with Heartbeat(f"compiling {label} ahead of time"):  # minutes on a CPU
+                    package = torch._inductor.aoti_compile_and_package(torch.export.load(str(path)),
+                                                                       package_path=str(out_dir / "inductor.pt2"))
                 runners[label] = torch._inductor.aoti_load_package(package)
                 note += f", compile {time.perf_counter() - start:.0f} s"
             else:
@@ -218,7 +221,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{', QUICK (N=1, F=8: not real latencies)' if args.quick else ''}, warm-up {args.warmup}, "
              f"repeats {repeats}, fresh weights\n", out)
         emit("| network | batch | runtime | median ms | speed-up vs eager | notes |\n|---|---|---|---|---|---|", out)
-        with tempfile.TemporaryDirectory() as tmp:
+        progress = StepProgress("bench_deploy", len(args.networks) * len(args.batches), units="table parts",
+                                heartbeat=INTERVAL)
+        with tempfile.TemporaryDirectory() as tmp, progress:
             for key, (label, model) in networks(args.networks, args.cell, args.quick).items():
                 all_runners, export_notes = runtimes(model, Path(tmp) / key, args.image_size, args.threads,
                                                      key in args.inductor)
@@ -235,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         notes.get(k)))) for k in all_labels}
                     for line in rows(label, batch_size, all_labels, medians, notes):
                         emit(line, out)
+                    progress.update(note=f"{label}, batch {batch_size}")
         emit(f"\nwhole run: {time.perf_counter() - began:.0f} s", out)
     finally:
         if out is not None:
@@ -242,4 +248,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the table on stdout stays clean
     main()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from cellsearch.evaluators.child import evaluate_child
 from cellsearch.evaluators.oneshot import OneShotConfig, OneShotEvaluator, SupernetTrainer
+from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr, track
 from cellsearch.search.darts import ArchitectureWeights
 from cellsearch.search.final import rank_agreement
 from cellsearch.space.genotype import SearchSpace
@@ -61,6 +62,7 @@ def bench_step(repeats: int, darts_batch: int) -> None:
     rows = []
 
     genotypes = [space.sample(rng) for _ in range(repeats)]
+    progress = StepProgress("bench_oneshot step", 4, units="step kinds", heartbeat=INTERVAL)  # DARTS: tens of s
     times, mems = [], []
     for g in genotypes:
         net = CellNetCifar(g, cells_per_stage=2, channels=16)
@@ -76,6 +78,7 @@ def bench_step(repeats: int, darts_batch: int) -> None:
         times.append(t)
         mems.append(m)
     rows.append(("stand-alone child (reference)", sum(times) / repeats, sum(mems) / repeats, weight_mib(net)))
+    progress.update(note=rows[-1][0])
 
     start = time.perf_counter()
     supernet = SuperNet(space, cells_per_stage=2, channels=16)
@@ -89,6 +92,7 @@ def bench_step(repeats: int, darts_batch: int) -> None:
         mems.append(m)
     rows.append((f"single-path supernet step (built in {build:.1f} s)", sum(times) / repeats, sum(mems) / repeats,
                  weight_mib(supernet)))
+    progress.update(note="single-path supernet step")
     del supernet, trainer
 
     # The relaxed supernet runs every op of every block input: measured at a small batch (memory and time
@@ -110,6 +114,7 @@ def bench_step(repeats: int, darts_batch: int) -> None:
         t, m = saved_bytes(darts_step)  # one step: each is tens of seconds on a CPU
         rows.append((f"DARTS 1st-order step, F={channels} (batch {darts_batch} x{scale:g})", t * scale, m * scale,
                      weight_mib(supernet)))
+        progress.update(note=rows[-1][0])
         del supernet
 
     print(f"supernet steps at proxy size: N=2, F=16, 32x32, batch 64, 13 ops, add+concat; "
@@ -133,7 +138,7 @@ def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
             genotypes.append(g)
     start = time.perf_counter()
     truths = []
-    for g in genotypes:
+    for g in track(genotypes, "stand-alone truths", units="cells", heartbeat=INTERVAL):
         truths.append(evaluate_child(g, child, data, seed=seed).metric("val_accuracy"))
     standalone_s = time.perf_counter() - start
     print(f"{cells} random cells of the quick space (7 ops, 3 blocks, add+concat) on digits; stand-alone: "
@@ -147,7 +152,7 @@ def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
         ev.train_until(1, seed)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        estimates = [ev.score(g, seed) for g in genotypes]
+        estimates = [ev.score(g, seed) for g in track(genotypes, f"scoring paths ({multiple}x)", units="cells")]
         score_ms = 1000 * (time.perf_counter() - start) / cells
         a = rank_agreement(estimates, truths, top_k=5)
         print(f"{f'{multiple}x ({base_epochs * multiple:g} epochs)':<22} {train_s:>8.0f} {score_ms:>14.0f} "
@@ -173,4 +178,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the tables on stdout stay clean
     main()

@@ -67,6 +67,7 @@ from cellsearch.data import DataConfig, ImageDataModule, TensorLoader, describe_
 from cellsearch.space.network import CellNetCifar  # noqa: E402
 from cellsearch.space.profile import count_mult_adds, count_params  # noqa: E402
 from cellsearch.evaluators.speed import compile_training_forward  # noqa: E402
+from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr, track  # noqa: E402
 
 # A compile after the first one redoes tracing and lowering, as for a new architecture, and reuses
 # only the compiled kernels (no whole-graph cache hits: every child of a search is a new graph).
@@ -256,16 +257,20 @@ def part1(args: argparse.Namespace, fixed_cost: dict[str, float]) -> None:
     print(f"\n[1] proxy child {args.genotype} N={args.cells_per_stage} F={args.channels}, batch {args.batch_size}, "
           f"32x32 synthetic uint8 images, {args.steps} timed steps after {args.warmup}, {args.val_batches} "
           f"validation batch(es) of {2 * args.batch_size}, {args.repeats} repeats, DataLoader workers {args.workers}")
+    progress = StepProgress("[1] throughput", args.repeats * len(summaries), units="runs", heartbeat=INTERVAL)
     for repeat in range(args.repeats):
         for summary in summaries:
             if summary.error:
+                progress.update()
                 continue
             try:
                 run = (raw_run if summary.setting.raw else lightning_run)(args, summary.setting)
             except Exception as err:  # a setting this machine cannot run: report it, measure the others
                 summary.error = f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
                 print(f"  {summary.setting.name}: FAILED {summary.error}", flush=True)
+                progress.update(note=f"{summary.setting.name} failed")
                 continue
+            progress.update(note=f"repeat {repeat + 1}, {summary.setting.name}")
             summary.runs.append(run)
             print(f"  repeat {repeat + 1} {summary.setting.name:<26} {run.images_per_s:8.1f} train images/s, "
                   f"first step {run.first_step_s:6.2f} s, eval {run.eval_images_per_s:8.1f} images/s", flush=True)
@@ -457,7 +462,7 @@ def part2(args: argparse.Namespace) -> dict[str, float]:
     raw_child_seconds(args, 1)
     samples: dict[tuple[str, int], list[float]] = {}
     breakdowns = []
-    for _ in range(args.fixed_repeats):
+    for _ in track(range(args.fixed_repeats), "[2] fixed cost", units="repeats", heartbeat=INTERVAL):
         for steps in (1, long_steps):
             samples.setdefault(("lightning", steps), []).append(evaluate_child_seconds(args, steps))
             samples.setdefault(("raw", steps), []).append(raw_child_seconds(args, steps))
@@ -549,4 +554,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the tables on stdout stay clean
     main()

@@ -30,7 +30,7 @@ from cellsearch.evaluators import TrainEvaluator
 from cellsearch.search.executors import LocalExecutor, PoolExecutor
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.search.loop import SearchLoop
-from cellsearch.search.strategy_state import StrategyStateFiles
+from cellsearch.search.strategy_state import StrategyState
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 
@@ -78,12 +78,13 @@ def controller_costs(num_children: int, space: SearchSpace, threads: int) -> Non
     """Milliseconds per child of ask, tell and saving the state, for each strategy (no training)."""
     torch.set_num_threads(threads)
     print(f"\n[1] controller alone, {threads} torch thread(s): {num_children} children, {space.num_blocks} blocks x "
-          f"{len(space.ops)} ops, class defaults (evolution P=20), state journaled as the loop does")
+          f"{len(space.ops)} ops, class defaults (evolution P=20), state stored as the loop does")
     print(f"{'strategy':<12} {'ask ms':>8} {'tell ms':>8} {'save ms':>8} {'total ms/child':>15}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, settings in STRATEGY_SETTINGS.items():
             strategy = build_strategy(name, space, seed=0, **settings)
-            state_files = StrategyStateFiles(Path(tmp) / f"{name}.pt")
+            store = TrialStore(Path(tmp) / f"{name}.db")
+            state_files = StrategyState(store)
             times = defaultdict(float)
             for i in range(num_children):
                 start = time.perf_counter()
@@ -98,7 +99,7 @@ def controller_costs(num_children: int, space: SearchSpace, threads: int) -> Non
                 start = time.perf_counter()
                 state_files.save(strategy)
                 times["save"] += time.perf_counter() - start
-            state_files.close()
+            store.close()
             ms = {k: 1000 * v / num_children for k, v in times.items()}
             print(f"{name:<12} {ms['ask']:>8.2f} {ms['tell']:>8.2f} {ms['save']:>8.2f} {sum(ms.values()):>15.2f}")
 

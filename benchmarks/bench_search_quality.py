@@ -26,7 +26,8 @@ import yaml
 
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.evaluators.table import TableEvaluator, load_table
-from cellsearch.search.loop import RUN_OPTIONS
+from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 
@@ -173,6 +174,8 @@ def main() -> None:
         print(f"  {n}: {settings[n]}")
     curves: dict = {}
     seconds = {n: 0.0 for n in names}
+    progress = StepProgress("bench_search_quality", len(args.budgets) * len(args.families) * args.seeds * len(names),
+                            units="searches", heartbeat=INTERVAL)
     for budget in args.budgets:
         print(f"\n### budget {budget} children\n")
         for family in args.families:
@@ -185,6 +188,7 @@ def main() -> None:
                     start = time.perf_counter()
                     runs[n].append(run_search(n, settings[n], landscape, seed, budget, args.in_flight))
                     seconds[n] += time.perf_counter() - start
+                    progress.update(note=f"budget {budget}, {family}, seed {seed}, {n}")
                 rng = random.Random(f"random10:{seed}")
                 random10.append(max(landscape(landscape.space.sample(rng), noise_seed=(seed, -i))
                                     for i in range(10 * budget)))
@@ -198,4 +202,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the tables on stdout stay clean
     main()

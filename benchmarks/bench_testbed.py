@@ -28,6 +28,7 @@ from scipy.stats import spearmanr
 
 from build_testbed_table import _append, read_rows, run_jobs, table_settings, train_row
 from cellsearch.evaluators.surrogate import RidgeSurrogate
+from cellsearch.progress import INTERVAL, progress_to_stderr, track
 from cellsearch.space.genotype import load_genotype
 
 PUBLISHED = ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet_5")
@@ -42,7 +43,8 @@ def train_published(path: Path, seeds: list[int], workers: int, child: dict[str,
     done = {(r["name"], r["seed"]) for r in read_rows(path)}
     jobs = [(n, s) for s in seeds for n in PUBLISHED if (n, s) not in done]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for row in pool.map(_published_row, *zip(*jobs), [child] * len(jobs), [data] * len(jobs)) if jobs else ():
+        rows = pool.map(_published_row, *zip(*jobs), [child] * len(jobs), [data] * len(jobs)) if jobs else ()
+        for row in track(rows, "published cells", total=len(jobs), units="children", heartbeat=INTERVAL):
             _append(path, row)
             print(f"{row['name']} seed {row['seed']} acc {row['val_accuracy']} cpu {row['train_seconds']}s", flush=True)
 
@@ -147,4 +149,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the tables on stdout stay clean
     main()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cellsearch.evaluators.table import TABLES_DIR, CellTable, TableRow, canonical_actions
+from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
 from cellsearch.space.genotype import Genotype, SearchSpace
 from cellsearch.strategies.evolution import mutate
 
@@ -129,7 +130,8 @@ def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, rows: 
     done = {(tuple(r["actions"]), r["seed"]) for r in read_rows(rows)}
     jobs = [(c, s) for c in cells for s in seeds if (tuple(c), s) not in done]
     print(f"{origin}: {len(jobs)} children to train", flush=True)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    progress = StepProgress(origin, len(jobs), units="children", heartbeat=INTERVAL)
+    with ProcessPoolExecutor(max_workers=workers) as pool, progress:
         pending = set()
         for actions, seed in jobs:
             pending.add(pool.submit(_train, space, actions, seed, child, data, origin))
@@ -137,8 +139,10 @@ def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, rows: 
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     _report(rows, future.result())
+                    progress.update()
         for future in wait(pending).done:
             _report(rows, future.result())
+            progress.update()
 
 
 def reseed_best(space: SearchSpace, rows: Path, top: int, workers: int, child: dict[str, Any],
@@ -214,4 +218,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    progress_to_stderr()  # progress lines on stderr: the tables on stdout stay clean
     main()

@@ -1,5 +1,7 @@
 """cellsearch: search for convolutional cells the NASNet way, train proxy children with Lightning,
 and use what you find as timm models."""
+from importlib.metadata import PackageNotFoundError, version
+
 from cellsearch._timm_hook import register_when_timm_loads
 from cellsearch.space.genotype import (
     NASNET_OPS,
@@ -13,9 +15,13 @@ from cellsearch.space.genotype import (
     shipped_cells,
 )
 
-__version__ = "0.1.0"
+try:  # one source: pyproject.toml's version, as installed
+    __version__ = version("cellsearch")
+except PackageNotFoundError:  # a source checkout on sys.path, not installed: it cannot say which release it is
+    __version__ = "unknown"
 
 __all__ = [
+    "__version__",
     "NASNET_OPS",
     "Block",
     "Cell",

@@ -30,22 +30,29 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
-import cellsearch.config  # noqa: F401  (registers the data and child schemas before hydra.main composes)
+from cellsearch.config import expected_value  # (and registers the data and child schemas for hydra.main)
 from cellsearch.search.atomic import RunDirWriteError
 from cellsearch.search.lock import RunDirBusy, check_not_locked, is_main_rank
+from cellsearch.search.settings import ResumeError
 from cellsearch.space.genotype import GenotypeError
 from cellsearch.validation import ConfigError
 
-__all__ = ["USER_ERRORS", "error_message", "is_user_error", "job", "main", "run", "task_value"]
+__all__ = ["USER_ERRORS", "error_message", "job", "main", "run", "task_value"]
 
 log = logging.getLogger("cellsearch")
 
 CONFIG_PATH = "pkg://cellsearch.conf"  # the repository's conf/, installed with the package
 # Errors in what the user asked for: reported in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, GenotypeError, RunDirBusy, RunDirWriteError, FileExistsError, NotADirectoryError,
-               PermissionError, HydraException, OmegaConfBaseException)
+USER_ERRORS = (ConfigError, GenotypeError, ResumeError, RunDirBusy, RunDirWriteError, FileExistsError,
+               NotADirectoryError, PermissionError, HydraException, OmegaConfBaseException)
 _traceback_wanted = os.environ.get("HYDRA_FULL_ERROR") == "1"  # read before main() sets it
 BUG_HINT = ("error: an unexpected {name} (the traceback is above): not a problem with your settings but a bug; "
             "please report it with the traceback and the command line")
@@ -55,20 +62,11 @@ OmegaConf.register_new_resolver("cellsearch_output_subdir", lambda resume: None 
                                 replace=True)
 
 
-def is_user_error(err: BaseException) -> bool:
-    """Whether ``err`` is a mistake in the user's input (one line) rather than a bug (a traceback)."""
-    if isinstance(err, USER_ERRORS):
-        return True
-    # ResumeError lives with the search loop, which imports torch; only a loaded loop can have raised it.
-    loop = sys.modules.get("cellsearch.search.loop")
-    return loop is not None and isinstance(err, loop.ResumeError)
-
-
 def run(cfg: DictConfig) -> Any:
     """Run the task ``cfg.task.name`` (search, retrain or export) and return its result."""
     from cellsearch.retrain import run_retrain
     from cellsearch.search.export import export_cells
-    from cellsearch.search.loop import run_search
+    from cellsearch.search.run import run_search
 
     task = cfg.task.name
     if cfg.get("resume"):
@@ -122,16 +120,25 @@ def error_message(err: BaseException) -> str:
         return f"unknown config key {key!r} (cellsearch --cfg job lists the keys; +{key}=... adds a new one)"
     if isinstance(cause, MissingMandatoryValue):
         return f"{cause.full_key} has no value: set it on the command line, {cause.full_key}=..."
+    expected = expected_value(getattr(cause, "object_type", None), getattr(cause, "key", None)) \
+        if isinstance(cause, ValidationError) and getattr(cause, "full_key", None) else None
+    if expected is not None:  # a value of the wrong type for a schema field: say what it takes
+        return f"{cause.full_key} must be {expected}, got {cause.value!r} (set {cause.full_key}=...)"
     if isinstance(cause, OmegaConfBaseException):
         where = f"{cause.full_key}: " if getattr(cause, "full_key", None) else ""
         return where + str(cause.msg if getattr(cause, "msg", None) else cause).splitlines()[0]
     if isinstance(err, (FileExistsError, NotADirectoryError, PermissionError)):  # Hydra creating the run directory
         return (f"cannot create or write {err.filename} ({err.strerror}): choose a run directory you can write "
                 f"that is not a file or under one (hydra.run.dir=...)")
-    if str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError):
+    if _unwritable_log_file(err):
         return (f"cannot write the log file {err.__cause__.filename} ({err.__cause__.strerror}); choose a run "
                 f"directory you can write (hydra.run.dir=...)")
     return " ".join(str(err).split("\n")).strip() or type(err).__name__
+
+
+def _unwritable_log_file(err: BaseException) -> bool:
+    """Whether ``err`` is logging's failure to open the run directory's log file (an unwritable directory)."""
+    return str(err).startswith("Unable to configure handler") and isinstance(err.__cause__, OSError)
 
 
 def _fail(err: BaseException) -> None:
@@ -156,11 +163,24 @@ def _refuse_a_busy_run_dir(args: list[str]) -> None:
 def job(cfg: DictConfig) -> float | None:
     """Hydra's task function: one run, or one job of a ``-m`` sweep; returns :func:`task_value`."""
     try:
-        return task_value(run(cfg))
-    except Exception as err:
-        if not is_user_error(err) or _traceback_wanted or HydraConfig.get().mode == RunMode.MULTIRUN:
+        result = run(cfg)
+    except USER_ERRORS as err:
+        if _traceback_wanted or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # in a sweep the launcher says which job failed, then main() prints why
         _fail(err)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # in a sweep it is a failed job, None to the sweeper
+        _fail_if_no_child_succeeded(result)
+    return task_value(result)
+
+
+def _fail_if_no_child_succeeded(result: Any) -> None:
+    """A search in which every child failed ends with status 1 and says why (it is not a result)."""
+    from cellsearch.search.report import SearchSummary, no_success_line
+
+    line = no_success_line(result) if isinstance(result, SearchSummary) else None
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 def main(config_path: str = CONFIG_PATH) -> None:
@@ -179,11 +199,13 @@ def main(config_path: str = CONFIG_PATH) -> None:
     except BrokenPipeError:  # the output went to a reader that stopped early (cellsearch --help | head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that exiting flushes nowhere
         raise SystemExit(1) from None
-    except Exception as err:
-        if not is_user_error(err):
-            traceback.print_exc()
-            print(BUG_HINT.format(name=type(err).__name__), file=sys.stderr)
-            raise SystemExit(1) from None
+    except USER_ERRORS as err:
         if _traceback_wanted:
             raise
         _fail(err)
+    except Exception as err:
+        if _unwritable_log_file(err) and not _traceback_wanted:  # Hydra configures logging before the task runs
+            _fail(err)
+        traceback.print_exc()
+        print(BUG_HINT.format(name=type(err).__name__), file=sys.stderr)
+        raise SystemExit(1) from None

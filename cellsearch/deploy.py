@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from typing import Any
 import timm
 import torch
 
-from cellsearch.data import ConfigError
+from cellsearch.progress import Heartbeat, StepProgress, format_seconds
+from cellsearch.validation import ConfigError
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.network import CellNet, CellNetCifar
 from cellsearch.deploy_python import module_name, write_standalone
@@ -79,9 +81,21 @@ def require_onnx() -> tuple[Any, Any]:
 
 def load_network(genotype: "str | Path | None" = None, weights: "str | Path | None" = None,
                  model_name: str = "cellnet_cifar", model_args: dict[str, Any] | None = None) -> CellNet:
-    """The network to export, in eval mode: trained ``weights`` (a timm export folder, its
-    model.safetensors, or a Lightning .ckpt) or else ``model_name`` built from ``genotype`` with
-    ``model_args`` and fresh weights. With both, the weights must be of that genotype."""
+    """The network to export, in eval mode.
+
+    Args:
+        genotype: a cell name or YAML path; with ``weights`` too, the weights must be of this genotype.
+        weights: trained weights: a timm export folder, its model.safetensors, or a Lightning .ckpt.
+        model_name: without weights, the ``cellnet_*`` entry point to build ``genotype`` with.
+        model_args: without weights, that entry point's arguments (fresh weights).
+
+    Returns:
+        The network, in eval mode.
+
+    Raises:
+        ConfigError: nothing to export, an unknown entry point, or a folder that holds no weights.
+        GenotypeError: weights that belong to another cell.
+    """
     wanted = load_genotype(genotype) if genotype is not None else None
     if weights is not None:
         model = _trained_network(Path(weights))
@@ -197,13 +211,32 @@ def parity(model: CellNet, path: "str | Path", fmt: str, batch: torch.Tensor) ->
 
 def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str | Path", name: str,
                    input_size: Sequence[int] | None = None, seed: int = 0) -> list[Exported]:
-    """Write every format and check each against the eager model on a random batch of 3."""
+    """Write every format and check each against the eager model on a random batch of 3. Logs a line as
+    each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds.
+
+    Args:
+        model: the network (in eval mode, as ``load_network`` returns it).
+        formats: one of torchscript, torch_export, onnx, python, safetensors, or a list of them.
+        out_dir: the folder the files go to.
+        name: the files' stem (``<name>.onnx``, ...).
+        input_size: ``(C, H, W)`` to export at; default: the network's configured input size.
+        seed: seeds the random batch of the parity check.
+
+    Returns:
+        One ``Exported`` per format: its files and the largest difference from eager.
+    """
     results = []
-    for fmt in check_formats(formats):
-        paths = write_export(model, fmt, out_dir, name, input_size)
-        size, _, _ = input_spec(model, input_size)
-        batch = torch.randn(3, *size, generator=torch.Generator().manual_seed(seed))
-        results.append(Exported(fmt, paths, parity(model, paths[0], fmt, batch)))
+    formats = check_formats(formats)
+    with StepProgress(f"export {name}", len(formats), units="formats", interval=0, logger=log) as progress:
+        for fmt in formats:
+            log.info("export %s: writing %s (%d/%d)", name, fmt, progress.done + 1, len(formats))
+            start = time.perf_counter()
+            with Heartbeat(f"writing and checking {fmt}", logger=log, status=progress.line):
+                paths = write_export(model, fmt, out_dir, name, input_size)
+                size, _, _ = input_spec(model, input_size)
+                batch = torch.randn(3, *size, generator=torch.Generator().manual_seed(seed))
+                results.append(Exported(fmt, paths, parity(model, paths[0], fmt, batch)))
+            progress.update(note=f"{fmt} in {format_seconds(time.perf_counter() - start)}")
     return results
 
 

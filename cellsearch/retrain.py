@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from cellsearch.evaluators.child import build_training
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.search.lock import is_main_rank, lock_run_dir
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.weights import export_weights

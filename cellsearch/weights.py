@@ -51,10 +51,18 @@ def export_weights(
 ) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (timm local-dir format) into ``out_dir``.
 
-    ``model_name`` is the registered entry point recorded as the architecture; by default the one
-    the model was created from, else ``cellnet_cifar`` / ``cellnet_imagenet``. ``input_size``,
-    ``mean`` and ``std`` record how the training data looked (timm's data config reads them);
-    by default the entry point's. Returns ``out_dir``.
+    Args:
+        model: a CellNetCifar or CellNetImageNet.
+        out_dir: the folder to write; ``timm.create_model('local-dir:<out_dir>', pretrained=True)``
+            loads it back.
+        model_name: the registered entry point recorded as the architecture; by default the one the
+            model was created from, else ``cellnet_cifar`` / ``cellnet_imagenet``.
+        input_size: how the training data looked, for timm's data config; by default the entry point's.
+        mean: the per-channel mean the training data was normalised with; by default the entry point's.
+        std: the per-channel standard deviation; by default the entry point's.
+
+    Returns:
+        ``out_dir``, as a Path.
     """
     if not isinstance(model, CellNet):
         raise TypeError(f"export_weights takes a CellNetCifar or CellNetImageNet, got {type(model).__name__} "
@@ -187,7 +195,16 @@ def model_from_checkpoint(ckpt_path: "str | Path") -> CellNet:
 
 
 def convert_checkpoint(ckpt_path: "str | Path", out_dir: "str | Path", model_name: str | None = None) -> Path:
-    """Lightning checkpoint of a child or retrain run -> timm export in ``out_dir`` (see export_weights)."""
+    """Convert a Lightning checkpoint of a child or retrain run into a timm export folder.
+
+    Args:
+        ckpt_path: the ``.ckpt`` file (read with ``weights_only=True``).
+        out_dir: the folder to write, as ``export_weights`` does.
+        model_name: the entry point to record; by default as ``export_weights`` chooses it.
+
+    Returns:
+        ``out_dir``, as a Path.
+    """
     return export_weights(model_from_checkpoint(ckpt_path), out_dir, model_name)
 
 

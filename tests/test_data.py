@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from cellsearch.data import (
-    ConfigError,
     DataConfig,
     DatasetSpec,
     ImageArrays,
@@ -26,6 +25,7 @@ from cellsearch.data import (
     random_flip,
     register_dataset,
 )
+from cellsearch.validation import ConfigError
 
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 

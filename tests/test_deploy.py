@@ -14,7 +14,7 @@ from timm.models import get_pretrained_cfg
 from timm.models._features_fx import create_feature_extractor, get_graph_node_names
 
 import cellsearch  # noqa: F401  (registers the entry points)
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.deploy import FORMATS, ONNX_OPSET, TOLERANCE, check_formats, export_network, load_export, \
     load_network, require_onnx, run_export
 from cellsearch.space.genotype import GenotypeError, load_genotype

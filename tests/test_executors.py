@@ -13,9 +13,10 @@ import torch
 
 from cellsearch.evaluators import EvalResult, Evaluator, TrainEvaluator
 from cellsearch.evaluators.child import ChildConfig
-from cellsearch.data import ConfigError, DataConfig
+from cellsearch.data import DataConfig
 from cellsearch.search.executors import LocalExecutor, PoolExecutor, RayExecutor, build_executor
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+from cellsearch.validation import ConfigError
 
 DATA = DataConfig(name="synthetic", synthetic_train_size=96, synthetic_test_size=16, image_size=8, val_size=32)
 CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=1, batch_size=32, logger=None)
@@ -147,6 +148,22 @@ def test_ray_executor_without_ray_is_a_clear_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when Ray is not installed
     with pytest.raises(ConfigError, match=r"pip install 'cellsearch\[ray\]'"):
         RayExecutor(TrainEvaluator(CHILD, DATA))
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, None, True])
+def test_ray_max_retries_must_be_a_count(value):
+    pytest.importorskip("ray")
+    with pytest.raises(ConfigError, match="executor.max_retries must be an integer >= 0"):
+        RayExecutor(TrainEvaluator(CHILD, DATA), max_retries=value)  # refused before any cluster starts
+
+
+def test_executor_settings_are_free_to_change_on_resume():
+    """Where and how children run (retries included) does not define a reward: not in search_settings.yaml."""
+    from cellsearch.search.settings import search_settings
+    from tests.test_train import config
+
+    assert search_settings(config("executor=ray", "executor.max_retries=0", "run_dir=/tmp")) == \
+        search_settings(config("executor=local", "run_dir=/tmp"))
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Objectives: the MnasNet constrained reward, the Pareto rank reward, and their checks."""
 import pytest
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators import EvalResult
 from cellsearch.search.objectives import (AccuracyObjective, ConstrainedObjective, ParetoObjective, pareto_front,
                                           pareto_ranks)

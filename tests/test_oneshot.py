@@ -11,11 +11,12 @@ import timm
 import torch
 from hydra import compose, initialize_config_dir
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators import OneShotEvaluator
 from cellsearch.search.darts import ArchitectureWeights, check_relaxable
 from cellsearch.search.final import rank_agreement
-from cellsearch.search.loop import ResumeError, run_search
+from cellsearch.search.run import run_search
+from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators import TrainEvaluator
 from cellsearch.evaluators.child import evaluate_child
 from cellsearch.evaluators.memory import MB

@@ -6,10 +6,11 @@ import sqlite3
 import pytest
 from hydra import compose, initialize_config_dir
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.child import ChildConfig
 from cellsearch.evaluators.zero_cost import SCORES, ZeroCostScorer, kendall_tau, spearman_rho, top_k_precision
-from cellsearch.search.loop import SearchLoop, run_search
+from cellsearch.search.loop import SearchLoop
+from cellsearch.search.run import run_search
 from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy

@@ -7,8 +7,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from cellsearch.search.loop import ResumeError, check_settings, run_search
-from cellsearch.search.resume import fill_added_settings, resumed_config
+from cellsearch.search.resume import resumed_config
+from cellsearch.search.run import run_search
+from cellsearch.search.settings import ResumeError, check_settings, fill_added_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"
@@ -39,6 +40,9 @@ def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_p
     new = db.execute("SELECT trial_id, val_accuracy, params, mult_adds, train_loss, role FROM trials "
                      "WHERE trial_id = 3").fetchone()
     assert new[0] == 3 and new[1] is not None and new[4] is not None and new[5] == "search"
+    # its strategy state was imported into trials.db; the old file is kept, renamed, and no longer read
+    assert db.execute("SELECT COUNT(*) FROM strategy_events WHERE kind = 'tell'").fetchone()[0] >= 1
+    assert not (run_dir / "strategy_state.pt").exists() and (run_dir / "strategy_state.pt.migrated").is_file()
     # the settings file is left as the old release wrote it; the whole configuration is kept beside it
     assert "evaluator" not in yaml.safe_load((run_dir / "search_settings.yaml").read_text())
     assert yaml.safe_load((run_dir / "run_config.yaml").read_text())["search"]["budget"] == 4
@@ -70,3 +74,18 @@ def test_added_settings_fill_only_the_option_they_belong_to():
 def test_resume_of_a_directory_without_a_search_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no search to resume"):
         resume(tmp_path)
+
+
+def test_a_ppo_run_from_before_imitation_resumes_without_it(tmp_path):
+    """0.1.0's PPO had no imitation term and no advantage scaling: resumed, it still has neither."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1_RUN, run_dir)
+    ppo = yaml.safe_load((ROOT / "tests" / "fixtures" / "schema1_search_options.yaml").read_text())["ppo"]
+    for name in ("search_settings.yaml", ".hydra/config.yaml"):  # as if the 0.1.0 run had used search=ppo
+        stored = yaml.safe_load((run_dir / name).read_text())
+        stored["search"] = {**ppo, **({"budget": 3} if name.startswith(".hydra") else {})}
+        (run_dir / name).write_text(yaml.safe_dump(stored))
+    cfg = resume(run_dir, "search.budget=4")
+    assert cfg.search.imitation_weight == 0.0 and cfg.search.normalize_advantages is False
+    assert cfg.search.lr == 0.00035  # its own settings, not today's defaults
+    check_settings(run_dir, search_settings(cfg))

@@ -13,7 +13,8 @@ import cellsearch.search.atomic as atomic
 from cellsearch.search.atomic import RunDirWriteError, atomic_write
 from cellsearch.evaluators import EvalResult, TrainEvaluator
 from cellsearch.search.executors import LocalExecutor
-from cellsearch.search.loop import BEST_CELL_FILE, STATE_FILE, ResumeError, SearchLoop
+from cellsearch.search.loop import BEST_CELL_FILE, SearchLoop
+from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 from cellsearch.strategies import RandomSearch
@@ -62,13 +63,16 @@ def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeyp
     search(run_dir, 3)
     assert [t for t, *_ in stored(run_dir)] == [0, 1, 2] and stored(run_dir)[:2] == first
 
-    # A truncated strategy state: an error naming the file and the way out; rebuild_state replays trials.db.
-    state = run_dir / STATE_FILE
-    state.write_bytes(state.read_bytes()[:100])
-    with pytest.raises(ResumeError, match=rf"{state} .*truncated or damaged.*search.rebuild_state=true"):
+    # A damaged strategy state: an error naming the store and the way out; rebuild_state replays its children.
+    store_path = run_dir / "trials.db"
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE strategy_snapshots SET state = substr(state, 1, 100)")
+    with pytest.raises(ResumeError, match=rf"strategy state in {store_path} .*truncated or damaged.*"
+                                          rf"search.rebuild_state=true"):
         search(run_dir, 4)
-    state.write_bytes(b"")
-    with pytest.raises(ResumeError, match="the file is empty"):
+    with sqlite3.connect(store_path) as db:
+        db.execute("UPDATE strategy_snapshots SET state = x''")
+    with pytest.raises(ResumeError, match="it is empty"):
         search(run_dir, 4)
     search(run_dir, 4, "search.rebuild_state=true")
     rows = stored(run_dir)
@@ -85,6 +89,34 @@ def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeyp
     with pytest.raises(ResumeError, match=r"learned from 4 finished children that .* does not hold"):
         search(run_dir, 5)
     assert stored(run_dir) == []
+
+
+def set_version(path, version: int) -> None:
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {version}")
+    db.close()
+
+
+def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    search(run_dir, 2)
+    store_path = run_dir / "trials.db"
+    whole = store_path.read_bytes()
+    damages = {
+        "holds a search (search_settings.yaml) but no trials.db": lambda: store_path.unlink(),
+        "is empty (0 bytes)": lambda: store_path.write_bytes(b""),
+        "is truncated": lambda: store_path.write_bytes(whole[:len(whole) // 2]),
+        "was written by a newer cellsearch": lambda: set_version(store_path, 99),
+    }
+    for found, damage in damages.items():
+        store_path.write_bytes(whole)
+        damage()
+        with pytest.raises(train.USER_ERRORS) as refused:
+            search(run_dir, 3)
+        message = train.error_message(refused.value)
+        assert found in message and "start a new run directory" in message and "\n" not in message, message
+    store_path.write_bytes(whole)
+    assert len(stored(run_dir)) == 2
 
 
 @pytest.mark.slow
@@ -128,9 +160,7 @@ def one_line_or_ok(overrides, run_dir):
     """Run ``overrides``; a refusal must be a user error whose message is one non-empty line."""
     try:
         train.run(config(*TINY, "search=random", f"run_dir={run_dir}", *overrides))
-    except Exception as err:
-        if not train.is_user_error(err):
-            raise
+    except train.USER_ERRORS as err:
         message = train.error_message(err)
         assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
         return message
@@ -156,7 +186,7 @@ def test_fuzz_bad_overrides_and_damaged_files(tmp_path):
         "truncated": lambda data: data[: rng.randrange(1, max(2, len(data)))],
         "not UTF-8": lambda data: b"\xff\xfe" + data,
     }
-    for name in ("search_settings.yaml", STATE_FILE, BEST_CELL_FILE, "trials.db"):
+    for name in ("search_settings.yaml", BEST_CELL_FILE, "trials.db"):
         path = run_dir / name
         original = path.read_bytes()
         for damage in damages.values():

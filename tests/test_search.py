@@ -5,14 +5,17 @@ children are scored by a cheap deterministic function of the genotype, so a cras
 at every step. The end-to-end tests with real child training and real executors are in test_train.py.
 """
 import random
+import sqlite3
 
 import pytest
 import yaml
 
 from cellsearch.evaluators import EvalResult
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, SETTINGS_FILE, STATE_FILE, ResumeError, SearchLoop, check_settings
-from cellsearch.search.report import format_seconds, summary_table
+from cellsearch.progress import format_seconds
+from cellsearch.search.loop import BEST_CELL_FILE, SearchLoop
+from cellsearch.search.report import summary_table
+from cellsearch.search.settings import SETTINGS_FILE, ResumeError, check_settings
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 
@@ -75,7 +78,8 @@ class InlineExecutor:
 
 
 class CrashAfterCommit(TrialStore):
-    """Dies right after committing the n-th row, before the strategy is told."""
+    """Dies right after writing the n-th row, before the strategy is told: in the loop's transaction, so
+    neither the row nor the tell is committed."""
 
     def __init__(self, path, crash_at: int):
         super().__init__(path)
@@ -121,7 +125,7 @@ def test_search_runs_to_the_budget_with_results_out_of_order(tmp_path, name):
 @pytest.mark.parametrize("crash", [{"crash_after_results": 4}, {"crash_after_submits": 5},
                                    {"crash_at": 6}])
 def test_a_crashed_search_resumes_exactly(tmp_path, name, crash):
-    """Crash while children are in flight, between ask and submit, or between commit and tell: the
+    """Crash while children are in flight, between ask and submit, or between a row and its tell: the
     resumed search trains no finished child again, ends at the budget, and matches an uninterrupted run."""
     reference, _, _ = search(tmp_path / "reference", name, budget=10, capacity=2)
     run_dir = tmp_path / "run"
@@ -152,11 +156,13 @@ def test_resume_refuses_another_strategy_or_a_missing_state(tmp_path):
     search(tmp_path, "random", budget=3)
     with pytest.raises(ResumeError, match="saved by the 'random' strategy, not 'ppo'"):
         search(tmp_path, "ppo", budget=5)
-    (tmp_path / STATE_FILE).unlink()
-    with pytest.raises(ResumeError, match="strategy_state.pt is missing"):
+    with sqlite3.connect(tmp_path / "trials.db") as db:  # the snapshot damaged: rebuild_state is the way out
+        db.execute("UPDATE strategy_snapshots SET state = x'0074'")
+    with pytest.raises(ResumeError, match=r"cannot read the strategy state in .*trials.db .*search.rebuild_state=true"):
         search(tmp_path, "random", budget=5)
-    (tmp_path / STATE_FILE).write_bytes(b"\x00truncated")
-    with pytest.raises(ResumeError, match="cannot read the strategy state"):
+    with sqlite3.connect(tmp_path / "trials.db") as db:
+        db.execute("DELETE FROM strategy_snapshots")
+    with pytest.raises(ResumeError, match=r"holds 3 children but no strategy state .*search.rebuild_state=true"):
         search(tmp_path, "random", budget=5)
 
 

@@ -75,17 +75,74 @@ def test_a_child_is_stored_once(tmp_path):
         assert len(store) == 1 and store.get(7).reward == 0.5
 
 
-def test_foreign_or_newer_files_are_refused(tmp_path):
+def stored_run(path, children: int = 200) -> bytes:
+    """A closed store of ``children`` rows; returns its bytes."""
+    with TrialStore(path) as store:
+        for i, g in enumerate(genotypes(children)):
+            add(store, i, g, Outcome("ok", 0.5, 0.5))
+    return path.read_bytes()
+
+
+def refusal(path) -> str:
+    """The one line TrialStore refuses ``path`` with."""
+    with pytest.raises(ValueError) as info:
+        TrialStore(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_foreign_emptied_truncated_or_newer_files_are_refused_in_one_line(tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(ValueError, match="not a cellsearch trial store"):
-        TrialStore(junk)
+    assert "not a cellsearch trial store" in refusal(junk)
+
+    path = tmp_path / "trials.db"
+    whole = stored_run(path)
+    path.write_bytes(b"")
+    assert "is empty (0 bytes)" in refusal(path) and path.stat().st_size == 0  # left as it was, not made anew
+    for cut in (len(whole) // 2, len(whole) - 1, 60):
+        path.write_bytes(whole[:cut])
+        assert f"is truncated ({cut:,}" in refusal(path) and "restore it from a backup" in refusal(path)
+    path.write_bytes(whole)
+    assert len(TrialStore(path)) == 200  # restored: whole again
+
     newer = tmp_path / "newer.db"
     db = sqlite3.connect(newer)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(ValueError, match="newer cellsearch"):
-        TrialStore(newer)
+    message = refusal(newer)
+    assert f"newer cellsearch (trial store schema {SCHEMA_VERSION + 1}" in message
+    assert message.endswith("resume it with that newer cellsearch (pip install -U cellsearch), or start a new run "
+                            "directory")
+
+
+def test_a_search_directory_without_its_store_is_refused(tmp_path):
+    from cellsearch.search.run import open_run_store
+
+    (tmp_path / "search_settings.yaml").write_text("seed: 0\n")
+    with pytest.raises(ValueError, match=r"holds a search \(search_settings.yaml\) but no trials.db, which kept its "
+                                         r"children and strategy state: restore trials.db from a backup"):
+        open_run_store(tmp_path)
+    assert not (tmp_path / "trials.db").exists()
+    with open_run_store(tmp_path / "new") as store:  # a new directory: its store is made
+        assert len(store) == 0
+
+
+def test_writes_in_a_transaction_commit_together(tmp_path):
+    g = genotypes(2)
+    with TrialStore(tmp_path / "trials.db") as store:
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                add(store, 0, g[0], Outcome("ok", 0.5))
+                with store.transaction():  # joins the outer one
+                    store.add_events([(0, "tell", 0, 0.5)])
+                raise RuntimeError("the process dies")
+        assert len(store) == 0 and store.events() == []
+        with store.transaction():
+            add(store, 0, g[0], Outcome("ok", 0.5))
+            store.add_events([(0, "tell", 0, 0.5)])
+        assert len(store) == 1 and store.events() == [(0, "tell", 0, 0.5)]
 
 
 SCHEMA1_RUN = Path(__file__).parent / "fixtures" / "schema1_run"
@@ -101,7 +158,7 @@ def test_a_schema_1_store_migrates_with_its_rows_unchanged(tmp_path):
         assert [r.trial_id for r in store.rows()] == [0, 1, 2] and store.rows()[0].role == "search"
         add(store, 3, genotypes(1)[0], Outcome("ok", 0.5, 0.5))
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
     assert db.execute("SELECT latency_ms, metrics, role FROM trials WHERE trial_id = 0").fetchone() == (
         None, "{}", "search")

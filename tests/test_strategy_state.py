@@ -1,11 +1,16 @@
-"""Strategy state on disk: snapshots plus a journal replay to the exact state; a torn last record is
-dropped. Withdrawn proposals do not distort a strategy."""
+"""Strategy state in trials.db: a snapshot plus the events after it replay to the exact state; what was
+not committed is asked again; the state files of older run directories are imported on upgrade.
+Withdrawn proposals do not distort a strategy."""
+import io
 import random
+import sqlite3
 
 import pytest
 import torch
 
-from cellsearch.search.strategy_state import StateFileError, StrategyStateFiles, encode_record, read_records
+from cellsearch.search.legacy_state import LEGACY_STATE_FILE, encode_record, record_crc
+from cellsearch.search.store import _TRIALS_V1, MIGRATIONS, TrialStore
+from cellsearch.search.strategy_state import StrategyState, StrategyStateError
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
 from test_strategies import FAST as STRATEGY_SETTINGS
@@ -30,7 +35,7 @@ def same(a, b) -> bool:
     return a == b or (a != a and b != b)  # NaN rewards of pending trials
 
 
-def drive(strategy, files: StrategyStateFiles | None, steps: int, seed: int = 0) -> None:
+def drive(strategy, state: StrategyState | None, steps: int, seed: int = 0) -> None:
     """Asks, out-of-order tells (some failed), withdrawals and outside trials, saving after each, as
     the search loop does."""
     rng = random.Random(seed)
@@ -46,74 +51,89 @@ def drive(strategy, files: StrategyStateFiles | None, steps: int, seed: int = 0)
         else:
             trial_id = pending.pop(rng.randrange(len(pending)))
             strategy.tell(trial_id, None if rng.random() < 0.1 else rng.random())
-        if files is not None:
-            files.save(strategy)
+        if state is not None:
+            state.save(strategy)
+
+
+
+
+def stored_state(path, snapshot_every: int = 1000) -> StrategyState:
+    return StrategyState(TrialStore(path), snapshot_every=snapshot_every)
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
-def test_snapshot_plus_journal_restores_the_exact_state(tmp_path, name):
+def test_snapshot_plus_events_restores_the_exact_state(tmp_path, name):
     strategy = build_strategy(name, SPACE, seed=3, **FAST[name])
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=7)
-    drive(strategy, files, 40)
-    files.close()
+    state = stored_state(tmp_path / "trials.db", snapshot_every=7)
+    drive(strategy, state, 40)
+    state.store.close()
     restored = build_strategy(name, SPACE, seed=3, **FAST[name])
-    replayed = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=7).load(restored)
-    assert 0 < replayed < 7  # the last snapshot plus a few journaled events
+    replayed = stored_state(tmp_path / "trials.db", snapshot_every=7).load(restored)
+    assert 0 < replayed < 7  # the last snapshot plus a few stored events
     assert same(restored.state_dict(), strategy.state_dict())
     # and it carries on exactly as the original does
     assert [restored.ask().genotype for _ in range(5)] == [strategy.ask().genotype for _ in range(5)]
 
 
-def test_a_torn_last_record_is_ignored_and_the_search_resumes_exactly(tmp_path):
+def test_an_ask_never_committed_is_asked_again_and_new_events_follow_the_stored_ones(tmp_path):
     strategy = build_strategy("ppo", SPACE, seed=1, **FAST["ppo"])
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=10_000)
-    drive(strategy, files, 20)
+    state = stored_state(tmp_path / "trials.db", snapshot_every=10_000)
+    drive(strategy, state, 20)
     before_last = strategy.state_dict()
-    proposal = strategy.ask()
-    files.save(strategy)
-    files.close()
-    journal = files.journal_path
-    journal.write_bytes(journal.read_bytes()[:-3])  # killed in the middle of writing the last record
+    proposal = strategy.ask()  # the process dies before this ask is stored
+    state.store.close()
 
     restored = build_strategy("ppo", SPACE, seed=1, **FAST["ppo"])
-    resumed = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=10_000)
+    resumed = stored_state(tmp_path / "trials.db", snapshot_every=10_000)
     resumed.load(restored)
     assert same(restored.state_dict(), before_last)
-    # the lost ask is asked again: the same cell under the same id; new records append after the cut
-    again = restored.ask()
+    again = restored.ask()  # the same cell under the same id
     assert (again.trial_id, again.genotype) == (proposal.trial_id, proposal.genotype)
     resumed.save(restored)
     drive(restored, resumed, 10, seed=5)
     drive(strategy, None, 10, seed=5)
-    resumed.close()
+    assert [e[0] for e in resumed.store.events()] == list(range(strategy.num_events))
     third = build_strategy("ppo", SPACE, seed=1, **FAST["ppo"])
-    StrategyStateFiles(tmp_path / "state.pt").load(third)
+    StrategyState(resumed.store).load(third)
     assert same(third.state_dict(), strategy.state_dict())
 
 
-def test_journal_records_older_than_the_snapshot_are_skipped(tmp_path):
-    """A kill between writing a snapshot and emptying the journal leaves records the snapshot covers."""
+def test_a_rolled_back_transaction_stores_neither_the_row_nor_the_tell(tmp_path):
+    from cellsearch.evaluators import EvalResult
+
+    strategy = build_strategy("random", SPACE, seed=0)
+    state = stored_state(tmp_path / "trials.db")
+    proposal = strategy.ask()
+    state.save(strategy)
+    with pytest.raises(RuntimeError, match="killed"):
+        with state.store.transaction():
+            state.store.add(proposal.trial_id, proposal.genotype, EvalResult("ok", {"val_accuracy": 0.5}, 1.0), 0.5)
+            strategy.tell(proposal.trial_id, 0.5)
+            state.save(strategy)
+            raise RuntimeError("killed before the commit")
+    assert len(state.store) == 0 and [e[1] for e in state.store.events()] == ["ask"]
+    restored = build_strategy("random", SPACE, seed=0)
+    StrategyState(state.store).load(restored)
+    assert [p.trial_id for p in restored.pending()] == [proposal.trial_id]  # trained again on resume
+
+
+def test_events_older_than_the_snapshot_are_kept_and_not_replayed(tmp_path):
     strategy = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=10_000)
-    drive(strategy, files, 15)
-    stale = files.journal_path.read_bytes()
-    files.snapshot(strategy)
-    files.close()
-    files.journal_path.write_bytes(stale)
+    state = stored_state(tmp_path / "trials.db", snapshot_every=10_000)
+    drive(strategy, state, 15)
+    state.snapshot(strategy)
     restored = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
-    assert StrategyStateFiles(tmp_path / "state.pt").load(restored) == 0
+    assert StrategyState(state.store).load(restored) == 0
     assert same(restored.state_dict(), strategy.state_dict())
 
 
-def test_a_journal_of_another_search_is_refused(tmp_path):
-    for seed in (0, 1):
-        files = StrategyStateFiles(tmp_path / f"{seed}" / "state.pt", snapshot_every=10_000)
-        files.path.parent.mkdir()
-        drive(build_strategy("random", SPACE, seed=seed), files, 10)
-        files.close()
-    (tmp_path / "0" / "state.pt.journal").write_bytes((tmp_path / "1" / "state.pt.journal").read_bytes())
-    with pytest.raises(StateFileError, match="belongs to another search"):
-        StrategyStateFiles(tmp_path / "0" / "state.pt").load(build_strategy("random", SPACE, seed=0))
+def test_a_damaged_snapshot_names_the_store(tmp_path):
+    strategy = build_strategy("random", SPACE, seed=0)
+    state = stored_state(tmp_path / "trials.db")
+    drive(strategy, state, 5)
+    state.store.put_snapshot(state.store.snapshot()[:100])
+    with pytest.raises(StrategyStateError, match=r"cannot read the strategy state in .*trials.db .*truncated or damaged"):
+        StrategyState(state.store).load(build_strategy("random", SPACE, seed=0))
 
 
 @pytest.mark.parametrize("name", ["ppo", "reinforce", "evolution", "progressive"])
@@ -139,19 +159,71 @@ def test_withdrawn_proposals_do_not_count(name):
         assert strategy.stage_blocks == SPACE.num_blocks  # the stages did not wait for withdrawn proposals
 
 
-def test_the_snapshot_does_not_grow_with_the_search_and_the_journal_holds_every_event(tmp_path):
+
+def test_the_snapshot_does_not_grow_with_the_search_and_the_events_hold_every_event(tmp_path):
     strategy = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=50)
-    drive(strategy, files, 100)
-    early = files.path.stat().st_size
-    drive(strategy, files, 600)
-    files.close()
-    assert files.path.stat().st_size == early  # no history in it: population, counters, generators only
-    records, _ = read_records(files.journal_path)
-    assert [r[0] for r in records] == list(range(strategy.num_events))  # append-only, from the first event
+    state = stored_state(tmp_path / "trials.db", snapshot_every=50)
+    drive(strategy, state, 100)
+    early = len(state.store.snapshot())
+    drive(strategy, state, 600)
+    assert len(state.store.snapshot()) == early  # no history in it: population, counters, generators only
+    assert [e[0] for e in state.store.events()] == list(range(strategy.num_events))  # append-only, from the first
     restored = build_strategy("evolution", SPACE, seed=0, **FAST["evolution"])
-    StrategyStateFiles(tmp_path / "state.pt").load(restored)
+    StrategyState(state.store).load(restored)
     assert same(restored.state_dict(), strategy.state_dict())
+
+
+# --- run directories of older releases: strategy_state.pt and its journal beside a schema-2 trials.db ------
+
+def schema2_run(run_dir, snapshot: bytes, journal: bytes):
+    """A run directory as the release before schema 3 left it (no children stored: only the state matters)."""
+    run_dir.mkdir()
+    db = sqlite3.connect(run_dir / "trials.db")
+    for statement in (_TRIALS_V1, *MIGRATIONS[1], "PRAGMA user_version = 2"):
+        db.execute(statement)
+    db.close()
+    (run_dir / LEGACY_STATE_FILE).write_bytes(snapshot)
+    (run_dir / (LEGACY_STATE_FILE + ".journal")).write_bytes(journal)
+    return run_dir / "trials.db"
+
+
+def legacy_format_2(strategy, covered: list) -> bytes:
+    """A format-2 snapshot: the state without trials, the history from event 0, the CRC of its last event."""
+    state = strategy.state_dict(include_trials=False)
+    state["history"] = {"start": 0, "trials": None, "last_crc": record_crc(covered[-1]) if covered else 0}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_a_schema_2_run_is_imported_in_one_transaction_and_its_files_renamed(tmp_path):
+    strategy = build_strategy("evolution", SPACE, seed=4, **FAST["evolution"])
+    drive(strategy, None, 20)
+    covered = strategy.take_events()
+    snapshot = legacy_format_2(strategy, covered)
+    drive(strategy, None, 6)
+    later = strategy.take_events()
+    records = b"".join(encode_record(e) for e in covered + later)
+    path = schema2_run(tmp_path / "run", snapshot, records + encode_record(later[0])[:5])  # a torn tail
+    restored = build_strategy("evolution", SPACE, seed=4, **FAST["evolution"])
+    assert stored_state(path).load(restored) == len(later)
+    assert same(restored.state_dict(), strategy.state_dict())
+    assert sorted(p.name for p in path.parent.iterdir() if "strategy" in p.name) == [
+        "strategy_state.pt.journal.migrated", "strategy_state.pt.migrated"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_a_journal_of_another_search_is_refused_when_imported(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        strategy = build_strategy("random", SPACE, seed=seed)
+        drive(strategy, None, 10)
+        strategy.ask()  # the last event differs between the two searches
+        events = strategy.take_events()
+        runs.append((legacy_format_2(strategy, events), b"".join(encode_record(e) for e in events)))
+    path = schema2_run(tmp_path / "run", runs[0][0], runs[1][1])
+    with pytest.raises(StrategyStateError, match="belongs to another search"):
+        stored_state(path).load(build_strategy("random", SPACE, seed=0))
 
 
 @pytest.mark.parametrize("name", ["ppo", "progressive"])
@@ -159,31 +231,18 @@ def test_a_snapshot_from_before_the_append_only_journal_converts_and_resumes_exa
     """Format 1 kept the history in the snapshot and emptied the journal at each snapshot."""
     strategy = build_strategy(name, SPACE, seed=2, **FAST[name])
     drive(strategy, None, 30)
-    torch.save(strategy.state_dict(), tmp_path / "state.pt")  # the old snapshot ...
+    buffer = io.BytesIO()
+    torch.save(strategy.state_dict(), buffer)  # the old snapshot ...
     strategy.take_events()
     drive(strategy, None, 5)
-    (tmp_path / "state.pt.journal").write_bytes(b"".join(encode_record(e) for e in strategy.take_events()))
+    path = schema2_run(tmp_path / "run", buffer.getvalue(), b"".join(encode_record(e) for e in strategy.take_events()))
     restored = build_strategy(name, SPACE, seed=2, **FAST[name])
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=4)
-    assert files.load(restored) > 0  # ... and the records after it
+    state = stored_state(path, snapshot_every=4)
+    assert state.load(restored) > 0  # ... and the records after it
     assert same(restored.state_dict(), strategy.state_dict())
-    drive(restored, files, 20, seed=7)  # journaled from here on, snapshots now and then
+    drive(restored, state, 20, seed=7)  # stored from here on, snapshots now and then
     drive(strategy, None, 20, seed=7)
-    files.close()
     again = build_strategy(name, SPACE, seed=2, **FAST[name])
-    StrategyStateFiles(tmp_path / "state.pt").load(again)
+    StrategyState(state.store).load(again)
     assert same(again.state_dict(), strategy.state_dict())
     assert [again.ask().genotype for _ in range(3)] == [strategy.ask().genotype for _ in range(3)]
-
-
-def test_saving_after_close_appends_to_the_journal(tmp_path):
-    strategy = build_strategy("random", SPACE, seed=0)
-    files = StrategyStateFiles(tmp_path / "state.pt", snapshot_every=1000)
-    drive(strategy, files, 10)
-    files.close()
-    drive(strategy, files, 10)
-    files.snapshot(strategy)
-    files.close()
-    restored = build_strategy("random", SPACE, seed=0)
-    StrategyStateFiles(tmp_path / "state.pt").load(restored)
-    assert same(restored.state_dict(), strategy.state_dict())

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
-from cellsearch.search.loop import build_from_config
+from cellsearch.search.run import build_from_config
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from cellsearch.data import ConfigError, DataConfig
+from cellsearch.data import DataConfig
 from cellsearch.data.splits import describe_dataset, load_splits
 from cellsearch.data.testbed import SHAPES, TESTBED_CLASSES, make_testbed
 from cellsearch.evaluators.child import evaluate_child
+from cellsearch.validation import ConfigError
 
 
 def test_the_generator_is_deterministic_balanced_and_sized():

@@ -24,7 +24,9 @@ from omegaconf import OmegaConf
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.space.genotype import SearchSpace, load_genotype
-from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, RUN_OPTIONS, build_from_config
+from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT
+from cellsearch.search.run import build_from_config
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +151,7 @@ def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
     summary = train.run(config(*TINY, "search=random", "search.budget=3", f"run_dir={run_dir}"))
     assert summary.num_trials == 3 and summary.best is not None
     assert train.task_value(summary) == max(reward for _, _, reward, _ in stored(run_dir))  # what sweepers optimise
-    for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db", "strategy_state.pt"):
+    for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db"):
         assert (run_dir / name).is_file(), name
     assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
 
@@ -280,8 +282,9 @@ BAD_INPUT = {
     "negative lr": ([*TINY, "child.lr=-0.1"], "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
     "zero lr": ([*TINY, "child.lr=0"], "child.lr must be a number > 0, got 0"),
     "negative seed": ([*TINY, "seed=-1"], "seed must be an integer >= 0, got -1 (set seed=...)"),
-    "flip maybe": ([*TINY, "data.flip=maybe"], "data.flip: Value 'maybe' is not a valid bool"),
-    "text for a number": ([*TINY, "child.epochs=ten"], "child.epochs: Value 'ten' of type 'str' could not be converted"),
+    "flip maybe": ([*TINY, "data.flip=maybe"],
+                   "data.flip must be true, false or null, got 'maybe' (set data.flip=...)"),
+    "text for a number": ([*TINY, "child.epochs=ten"], "child.epochs must be an integer, got 'ten'"),
     "bad strategy setting": ([*TINY, "search.lr=-1"], "search.lr must be a number > 0, got -1 (set search.lr=...)"),
     "unknown strategy setting": ([*TINY, "+search.foo=1"], "search.foo is not a setting of PPO; it takes ['baseline_decay'"),
     "missing dataset": (["data.root=nowhere", "data.download=false"], "cifar10 not found"),

@@ -68,6 +68,11 @@ class Evaluator(ABC):
     metrics: tuple[str, ...] = ("val_accuracy",)
     #: Lightning-style accelerator setting: "cpu", or "auto"/"gpu"/"cuda" when it may use a GPU.
     accelerator: str = "cpu"
+    #: It keeps state across evaluations in this process (a supernet): only the local executor can run it.
+    needs_in_process_executor: bool = False
+    #: Its estimates are a cheap guess: at the end, the best cells are trained stand-alone and the best
+    #: cell is named on that (:func:`cellsearch.search.final.finish_oneshot_search`).
+    trains_finalists: bool = False
 
     def check(self) -> None:
         """Raise ConfigError for bad settings or missing data, before anything is evaluated."""
@@ -77,7 +82,17 @@ class Evaluator(ABC):
 
     @abstractmethod
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
-        """Evaluate ``genotype``; failures of the cell itself come back as ``status='failed'``, not raised."""
+        """Evaluate ``genotype``.
+
+        Args:
+            genotype: the cell pair to evaluate.
+            trial_id: the trial's id in the search.
+            seed: the search's seed.
+
+        Returns:
+            The metrics; failures of the cell itself (divergence, out of memory) come back as
+            ``status='failed'`` with the error, not raised.
+        """
 
     def memory_estimate(self, genotype: Genotype) -> float | None:
         """Bytes one evaluation of ``genotype`` holds on its device at its peak (executors pack children

@@ -10,7 +10,7 @@ path, label smoothing, weight decay, gradient clipping and cutout are all settin
 :func:`evaluate_child` never raises for a failure of the child itself (a diverging loss, running out
 of memory, any exception while building or training it): it returns a ``ChildResult`` with
 ``status='failed'``. Configuration errors (unknown dataset, missing files, impossible numbers or
-trainer settings) raise :class:`~cellsearch.data.ConfigError`, before anything trains.
+trainer settings) raise :class:`~cellsearch.validation.ConfigError`, before anything trains.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from cellsearch.data import ConfigError, DataConfig, DatasetInfo, ImageDataModule, as_data_config, describe_dataset
+from cellsearch.data import DataConfig, DatasetInfo, ImageDataModule, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.evaluators.child_config import ChildConfig, as_child_config
 from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_batches_after_oom
@@ -40,6 +40,8 @@ from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
 from cellsearch.evaluators.speed import use_channels_last, use_compile
+from cellsearch.progress import TrainingProgress
+from cellsearch.validation import ConfigError
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
@@ -267,13 +269,16 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
 
     ``checkpointing`` keeps ``checkpoints/best-*.ckpt`` (highest ``val_acc``) and ``checkpoints/last.ckpt``
     (the latest epoch, to resume from) in the logger's version folder (retraining); search children run
-    without checkpoints and, with ``quiet``, without a model summary.
+    without checkpoints and, with ``quiet``, without a model summary. Without ``quiet`` and with the
+    progress bar off, :class:`~cellsearch.progress.TrainingProgress` logs a line at least every 10 s.
     """
     child = as_child_config(child)
     if child.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(f"child.accelerator={child.accelerator} but no CUDA GPU is visible; use "
                           f"child.accelerator=auto (a GPU when there is one) or child.accelerator=cpu")
     callbacks = list(callbacks)
+    if not child.enable_progress_bar and not quiet:  # no bar: a progress line at least every 10 s instead
+        callbacks.append(TrainingProgress(run_name))
     limit = child.limit_train_batches  # counted in whole batches: a batch is micro_batches loader batches
     limit = limit * child.micro_batches if isinstance(limit, int) else limit
     if checkpointing:  # the best epoch by val_acc, and last.ckpt (overwritten every epoch) to resume from
@@ -303,7 +308,8 @@ def build_trainer(child: ChildConfig, run_name: str = "child", checkpointing: bo
             default_root_dir=child.log_dir,
             callbacks=callbacks,
         )
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as err:
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as err:
+        # ImportError: an accelerator whose package is missing (tpu without torch_xla)
         raise ConfigError(f"invalid trainer settings (accelerator={child.accelerator!r}, devices={child.devices!r}, "
                           f"strategy={child.strategy!r}, precision={child.precision!r}): {err}") from err
 
@@ -312,6 +318,11 @@ def check_config(child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | M
     """Validate both configs and the dataset (downloading it if allowed) before any child trains."""
     child, data = as_child_config(child), as_data_config(data)
     info = describe_dataset(data)
+    if child.batch_size > info.train_size:
+        logging.getLogger(__name__).warning(
+            "child.batch_size=%d is larger than the %d training images of %s: every step sees the whole set, once "
+            "an epoch; set child.batch_size=%d or less", child.batch_size, info.train_size, data.name,
+            info.train_size)
     with quiet_lightning():
         build_trainer(ChildConfig(**{**asdict(child), "logger": None}), quiet=True)
     return info

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace

@@ -14,7 +14,8 @@ Before a path is scored its batch-norm statistics are recomputed on ``bn_batches
 (as SPOS does): the running statistics of a shared BN layer mix every path trained through it and
 misjudge any single one. The supernet, its optimiser and the sampler state are saved atomically to
 ``run_dir/supernet.pt`` at the end of every phase; a run resumes from there, and refuses a file
-written with other supernet settings.
+written with other supernet settings. :meth:`OneShotEvaluator.report_phases` hands each phase's training
+loss and accuracy to the live view (``<run dir>/tensorboard/supernet``).
 
 The supernet lives in this process: one-shot searches use ``executor=local``.
 """
@@ -27,18 +28,19 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from cellsearch.data import ConfigError, DataConfig, ImageDataModule, as_data_config, dataclass_from_config, \
-    describe_dataset
+from cellsearch.data import DataConfig, ImageDataModule, as_data_config, dataclass_from_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
+from cellsearch.progress import track
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 from cellsearch.space.supernet import SuperNet
 from cellsearch.strategies.base import as_search_space
+from cellsearch.validation import ConfigError
 
 __all__ = ["OneShotConfig", "OneShotEvaluator", "SupernetTrainer", "endless_batches", "score_path"]
 
@@ -157,19 +159,22 @@ class SupernetTrainer:
         progress = min(1.0, self.step / self.total_steps)
         return c.lr_min + 0.5 * (c.lr - c.lr_min) * (1 + math.cos(math.pi * progress))
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, genotype: Genotype) -> float:
-        """One SGD step on the path ``genotype``; returns the loss. Ops off the path get no gradient
-        (and no weight decay or momentum update)."""
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, genotype: Genotype) -> tuple[float, float]:
+        """One SGD step on the path ``genotype``; returns the loss and the batch's accuracy. Ops off the
+        path get no gradient (and no weight decay or momentum update)."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr()
-        loss = F.cross_entropy(self.supernet(x, genotype), y)
+        logits = self.supernet(x, genotype)
+        loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:  # over the path's weights: the others have no gradient
             torch.nn.utils.clip_grad_norm_([p for p in self.parameters if p.grad is not None], self.config.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return float(loss.detach())
+        accuracy = (logits.detach().argmax(dim=1) == y).float().mean()
+        loss_value, accuracy_value = torch.stack([loss.detach(), accuracy]).tolist()  # one device sync for both
+        return loss_value, accuracy_value
 
     def state_dict(self) -> dict[str, Any]:
         return {"supernet": self.supernet.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step}
@@ -187,6 +192,8 @@ class OneShotEvaluator(Evaluator):
 
     name = "oneshot"
     metrics = ("val_accuracy", "supernet_steps")
+    needs_in_process_executor = True  # the supernet lives in this process
+    trains_finalists = True
 
     def __init__(self, child: "ChildConfig | Mapping[str, Any]", data: "DataConfig | Mapping[str, Any]",
                  space: "SearchSpace | Mapping[str, Any]", run_dir: "str | Path | None" = None,
@@ -197,13 +204,20 @@ class OneShotEvaluator(Evaluator):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = dataclass_from_config(OneShotConfig, settings, "evaluator")
         self._runtime: dict[str, Any] | None = None  # built lazily in the evaluating process
+        self._report_phase: Callable[[dict[str, float], int], None] | None = None
 
     @property
     def accelerator(self) -> str:  # type: ignore[override]
         return self.child.accelerator
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_runtime": None}
+        return {**self.__dict__, "_runtime": None, "_report_phase": None}
+
+    def report_phases(self, report: Callable[[dict[str, float], int], None] | None) -> None:
+        """Call ``report(values, phase)`` after every training phase (0 = the warm-up) is saved, with the
+        phase's mean training loss and accuracy, the learning rate and the SGD steps so far (the live view
+        in TensorBoard: :class:`cellsearch.search.live.CurveWriter`); None stops it."""
+        self._report_phase = report
 
     def check(self) -> None:
         check_config(self.child, self.data)
@@ -293,15 +307,24 @@ class OneShotEvaluator(Evaluator):
         return self.space.sample(runtime["rng"])
 
     def _train_phase(self, runtime: dict[str, Any]) -> None:
-        steps = runtime["warmup"] if runtime["phases_done"] < 0 else runtime["phase"]
-        for _ in range(steps):
+        warmup = runtime["phases_done"] < 0
+        steps = runtime["warmup"] if warmup else runtime["phase"]
+        label = "supernet warm-up" if warmup else \
+            f"supernet phase {runtime['phases_done'] + 1}/{self.config.max_phases}"
+        trainer, loss_sum, accuracy_sum = runtime["trainer"], 0.0, 0.0
+        for _ in track(range(steps), label):
             x, y = next(runtime["train"])
-            loss = runtime["trainer"].train_step(x, y, self._sample_path(runtime))
+            loss, accuracy = trainer.train_step(x, y, self._sample_path(runtime))
             if not math.isfinite(loss):
                 raise FloatingPointError("the supernet's training loss became NaN or infinite: lower evaluator.lr")
+            loss_sum, accuracy_sum = loss_sum + loss, accuracy_sum + accuracy
         runtime["phases_done"] += 1
         runtime["recent"] = []  # ENAS: the next phase trains on the controller's newer samples
         self._save(runtime)
+        if self._report_phase is not None:
+            self._report_phase({"supernet/loss": loss_sum / steps, "supernet/train_accuracy": accuracy_sum / steps,
+                                "supernet/lr": trainer.optimizer.param_groups[0]["lr"],
+                                "supernet/steps": float(trainer.step)}, runtime["phases_done"])
 
     def train_until(self, phases: int, seed: int = 0) -> None:
         """Train the supernet until ``phases`` phases (warm-up included) are done."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from cellsearch.data import ConfigError, DataConfig, as_data_config, describe_dataset
+from cellsearch.data import DataConfig, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error, evaluate_child
 from cellsearch.evaluators.latency import child_latency_ms, device_for, device_name
 from cellsearch.space.genotype import Genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import estimate_training_memory
+from cellsearch.validation import ConfigError
 
 __all__ = ["TrainEvaluator", "run_name"]
 

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace

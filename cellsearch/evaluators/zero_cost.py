@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellsearch.data import ConfigError, DataConfig, ImageDataModule, as_data_config, describe_dataset
+from cellsearch.data import DataConfig, ImageDataModule, as_data_config, describe_dataset
 from cellsearch.evaluators.child import ChildConfig, as_child_config
 from cellsearch.space.genotype import Genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_params
 from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision  # noqa: F401  (re-exported)
+from cellsearch.validation import ConfigError
 
 __all__ = ["SCORES", "ZeroCostScorer", "check_score", "kendall_tau", "spearman_rho", "top_k_precision"]
 

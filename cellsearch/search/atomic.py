@@ -35,8 +35,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # a failed write() names no file: name the target
+            err.filename = str(path)
         raise
     fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
     try:

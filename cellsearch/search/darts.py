@@ -27,7 +27,8 @@ network: ``search.channels`` and ``search.cells_per_stage``.
 The run ends as one-shot searches do: the discretised cell and cells sampled from the architecture
 weights are scored on their supernet paths and trained stand-alone (:mod:`cellsearch.search.final`).
 ``darts_state.pt`` (supernet, both optimisers, architecture weights, history) is saved atomically
-after every epoch; a rerun resumes from it.
+after every epoch; a rerun resumes from it. The live view (``live.tensorboard``) gets each epoch's loss,
+learning rate, parameter-free share and architecture weights in ``<run dir>/tensorboard/darts``.
 """
 from __future__ import annotations
 
@@ -36,27 +37,30 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from cellsearch.data import ConfigError, TensorLoader, as_data_config, dataclass_from_config, load_splits
+from cellsearch.data import TensorLoader, as_data_config, dataclass_from_config, load_splits
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.oneshot import SupernetTraining, endless_batches, evaluation_device, score_path
 from cellsearch.evaluators.standalone import TrainEvaluator
+from cellsearch.progress import StepProgress, track
 from cellsearch.search.final import Candidate, FinalReport, train_candidates
-from cellsearch.search.loop import check_budget, check_settings, search_settings
+from cellsearch.search.live import CurveWriter, curve_writer
+from cellsearch.search.loop import check_budget
+from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.strategies.base import as_search_space
+from cellsearch.validation import ConfigError
 
 __all__ = ["ArchitectureWeights", "DartsConfig", "run_darts"]
 
 log = logging.getLogger(__name__)
 
-TARGET = "cellsearch.search.darts.DartsConfig"
 STATE_FILE = "darts_state.pt"
 ORDERS = ("first", "second")
 
@@ -64,6 +68,9 @@ ORDERS = ("first", "second")
 @dataclass
 class DartsConfig(SupernetTraining):
     """DARTS' CIFAR-10 search settings; ``budget`` is the number of epochs."""
+
+    #: DARTS trains its architecture weights itself, not by ask and tell: :func:`run_darts` runs it.
+    drives_own_loop: ClassVar[bool] = True
 
     budget: int = 50
     cells_per_stage: int = 2       # 8 cells: N=2 per stage plus two Reduction cells
@@ -114,6 +121,11 @@ class ArchitectureWeights(torch.nn.Module):
                             combine="add") for k in range(self.space.num_blocks)]
             cells.append(Cell.from_blocks(blocks))
         return Genotype(*cells)
+
+    @torch.no_grad()
+    def op_weights(self) -> dict[str, torch.Tensor]:
+        """Per cell type, the softmax over the ops of every block input: [2 x blocks, ops], on the CPU."""
+        return {c: torch.stack([F.softmax(a, dim=0) for a in getattr(self, f"{c}_op")]).cpu() for c in CELL_TYPES}
 
     @torch.no_grad()
     def discretise(self) -> Genotype:
@@ -218,12 +230,15 @@ class DartsSearch:
         return sum(op in self.parameter_free for op in ops) / len(ops)
 
     # --- epochs, state -------------------------------------------------------------------------
-    def run_epochs(self) -> None:
-        """Train until ``budget`` epochs are done or the collapse guard stops the search."""
+    def run_epochs(self, curves: CurveWriter | None = None) -> None:
+        """Train until ``budget`` epochs are done or the collapse guard stops the search; write each
+        epoch's curves to ``curves`` (the live view), if given."""
+        epochs = StepProgress("darts", self.config.budget, units="epochs", interval=0, logger=log, done=self.epoch)
         while self.epoch < self.config.budget and not self.stopped:
             self.supernet.train()
             losses = []
-            for _ in range(self.steps):
+            label = f"darts epoch {self.epoch + 1}/{self.config.budget}"
+            for _ in track(range(self.steps), label, logger=log, log_last=False):
                 x_w, y_w = next(self.weight_batches)
                 x_a, y_a = next(self.arch_batches)
                 self._arch_step(x_w, y_w, x_a, y_a)
@@ -234,10 +249,28 @@ class DartsSearch:
             share = self.parameter_free_share(genotype)
             self.history.append((genotype.to_json(), share))
             self.stopped = self.epoch > self.config.collapse_after_epochs and share > self.config.collapse_share
-            log.info("darts epoch %d/%d: loss %.4f, parameter-free share of the normal cell %.2f%s", self.epoch,
-                     self.config.budget, sum(losses) / len(losses), share,
-                     " -> collapse guard: stopping early" if self.stopped else "")
+            epochs.update(note=f"loss {sum(losses) / len(losses):.4f}, parameter-free share of the normal cell "
+                               f"{share:.2f}{' -> collapse guard: stopping early' if self.stopped else ''}")
             self.save()
+            if curves is not None:
+                self._report(curves, sum(losses) / len(losses), share)
+
+    def _report(self, curves: CurveWriter, loss: float, share: float) -> None:
+        """The epoch's weight loss, learning rate and parameter-free share; the mean weight of each op per
+        cell type as curves; and every block input's op weights as a heatmap per cell type."""
+        from cellsearch.search.plots import weights_figure
+
+        values = {"darts/loss": loss, "darts/lr": self.w_opt.param_groups[0]["lr"],
+                  "darts/parameter_free_share": share}
+        weights = self.alphas.op_weights()
+        for cell_type, table in weights.items():
+            values.update({f"{cell_type}_ops/{op}": w for op, w in zip(self.space.ops, table.mean(0).tolist())})
+        curves.scalars(values, self.epoch)
+        rows = [f"block {k} input {p}" for k in range(self.space.num_blocks) for p in range(2)]
+        for cell_type, table in weights.items():
+            curves.figure(f"{cell_type}_op_weights", weights_figure(
+                table.numpy(), rows, self.space.ops, f"{cell_type} cell: op weights after epoch {self.epoch}"),
+                self.epoch)
 
     def result(self) -> Genotype:
         """The discretised genotype: the last epoch's, or under the collapse guard the last one below the limit."""
@@ -286,7 +319,8 @@ class DartsSearch:
                 break
             genotype = self.alphas.sample(rng)
         bn = [next(self.weight_batches)[0] for _ in range(self.config.bn_batches)]
-        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val)) for i, g in enumerate(found.values())]
+        paths = track(list(found.values()), "scoring candidate paths", units="cells", logger=log)
+        return [Candidate(i, g, score_path(self.supernet, g, bn, self.val)) for i, g in enumerate(paths)]
 
 
 def run_darts(cfg: DictConfig) -> FinalReport:
@@ -299,13 +333,18 @@ def run_darts(cfg: DictConfig) -> FinalReport:
     if as_data_config(cfg.data).name == "imagefolder":
         raise ConfigError("DARTS here trains on in-memory datasets (cifar10, cifar100, digits, synthetic)")
     run_dir = Path(cfg.run_dir)
+    curves = curve_writer(cfg, run_dir, "darts")  # live.*: checked before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     check_settings(run_dir, settings)
     search = DartsSearch(config, space, cfg, run_dir)
     search.load()
     if "concat" in space.combines:
         log.info("DARTS relaxes blocks by addition: the discretised cell combines every block with add")
-    search.run_epochs()
+    try:
+        search.run_epochs(curves)
+    finally:
+        if curves is not None:
+            curves.close()
     result = search.result()
     log.info("DARTS discretised cell after %d epochs%s:\n%s", search.epoch,
              " (stopped by the collapse guard)" if search.stopped else "", result.to_yaml())

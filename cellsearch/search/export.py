@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cellsearch.data import ConfigError
 from cellsearch.space.genotype import Genotype, save_genotype
 from cellsearch.search.lock import lock_run_dir
-from cellsearch.search.resume import RUN_CONFIG_FILE, SETTINGS_FILE
+from cellsearch.search.resume import RUN_CONFIG_FILE
+from cellsearch.search.settings import SETTINGS_FILE
 from cellsearch.search.store import TRIALS_FILE, TrialStore
-from cellsearch.validation import positive_int
+from cellsearch.validation import ConfigError, positive_int
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -22,7 +22,9 @@ import yaml
 
 from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.standalone import TrainEvaluator
-from cellsearch.search.loop import BEST_CELL_FILE, atomic_write
+from cellsearch.progress import INTERVAL, StepProgress, format_seconds
+from cellsearch.search.atomic import atomic_write
+from cellsearch.search.report import BEST_CELL_FILE
 from cellsearch.search.store import TrialRow, TrialStore
 from cellsearch.space.genotype import Genotype
 from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision
@@ -90,18 +92,22 @@ def train_candidates(candidates: list[Candidate], evaluator: TrainEvaluator, run
     stand-alone accuracy in ``best_cell.yaml``, and write ``ranking.yaml``."""
     results: list[tuple[Candidate, float | None]] = []
     with TrialStore(run_dir / STANDALONE_FILE) as store:
-        for n, candidate in enumerate(candidates, 1):
-            row = store.get(candidate.trial_id)
-            if row is None:
-                result = evaluator.evaluate(candidate.genotype, trial_id=candidate.trial_id, seed=seed)
-                result = EvalResult(result.status, {**result.metrics, "oneshot_val_accuracy": candidate.oneshot},
-                                    result.seconds, result.error)
-                row = store.add(candidate.trial_id, candidate.genotype, result,
-                                result.metric("val_accuracy") if result.ok else None)
-                log.info("stand-alone %d/%d: trial %d, one-shot %.4f, stand-alone %s (%.1f s)", n, len(candidates),
-                         candidate.trial_id, candidate.oneshot,
-                         f"{row.reward:.4f}" if row.reward is not None else f"FAILED ({row.error})", row.seconds)
-            results.append((candidate, row.reward if row.ok else None))
+        stored = sum(store.get(c.trial_id) is not None for c in candidates)
+        # a line per candidate, and one every INTERVAL seconds while a candidate trains
+        with StepProgress("stand-alone", len(candidates), units="candidates", interval=0, logger=log, done=stored,
+                          heartbeat=INTERVAL) as progress:
+            for candidate in candidates:
+                row = store.get(candidate.trial_id)
+                if row is None:
+                    result = evaluator.evaluate(candidate.genotype, trial_id=candidate.trial_id, seed=seed)
+                    result = EvalResult(result.status, {**result.metrics, "oneshot_val_accuracy": candidate.oneshot},
+                                        result.seconds, result.error)
+                    row = store.add(candidate.trial_id, candidate.genotype, result,
+                                    result.metric("val_accuracy") if result.ok else None)
+                    accuracy = f"{row.reward:.4f}" if row.reward is not None else f"FAILED ({row.error})"
+                    progress.update(note=f"trial {candidate.trial_id}, one-shot {candidate.oneshot:.4f}, "
+                                         f"stand-alone {accuracy} in {format_seconds(row.seconds)}")
+                results.append((candidate, row.reward if row.ok else None))
     trained = [(c, acc) for c, acc in results if acc is not None]
     agreement = rank_agreement([c.oneshot for c, _ in trained], [acc for _, acc in trained], top_k)
     best, best_accuracy = max(trained, key=lambda t: t[1]) if trained else (None, None)

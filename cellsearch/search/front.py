@@ -8,6 +8,7 @@ line at its cost: a searched cell left of a line is cheaper than that published 
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from cellsearch.data import DatasetInfo
     from cellsearch.evaluators.child import ChildConfig
 
-__all__ = ["PUBLISHED_CELLS", "front_lines", "front_rows", "published_costs"]
+__all__ = ["LATENCY_WEIGHT_LIMIT", "PUBLISHED_CELLS", "front_lines", "front_rows", "published_costs"]
+
+log = logging.getLogger(__name__)
 
 PUBLISHED_CELLS: tuple[str, ...] = ("nasnet_a", "amoebanet_a", "darts_v2", "pnasnet_5")
 
@@ -35,19 +38,31 @@ def front_rows(rows: list[TrialRow], metric: str) -> list[TrialRow]:
     return [measured[i] for i in front]
 
 
+# Above this many weight bytes a published cell is not timed (its latency would need it in memory).
+LATENCY_WEIGHT_LIMIT = 2 * 2**30
+
+
 def published_costs(metric: str, child: "ChildConfig", info: "DatasetInfo",
                     device: "torch.device | str" = "cpu") -> dict[str, float]:
-    """``metric`` of each published cell's child network (the search's N, F and input size)."""
+    """``metric`` of each published cell's child network (the search's N, F and input size).
+
+    Params and mult-adds are counted on networks built on the meta device, which hold no memory, so any
+    child size is priced; latency is measured only for networks whose weights fit in
+    :data:`LATENCY_WEIGHT_LIMIT` (the others are left out, with a warning)."""
     costs = {}
     for name in PUBLISHED_CELLS:
         genotype = load_genotype(name)
-        if metric == "latency_ms":
+        with torch.device("meta"):
+            model = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                                 num_classes=info.num_classes, in_chans=info.in_chans)
+        if metric != "latency_ms":
+            costs[name] = float(count_params(model) if metric == "params" else count_mult_adds(model, info.input_size))
+        elif count_params(model, exclude_aux=False) * 4 <= LATENCY_WEIGHT_LIMIT:
             costs[name] = child_latency_ms(genotype, child.cells_per_stage, child.channels, info.num_classes,
                                            info.input_size, device)
-            continue
-        model = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
-                             num_classes=info.num_classes, in_chans=info.in_chans)
-        costs[name] = float(count_params(model) if metric == "params" else count_mult_adds(model, info.input_size))
+        else:
+            log.warning("%s is not timed at child.channels=%d: its weights alone would take over %s bytes",
+                        name, child.channels, format_count(LATENCY_WEIGHT_LIMIT))
     return costs
 
 

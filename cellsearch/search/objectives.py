@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EvalResult
 
 __all__ = ["COST_METRICS", "AccuracyObjective", "ConstrainedObjective", "Objective", "ParetoObjective",

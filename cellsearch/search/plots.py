@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from cellsearch.search.atomic import atomic_write  # noqa: E402
 from cellsearch.space.genotype import NUM_CELL_INPUTS, Cell, Genotype  # noqa: E402
@@ -54,6 +55,15 @@ def plot_pareto(rows: Sequence[TrialRow], front: Sequence[TrialRow], metric: str
                 path: "str | Path", title: str = "") -> Path:
     """Accuracy against ``metric`` (log scale): every trial, the front, published cells as vertical lines."""
     path = Path(path)
+    fig = pareto_figure(rows, front, metric, published, title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def pareto_figure(rows: Sequence[TrialRow], front: Sequence[TrialRow], metric: str, published: dict[str, float],
+                  title: str = "") -> Figure:
+    """The figure of :func:`plot_pareto` (the caller closes it)."""
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
     measured = [r for r in rows if r.ok and r.val_accuracy is not None and r.metrics.get(metric) is not None]
     for role, color in (("search", "tab:blue"), ("audit", "tab:orange")):
@@ -72,9 +82,21 @@ def plot_pareto(rows: Sequence[TrialRow], front: Sequence[TrialRow], metric: str
     ax.set_title(title or f"{len(measured)} trials: accuracy and {metric}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="best", fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def weights_figure(weights: Sequence[Sequence[float]], rows: Sequence[str], columns: Sequence[str],
+                   title: str = "") -> Figure:
+    """A heatmap of ``weights``, one row per ``rows`` label and one column per ``columns`` label: DARTS'
+    op weights per block input (the caller closes it)."""
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(columns), 1.2 + 0.3 * len(rows)), layout="constrained")
+    image = ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0)
+    ax.set_xticks(range(len(columns)), columns, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
 
 
 def _op_color(op: str) -> str:
@@ -140,6 +162,14 @@ def draw_cell(cell: Cell, ax: Axes, title: str = "") -> None:
 def plot_genotype(genotype: Genotype, path: "str | Path", title: str = "") -> Path:
     """Diagram of the Normal cell above the Reduction cell, saved as an image (png, svg, pdf)."""
     path = Path(path)
+    fig = genotype_figure(genotype, title)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path
+
+
+def genotype_figure(genotype: Genotype, title: str = "") -> Figure:
+    """The figure of :func:`plot_genotype` (the caller closes it)."""
     columns = max(2 * max(_depths(c)) + 2 for c in (genotype.normal, genotype.reduce))
     height = sum(max(len(c.blocks), 2) for c in (genotype.normal, genotype.reduce))
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 1.5 * columns), 1.0 + 0.9 * height),
@@ -149,9 +179,7 @@ def plot_genotype(genotype: Genotype, path: "str | Path", title: str = "") -> Pa
     draw_cell(genotype.reduce, axes[1], "Reduction cell (ops on h[i-2], h[i-1] use stride 2)")
     if title or genotype.name:
         fig.suptitle(title or genotype.name, fontsize=11)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _depths(cell: Cell) -> list[int]:

@@ -21,11 +21,12 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from cellsearch.data import ConfigError, DataConfig
+from cellsearch.data import DataConfig
 from cellsearch.evaluators.child import ChildConfig
 from cellsearch.evaluators.zero_cost import ZeroCostScorer, kendall_tau, top_k_precision
 from cellsearch.search.store import ScoreRow, TrialStore
 from cellsearch.strategies.base import Proposal, Strategy
+from cellsearch.validation import ConfigError
 
 __all__ = ["MIN_FOR_TAU", "PreJudger", "ScoreReport"]
 

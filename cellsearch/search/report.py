@@ -6,9 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cellsearch.progress import format_seconds
 from cellsearch.search.front import front_lines, front_rows
 from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
-from cellsearch.search.store import TRIALS_FILE, TrialRow
+from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.space.profile import format_count
 
 log = logging.getLogger("cellsearch.search.loop")
@@ -29,6 +30,19 @@ class SearchSummary:
     num_trained: int      # children trained by this call (the rest came from the store)
     seconds: float        # wall time of this call
     best: TrialRow | None
+
+
+def no_success_line(summary: SearchSummary) -> str | None:
+    """None if a child of the search succeeded; else one line with how many failed and the first error."""
+    if summary.best is not None:
+        return None
+    with TrialStore(summary.run_dir / TRIALS_FILE) as store:
+        failed = sorted((r for r in store.rows() if not r.ok), key=lambda r: r.trial_id)
+    if not failed:
+        return f"no child succeeded: {summary.run_dir / TRIALS_FILE} holds no children"
+    first = failed[0].error.strip().splitlines()[0] if failed[0].error.strip() else "no reason given"
+    return (f"no child succeeded: all {len(failed)} failed; the first error (trial {failed[0].trial_id}): {first}; "
+            f"the children are in {summary.run_dir / TRIALS_FILE}")
 
 
 class Progress:
@@ -52,16 +66,6 @@ class Progress:
         width = len(str(self.budget))
         return (f"child {self.num_done:>{width}}/{self.budget} | trial {row.trial_id:>{width}} {outcome} | "
                 f"{best_text} | {per_child:.1f} s/child (train {row.seconds:.1f} s) | ETA {eta}")
-
-
-def format_seconds(seconds: float) -> str:
-    """Compact duration such as ``42s``, ``3m05s`` or ``2h07m``."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def summary_table(rows: list[TrialRow]) -> str:

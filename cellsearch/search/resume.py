@@ -9,8 +9,8 @@ the stored one with the command line's overrides on top, so ``search.budget=50``
 change, which the search refuses as it always does.
 
 Settings added to cellsearch after a run was started are missing from its files: they take the
-values in :data:`ADDED_SETTINGS`, the ones that reproduce what the code did before they existed,
-and such a value does not count as a change.
+values in :data:`cellsearch.search.settings.ADDED_SETTINGS`, the ones that reproduce what the code
+did before they existed, and such a value does not count as a change.
 """
 from __future__ import annotations
 
@@ -20,46 +20,23 @@ from typing import Any, Iterable
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cellsearch.data import ConfigError
+from cellsearch.search.atomic import atomic_write
+from cellsearch.search.settings import ADDED_SETTINGS, SETTINGS_FILE, fill_added_settings, flatten
+from cellsearch.validation import ConfigError
 
-__all__ = ["ADDED_SETTINGS", "RUN_CONFIG_FILE", "fill_added_settings", "resumed_config", "write_run_config"]
+__all__ = ["RUN_CONFIG_FILE", "resumed_config", "write_run_config"]
 
 RUN_CONFIG_FILE = "run_config.yaml"
 HYDRA_CONFIG_FILE = ".hydra/config.yaml"
-SETTINGS_FILE = "search_settings.yaml"
 # Top-level keys that are not part of a stored configuration (where it is, how it was started).
 _NOT_STORED = ("run_dir", "resume")
-
-# Flat settings keys added after the first release, with the value that reproduces the behaviour from
-# before they existed. A run directory without a key reads as if it held this value.
-ADDED_SETTINGS: dict[str, Any] = {
-    "evaluator._target_": "cellsearch.evaluators.TrainEvaluator",
-    "evaluator.latency": False,
-    "objective._target_": "cellsearch.search.objectives.AccuracyObjective",
-    "prejudge": None,
-}
 
 # Modules that moved since a run could have been started: old ``_target_`` prefix -> new one.
 MOVED_TARGETS: dict[str, str] = {"cellsearch.executors.": "cellsearch.search.executors."}
 
 
-def fill_added_settings(flat: dict[str, Any]) -> dict[str, Any]:
-    """``flat`` (flattened settings) with the keys of :data:`ADDED_SETTINGS` it lacks at their old values:
-    in a group it lacks entirely, or in a group set to the option those keys belong to."""
-    filled = dict(flat)
-    for key, value in ADDED_SETTINGS.items():
-        group = key.split(".")[0]
-        has_group = any(k == group or k.startswith(group + ".") for k in flat)
-        same_option = flat.get(f"{group}._target_") == ADDED_SETTINGS.get(f"{group}._target_")
-        if key not in flat and (not has_group or same_option):
-            filled[key] = value
-    return filled
-
-
 def write_run_config(cfg: DictConfig, run_dir: Path) -> None:
     """Keep the whole configuration of this start in ``run_dir`` (what ``resume=`` starts from)."""
-    from cellsearch.search.loop import atomic_write  # the loop imports this module
-
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     for key in _NOT_STORED:
         plain.pop(key, None)
@@ -120,6 +97,10 @@ def resumed_config(cfg: DictConfig, overrides: Iterable[str] = ()) -> DictConfig
         group = flat_key.split(".")[0]
         if group not in stored and group not in settings:
             base[group] = _legacy_group(group)
+    for flat_key, value in fill_added_settings(flatten(base)).items():  # settings added since, in kept groups
+        group, _, key = flat_key.partition(".")
+        if key and "." not in key and isinstance(base.get(group), dict) and key not in base[group]:
+            base[group][key] = value
     resumed = OmegaConf.create(base)
     for key in _override_keys(overrides):
         value = OmegaConf.select(cfg, key, throw_on_missing=False)

@@ -16,6 +16,14 @@ when a run directory is opened, so old run directories resume with their rows un
 
 1. ``trials`` with reward, val_accuracy, params, mult_adds (cellsearch before the evaluator seam)
 2. adds ``train_loss``, ``latency_ms``, ``metrics`` and ``role`` to ``trials``, and the ``scores`` table
+3. adds the strategy's state (:mod:`cellsearch.search.strategy_state`): ``strategy_events`` (every ask,
+   tell, withdrawal and added trial, in order) and ``strategy_snapshots`` (its latest snapshot). A run
+   directory of schema 2 kept that state in ``strategy_state.pt`` and ``strategy_state.pt.journal``
+   beside ``trials.db``: the upgrade imports both in the same transaction and then renames them
+   ``*.migrated`` (kept, no longer read), so a search reads one file and nothing needs reconciling.
+
+Bad files end in one line that says what was found and how to recover: an empty (0 bytes) or
+truncated file, one that is not SQLite, or one written by a newer cellsearch.
 """
 from __future__ import annotations
 
@@ -26,13 +34,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cellsearch.search.legacy_state import LEGACY_STATE_FILE, read_legacy_state
 from cellsearch.space.genotype import Genotype
 from cellsearch.validation import ConfigError
 
 if TYPE_CHECKING:  # for type hints only
     from cellsearch.evaluators.base import EvalResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TRIALS_FILE = "trials.db"  # its name in a run directory
 STATUSES: tuple[str, ...] = ("ok", "failed")
 ROLES: tuple[str, ...] = ("search", "audit")
@@ -68,6 +77,20 @@ CREATE TABLE IF NOT EXISTS scores (
     UNIQUE (candidate_id, score)
 )
 """
+_STRATEGY_EVENTS = """
+CREATE TABLE IF NOT EXISTS strategy_events (
+    seq      INTEGER PRIMARY KEY,  -- the strategy's event number, from 0
+    kind     TEXT    NOT NULL,     -- ask, tell, withdraw or add_trial
+    trial_id INTEGER NOT NULL,
+    data     TEXT                  -- JSON: an ask's actions, a tell's reward, an added trial's genotype and reward
+)
+"""
+_STRATEGY_SNAPSHOTS = """
+CREATE TABLE IF NOT EXISTS strategy_snapshots (
+    id       INTEGER PRIMARY KEY CHECK (id = 0),  -- one row: the latest snapshot replaces the one before
+    state    BLOB    NOT NULL                     -- torch.save of the strategy's state without its trials
+)
+"""
 # MIGRATIONS[v] takes a schema-v database to schema v + 1 (run in one transaction with the version bump).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE trials ADD COLUMN train_loss REAL",
@@ -75,7 +98,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE trials ADD COLUMN metrics TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE trials ADD COLUMN role TEXT NOT NULL DEFAULT 'search' CHECK (role IN ('search', 'audit'))",
         _SCORES),
+    2: (_STRATEGY_EVENTS, _STRATEGY_SNAPSHOTS),  # then the state files beside trials.db are imported
 }
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite file
 _COLUMNS = ("trial_id", "genotype", "reward", "val_accuracy", "params", "mult_adds", "seconds", "status",
             "error", "created_at", "train_loss", "latency_ms", "metrics", "role")
 
@@ -126,38 +151,85 @@ class ScoreRow:
 
 
 class TrialStore:
-    """SQLite table ``trials`` in ``path`` (created if missing); every write is its own transaction."""
+    """SQLite tables in ``path`` (created if missing): ``trials``, ``scores`` and the strategy's state.
+    Every write is its own transaction unless it runs inside :meth:`transaction`."""
 
     def __init__(self, path: "str | Path") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_file()
         try:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
+            imported = self._migrate()
+            damage = self._db.execute("PRAGMA quick_check").fetchone()[0]
         except sqlite3.DatabaseError as err:
-            raise ConfigError(f"{self.path} is not a cellsearch trial store: {err}") from None
+            raise ConfigError(f"{self.path} is not a cellsearch trial store ({err}): restore it from a backup, or "
+                              f"start a new run directory") from None
+        if damage != "ok":
+            self._db.close()
+            raise ConfigError(f"{self.path} is damaged ({damage}): restore it from a backup, or start a new run "
+                              f"directory")
+        for old in imported:  # committed: the old files are kept for reference, no longer read
+            old.rename(old.with_name(old.name + ".migrated"))
 
-    def _migrate(self) -> None:
+    def _check_file(self) -> None:
+        """Refuse an emptied or truncated file before SQLite reads it (it would take the first for a new store)."""
+        if not self.path.is_file():
+            return
+        size = self.path.stat().st_size
+        if size == 0:
+            raise ConfigError(f"{self.path} is empty (0 bytes), so the children it held are gone: restore it from a "
+                              f"backup, or start a new run directory")
+        with open(self.path, "rb") as f:
+            header = f.read(100)
+        if not header.startswith(_SQLITE_MAGIC):
+            return  # not SQLite: refused when it is opened
+        page_size = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+        expected = (65536 if page_size == 1 else page_size) * int.from_bytes(header[28:32], "big")
+        current = len(header) == 100 and header[24:28] == header[92:96]  # the page count is valid (SQLite's rule)
+        if len(header) < 100 or (current and size < expected):
+            of = f" of {expected:,}" if len(header) == 100 else ""
+            raise ConfigError(f"{self.path} is truncated ({size:,}{of} bytes): restore it from a backup, or start a "
+                              f"new run directory")
+
+    def _migrate(self) -> list[Path]:
         """Create the tables in a new file, or bring an older schema up to SCHEMA_VERSION, in one transaction
-        (read inside it, so two processes opening a new file at once do not both create it)."""
-        with self._transaction():
+        (read inside it, so two processes opening a new file at once do not both create it). Returns the
+        state files imported from beside a schema-2 ``trials.db``."""
+        imported: list[Path] = []
+        with self.transaction():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ConfigError(f"{self.path} was written by a newer cellsearch (trial store schema {version}; "
-                                 f"this version reads schemas up to {SCHEMA_VERSION}): upgrade cellsearch to "
-                                 f"resume it")
-            if not self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'trials'").fetchone():
+                                  f"this release reads schemas up to {SCHEMA_VERSION}): resume it with that newer "
+                                  f"cellsearch (pip install -U cellsearch), or start a new run directory")
+            upgrade = bool(self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'trials'").fetchone())
+            if not upgrade:
                 self._db.execute(_TRIALS_V1)
                 version = 1
             while version < SCHEMA_VERSION:
                 for statement in MIGRATIONS[version]:
                     self._db.execute(statement)
+                if version == 2 and upgrade and self.path.name == TRIALS_FILE:
+                    imported = self._import_legacy_state()
                 version += 1
             self._db.execute(f"PRAGMA user_version = {version}")
+        return imported
 
-    def _transaction(self) -> "_Transaction":
-        self._db.execute("BEGIN IMMEDIATE")
+    def _import_legacy_state(self) -> list[Path]:
+        """Copy a search's state files (schema 2 and before) into the state tables; return those files."""
+        legacy = read_legacy_state(self.path.with_name(LEGACY_STATE_FILE))
+        if legacy is None:
+            return []
+        self._db.execute("INSERT INTO strategy_snapshots (id, state) VALUES (0, ?)", (legacy.snapshot,))
+        self._db.executemany("INSERT OR REPLACE INTO strategy_events (seq, kind, trial_id, data) VALUES (?, ?, ?, ?)",
+                             [(seq, kind, trial_id, json.dumps(data, separators=(",", ":")))
+                              for seq, kind, trial_id, data in legacy.events])
+        return legacy.files
+
+    def transaction(self) -> "_Transaction":
+        """``with store.transaction():`` the writes inside commit together or not at all (nested: joins)."""
         return _Transaction(self._db)
 
     # --- writing ----------------------------------------------------------------------------------
@@ -241,7 +313,7 @@ class TrialStore:
     def add_scores(self, rows: list[ScoreRow]) -> None:
         """Commit one round's scores at once; a round written again (a resumed search re-asks the same
         candidates) replaces its rows, so the table never holds a round twice."""
-        with self._transaction():
+        with self.transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO scores (round, trial_id, candidate_id, genotype, score, value, chosen, audit, "
                 "seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -255,6 +327,38 @@ class TrialStore:
         return [ScoreRow(r[0], r[1], r[2], Genotype.from_json(r[3]), r[4], r[5], bool(r[6]), bool(r[7]), r[8])
                 for r in cursor.fetchall()]
 
+    # --- the strategy's state (its format: cellsearch.search.strategy_state) --------------------------
+    def add_events(self, events: list[tuple]) -> None:
+        """Append strategy events (sequence number, kind, trial id, JSON-able data)."""
+        self._db.executemany("INSERT INTO strategy_events (seq, kind, trial_id, data) VALUES (?, ?, ?, ?)",
+                             [(seq, kind, trial_id, json.dumps(data, separators=(",", ":")))
+                              for seq, kind, trial_id, data in events])
+
+    def events(self, since: int = 0) -> list[tuple]:
+        """The strategy events from number ``since`` on, in order, as :meth:`add_events` took them."""
+        cursor = self._db.execute("SELECT seq, kind, trial_id, data FROM strategy_events WHERE seq >= ? ORDER BY seq",
+                                  (since,))
+        return [(seq, kind, trial_id, json.loads(data)) for seq, kind, trial_id, data in cursor.fetchall()]
+
+    def drop_events_before(self, seq: int) -> None:
+        """Delete the strategy events numbered below ``seq`` (a snapshot that holds them replaces them)."""
+        self._db.execute("DELETE FROM strategy_events WHERE seq < ?", (seq,))
+
+    def put_snapshot(self, state: bytes) -> None:
+        """Store the strategy's snapshot, replacing the one before."""
+        self._db.execute("INSERT OR REPLACE INTO strategy_snapshots (id, state) VALUES (0, ?)", (state,))
+
+    def snapshot(self) -> bytes | None:
+        """The strategy's latest snapshot, or None if none was saved."""
+        found = self._db.execute("SELECT state FROM strategy_snapshots WHERE id = 0").fetchone()
+        return None if found is None else bytes(found[0])
+
+    def clear_strategy_state(self) -> None:
+        """Delete the strategy's events and snapshot (before it is rebuilt from the trials)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM strategy_events")
+            self._db.execute("DELETE FROM strategy_snapshots")
+
     def close(self) -> None:
         self._db.close()
 
@@ -266,16 +370,22 @@ class TrialStore:
 
 
 class _Transaction:
-    """Commits on success, rolls back on an exception (the connection runs in autocommit mode)."""
+    """Commits on success, rolls back on an exception (the connection runs in autocommit mode); inside
+    a transaction already open, it joins it and the outer one commits."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._outer = False
 
     def __enter__(self) -> sqlite3.Connection:
+        self._outer = not self._db.in_transaction
+        if self._outer:
+            self._db.execute("BEGIN IMMEDIATE")
         return self._db
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self._outer:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
 def _float_or_none(value: float | None) -> float | None:

@@ -120,7 +120,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Genotype":
-        """Parse and validate the structure produced by :meth:`to_dict` (and by genotype files)."""
+        """Parse and validate the structure produced by ``to_dict`` (and by genotype files)."""
         return parse_genotype(data)
 
     def to_json(self) -> str:
@@ -284,12 +284,24 @@ def cell_dirs() -> list[Path]:
 
 
 def shipped_cells() -> list[str]:
-    """Names of the genotype files that :func:`load_genotype` finds by name."""
+    """Names of the genotype files that ``load_genotype`` finds by name."""
     return sorted({p.stem for d in cell_dirs() for p in d.glob("*.yaml")})
 
 
 def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
-    """Load a genotype from a shipped name (``'nasnet_a'``) or a YAML file path. Never executes code."""
+    """Load a genotype from a shipped name or a YAML file. Never executes code.
+
+    Args:
+        name_or_path: a YAML path, a name found in ``./cells`` or the shipped cells (``'nasnet_a'``),
+            or a Genotype (returned as it is).
+
+    Returns:
+        The genotype, named after the file when the file gives no name.
+
+    Raises:
+        GenotypeError: no such cell, or a file that is not a valid genotype (the message names the
+            cell, block and field).
+    """
     if isinstance(name_or_path, Genotype):
         return name_or_path
     text_name = str(name_or_path)
@@ -325,7 +337,15 @@ def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
 
 
 def save_genotype(genotype: Genotype, path: "str | Path") -> Path:
-    """Write ``genotype`` as YAML; ``load_genotype(path)`` gives it back unchanged."""
+    """Write ``genotype`` as YAML; ``load_genotype(path)`` gives it back unchanged.
+
+    Args:
+        genotype: the cell pair to write.
+        path: the YAML file to write (its folder is created).
+
+    Returns:
+        ``path``, as a Path.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(genotype.to_yaml())
@@ -384,7 +404,7 @@ class SearchSpace:
         return self.cell_size() ** self.layout.num_cells
 
     def encode(self, genotype: Genotype) -> list[int]:
-        """Flat action sequence for ``genotype`` (inverse of :meth:`decode`)."""
+        """Flat action sequence for ``genotype`` (inverse of ``decode``)."""
         self.validate(genotype)
         choice = {
             "input": lambda b, slot: b.inputs[slot],

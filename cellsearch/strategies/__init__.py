@@ -24,7 +24,20 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def build_strategy(name: str, space: SearchSpace | Mapping[str, Any], seed: int = 0, **hyperparameters: Any) -> Strategy:
-    """The strategy called ``name`` (ppo, reinforce, random, evolution, progressive) over ``space``."""
+    """The strategy called ``name`` over ``space``.
+
+    Args:
+        name: ``ppo``, ``reinforce``, ``random``, ``evolution`` or ``progressive``.
+        space: the search space, or its settings as a mapping (``ops``, ``num_blocks``, ``combines``).
+        seed: seeds the strategy's random generators.
+        **hyperparameters: the strategy class's keyword arguments (unknown ones are refused).
+
+    Returns:
+        A fresh strategy; drive it with ``ask`` and ``tell``.
+
+    Raises:
+        ValueError: an unknown strategy name or hyperparameter.
+    """
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     cls = STRATEGIES[name]

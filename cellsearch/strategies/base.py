@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from cellsearch.space.genotype import Genotype, SearchSpace
-from cellsearch.validation import integer, one_of, positive_int
+from cellsearch.validation import boolean, integer, number_in, one_of, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ class Strategy:
     ) -> None:
         self.space = as_search_space(space)
         self.seed = integer(seed, "seed", 0)
-        self.dedupe = bool(dedupe)
+        self.dedupe = boolean(dedupe, "search.dedupe")
         positive_int(dedupe_tries, "search.dedupe_tries")
         self.dedupe_tries = int(dedupe_tries)
-        self.failure_reward = float(failure_reward)
+        self.failure_reward = float(number_in(failure_reward, "search.failure_reward"))
         self.rng = random.Random(self.seed)
         self.generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
         self._trials: list[Trial] = []
@@ -133,7 +133,11 @@ class Strategy:
 
     # --- the public interface -------------------------------------------------------------------
     def ask(self) -> Proposal:
-        """Propose the next genotype to evaluate (may be called many times before any tell)."""
+        """Propose the next genotype to evaluate (may be called many times before any tell).
+
+        Returns:
+            The proposal: its ``trial_id`` (to pass to ``tell``) and its ``genotype``.
+        """
         # With dedupe, a strategy that keeps proposing known cells (a policy that has converged) gets
         # dedupe_tries chances, then as many uniform draws (_explore) before a repeat is allowed.
         for attempt in range(2 * self.dedupe_tries if self.dedupe else 1):
@@ -153,7 +157,12 @@ class Strategy:
         return Proposal(trial_id=trial_id, genotype=genotype)
 
     def tell(self, trial_id: int, reward: float | None) -> None:
-        """Report the reward (validation accuracy in [0, 1]) of a proposal; None (or NaN) = it failed."""
+        """Report the reward of a proposal, in any order.
+
+        Args:
+            trial_id: the ``trial_id`` of a proposal asked and not yet told.
+            reward: its reward (validation accuracy in [0, 1]); None (or NaN) if it failed.
+        """
         self._tell(trial_id, reward)
         self._record("tell", operator.index(trial_id), self._trials[trial_id].reward)
 
@@ -245,6 +254,11 @@ class Strategy:
         """Fewest children with which these settings learn anything, and why (0 = any budget)."""
         return 0, ""
 
+    def signals(self) -> dict[str, float]:
+        """What the strategy reports of itself now, by name (a controller's loss, a population's mean
+        reward), for live views of a search. Reading them changes nothing the strategy decides."""
+        return {}
+
     # --- hooks ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
         """Return flat actions of a new proposal and any per-trial info for :meth:`_asked`."""
@@ -305,7 +319,7 @@ class Strategy:
         """Everything needed to resume exactly: tensors, numbers, strings, lists and dicts only.
 
         ``include_trials=False`` leaves out the history of trials, the one part that grows with the
-        search (a journal that holds every event restores it: :meth:`restore_history`)."""
+        search (a journal that holds every event restores it: ``restore_history``)."""
         state = {
             "strategy": self.name,
             "version": STATE_VERSION,
@@ -373,7 +387,7 @@ class Strategy:
                 self._proposed_keys.add(key)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume from :meth:`state_dict` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
+        """Resume from ``state_dict`` (also after ``torch.save``/``torch.load(weights_only=True)``)."""
         if state.get("strategy") != self.name:
             raise ValueError(f"this state was saved by the {state.get('strategy')!r} strategy, not {self.name!r}")
         if state.get("version") not in (1, STATE_VERSION):  # 1: before the journal (no event count)

@@ -73,6 +73,14 @@ class RegularizedEvolution(Strategy):
     def min_budget(self) -> tuple[int, str]:
         return 2 * self.population_size, f"the first population_size={self.population_size} children are random"
 
+    def signals(self) -> dict[str, float]:
+        """The population's size and the mean and best learning reward of its members."""
+        rewards = [self.learning_reward(i) for i in self.population]
+        signals = {"population": float(len(rewards))}
+        if rewards:
+            signals.update(population_mean_reward=sum(rewards) / len(rewards), population_best_reward=max(rewards))
+        return signals
+
     def _propose(self) -> tuple[list[int], Any]:
         if self.num_asked - self.num_withdrawn < self.population_size or not self.population:
             return random_actions(self.space, self.rng), None

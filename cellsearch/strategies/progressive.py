@@ -153,6 +153,11 @@ class ProgressiveSearch(Strategy):
         self._parents: list[int] = []  # trial ids the current stage's candidates grew from
         self._planned: list[int] = []  # the stage's first proposals; the stage ends when all are told
         self._planned_size = 0
+        # For signals() only, not saved (a resumed search reports it again after its next stage): the
+        # surrogate's predicted reward of the ranked candidates and of the stage's proposals among them.
+        self._predicted: dict[tuple[int, ...], float] = {}
+        self._stage_predictions: dict[int, float] = {}
+        self.surrogate_error: float | None = None  # mean absolute error on the last completed stage
 
     def min_budget(self) -> tuple[int, str]:
         children = self.num_initial + (self.space.num_blocks - 1) * self.beam_size
@@ -163,7 +168,19 @@ class ProgressiveSearch(Strategy):
     def _stage_complete(self) -> bool:
         return len(self._planned) >= self._planned_size and all(self.is_told(i) for i in self._planned)
 
+    def signals(self) -> dict[str, float]:
+        """The stage number, its cells' block count, and the surrogate's mean absolute error (in reward)
+        on the proposals of the last completed stage it ranked."""
+        signals = {"stage": float(self.num_stages), "stage_blocks": float(self.stage_blocks)}
+        if self.surrogate_error is not None:
+            signals["surrogate_error"] = self.surrogate_error
+        return signals
+
     def _start_stage(self) -> None:
+        if self._stage_predictions:
+            errors = [abs(p - self.learning_reward(i)) for i, p in self._stage_predictions.items() if self.is_told(i)]
+            self.surrogate_error = sum(errors) / len(errors) if errors else self.surrogate_error
+        self._predicted, self._stage_predictions = {}, {}
         self.num_stages += 1
         self._planned = []
         if self.stage_blocks == 0:
@@ -179,7 +196,9 @@ class ProgressiveSearch(Strategy):
         self.stage_blocks = min(self.stage_blocks + 1, self.space.num_blocks)
         candidates = self._distinct(self._candidate, self.num_expansions)
         if candidates:
-            scores = self._fit_surrogate()(self.features(candidates)).tolist()
+            surrogate, mean, scale = self._fit_surrogate()
+            scores = surrogate(self.features(candidates)).tolist()
+            self._predicted = {tuple(c): mean + scale * s for c, s in zip(candidates, scores)}
             order = sorted(range(len(candidates)), key=lambda i: -scores[i])
             candidates = [candidates[i] for i in order]
         self._queue = candidates
@@ -218,8 +237,9 @@ class ProgressiveSearch(Strategy):
                     break
         return out[::-1]
 
-    def _fit_surrogate(self) -> Surrogate:
-        """Train a fresh surrogate on every told trial (rewards standardized)."""
+    def _fit_surrogate(self) -> tuple[Surrogate, float, float]:
+        """Train a fresh surrogate on every told trial (rewards standardized); return it with the mean and
+        scale that turn its output back into a reward."""
         told = self._recent_told()
         for i in told:
             if i not in self._features:
@@ -228,7 +248,8 @@ class ProgressiveSearch(Strategy):
         self._features = {i: f for i, f in self._features.items() if i >= oldest}
         x = torch.stack([self._features[i] for i in told])
         y = torch.tensor([self.learning_reward(i) for i in told])
-        y = (y - y.mean()) / (y.std(unbiased=False) + 1e-6)
+        mean, scale = y.mean(), y.std(unbiased=False) + 1e-6
+        y = (y - mean) / scale
         model = Surrogate(self.features.size, self.surrogate_hidden, self.generator)
         optimizer = adam(model.parameters(), self.surrogate_lr, self.surrogate_weight_decay)
         for _ in range(self.surrogate_steps):
@@ -237,7 +258,7 @@ class ProgressiveSearch(Strategy):
             loss.backward()
             optimizer.step()
         model.eval()
-        return model.requires_grad_(False)
+        return model.requires_grad_(False), float(mean), float(scale)
 
     # --- strategy hooks -------------------------------------------------------------------------
     def _propose(self) -> tuple[list[int], Any]:
@@ -256,6 +277,9 @@ class ProgressiveSearch(Strategy):
     def _asked(self, trial_id: int, info: Any) -> None:
         if len(self._planned) < self._planned_size:
             self._planned.append(trial_id)
+        predicted = self._predicted.get(tuple(self._trials[trial_id].actions))
+        if predicted is not None:
+            self._stage_predictions[trial_id] = predicted
 
     def _withdrawn(self, trial_id: int) -> None:
         # The stage waits for its planned proposals to be told: the next proposal takes this one's place.

@@ -85,6 +85,7 @@ class PolicyGradientStrategy(Strategy):
         self.baseline: float | None = None
         self.mean_square: float | None = None  # running mean of squared advantages (their scale)
         self.num_updates = 0
+        self.last_update: dict[str, float] = {}  # loss and policy entropy of the latest update (for signals)
         self._log_probs: dict[int, torch.Tensor] = {}  # per-decision log-probs at sampling time
         self._batch: list[int] = []  # told trials not yet learned from
         self._advantages: list[float] = []
@@ -95,6 +96,14 @@ class PolicyGradientStrategy(Strategy):
 
     def min_budget(self) -> tuple[int, str]:
         return 2 * self.update_every, f"the controller learns once every update_every={self.update_every} rewards"
+
+    def signals(self) -> dict[str, float]:
+        """The moving-average baseline, the number of controller updates, and the latest update's loss and
+        policy entropy (nats per sampled cell pair, the mean over its minibatch)."""
+        signals = {"updates": float(self.num_updates), **self.last_update}
+        if self.baseline is not None:
+            signals["baseline"] = self.baseline
+        return signals
 
     def _propose(self) -> tuple[list[int], Any]:
         if not self._samples:
@@ -153,7 +162,8 @@ class PolicyGradientStrategy(Strategy):
         """One controller update on the told trials not yet learned from."""
         actions = torch.tensor([self._trials[i].actions for i in self._batch], dtype=torch.int64)
         old_log_probs = torch.stack([self._log_probs.pop(i) for i in self._batch])
-        self._update(actions, old_log_probs, torch.tensor(self._advantages))
+        loss, entropy = self._update(actions, old_log_probs, torch.tensor(self._advantages))
+        self.last_update = {"loss": float(loss), "entropy": float(entropy.sum(1).mean())}
         self.num_updates += 1
         self._batch, self._advantages = [], []
         self._samples = []
@@ -171,8 +181,10 @@ class PolicyGradientStrategy(Strategy):
         n = actions.shape[0]
         return log_probs[:n], entropy[:n], -self.imitation_weight * log_probs[n:].sum(1).mean()
 
-    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
-        """Improve the controller on one minibatch of told trials."""
+    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor,
+                advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Improve the controller on one minibatch of told trials; return the (last) loss and the
+        per-decision entropies [batch, decisions] it was computed with, both detached."""
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:
@@ -238,7 +250,8 @@ class PPO(PolicyGradientStrategy):
         self.clip = float(clip)
         self.ppo_epochs = int(ppo_epochs)
 
-    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
+    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor,
+                advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         adv = advantages[:, None]
         for _ in range(self.ppo_epochs):
             log_probs, entropy, imitation = self._evaluate(actions)
@@ -248,6 +261,7 @@ class PPO(PolicyGradientStrategy):
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+        return loss.detach(), entropy.detach()
 
 
 class Reinforce(PolicyGradientStrategy):
@@ -280,9 +294,11 @@ class Reinforce(PolicyGradientStrategy):
                          temperature, tanh_constant, init_range, reward_shaping, normalize_advantages, imitation_weight,
                          imitation_topk, failure_reward, dedupe, dedupe_tries)
 
-    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor) -> None:
+    def _update(self, actions: torch.Tensor, old_log_probs: torch.Tensor,
+                advantages: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs, entropy, imitation = self._evaluate(actions)
         loss = -(log_probs.sum(1) * advantages + self.entropy_weight * entropy.sum(1)).mean() + imitation
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        return loss.detach(), entropy.detach()

@@ -3,11 +3,11 @@
 All executors run one :class:`~cellsearch.evaluators.Evaluator` (stand-alone training by default) and
 share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
 ``(trial_id, EvalResult)`` pairs that have finished, in the order they finish. A child that fails
-comes back with ``status='failed'``; a worker process that dies is replaced and its child retried
-once, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
+comes back with ``status='failed'``; a child whose worker process (or Ray node) dies is run again,
+``max_retries`` times at most, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
 process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local
 executor then trains its children in one worker process, so that it can stop them. Configuration errors (checked in the constructor, before any child
-trains) raise :class:`~cellsearch.data.ConfigError`.
+trains) raise :class:`~cellsearch.validation.ConfigError`.
 """
 from __future__ import annotations
 

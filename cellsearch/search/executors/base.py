@@ -6,7 +6,7 @@ import time
 from abc import ABC, abstractmethod
 
 
-from cellsearch.data import ConfigError
+from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.space.genotype import Genotype
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
+import logging
 import multiprocessing
 import os
 import signal
@@ -15,14 +16,15 @@ from typing import Any, Iterator
 
 import torch
 
-from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import describe_error
 from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
-from cellsearch.validation import integer
+from cellsearch.validation import ConfigError, integer
 from cellsearch.search.executors.base import (Executor, check_child_timeout, check_threads, owned_cores,
                                               thread_settings, timed_out)
+
+log = logging.getLogger(__name__)
 
 
 # --- one worker process per device -------------------------------------------------------------------
@@ -120,6 +122,10 @@ class PoolExecutor(Executor):
         integer(max_retries, "executor.max_retries", 0)
         self._gpus = worker_devices(evaluator.accelerator, num_workers, gpus, workers_per_gpu)
         self.num_workers = len(self._gpus)
+        cpu_workers = self._gpus.count(None)
+        if cpu_workers > owned_cores():  # issue 24: a tiny child took 42 s instead of 1.4 s
+            log.warning("executor.num_workers=%d CPU workers on %d core(s): they contend, and each child takes much "
+                        "longer; use executor.num_workers=%d or fewer", cpu_workers, owned_cores(), owned_cores())
         self.threads_per_worker = check_threads(threads_per_worker) or max(1, owned_cores() // self.num_workers)
         self.max_retries = max_retries
         self.memory = MemoryPlan(memory_budgets(self._gpus, device_memory_mb))

@@ -1,18 +1,21 @@
 """Children as Ray tasks on an existing cluster or a local one started for the run."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 
-from cellsearch.data import ConfigError
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.space.genotype import Genotype
-from cellsearch.validation import number_in, positive_int
+from cellsearch.validation import ConfigError, integer, number_in, positive_int
 from cellsearch.search.executors.base import Executor, check_child_timeout, timed_out
+
+log = logging.getLogger(__name__)
 
 
 def _import_ray() -> Any:
@@ -29,27 +32,38 @@ def _ray_evaluate(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed:
     return evaluator.evaluate(genotype, trial_id=trial_id, seed=seed)
 
 
+@dataclass
+class _Child:
+    trial_id: int
+    genotype: Genotype
+    started: float   # this attempt's submission (perf_counter)
+    attempts: int = 1
+
+
 class RayExecutor(Executor):
     """Children as Ray tasks on an existing cluster (``address``) or a local one started here.
 
     Each child asks for ``num_cpus_per_child`` CPUs and ``num_gpus_per_child`` GPUs (default: one GPU
     if the cluster has any and the child may use one, else none; fractions share a GPU:
-    ``children_per_gpu=K`` asks for 1/K, and on a cluster without GPUs runs children on CPUs). Ray retries
-    a task whose worker dies ``max_retries`` times. A local cluster is started with bounded
-    resources (``num_cpus``, ``num_gpus``, ``object_store_memory``), without the dashboard, and shut
-    down by ``close``.
+    ``children_per_gpu=K`` asks for 1/K, and on a cluster without GPUs runs children on CPUs). A child
+    whose worker process or node dies (Ray's ``WorkerCrashedError``, ``NodeDiedError``, or
+    ``OutOfMemoryError`` when Ray's memory monitor stopped it) is submitted again, on whichever node
+    has room, at most ``max_retries`` times, each retry logged; then it is recorded as failed. A child
+    that raises is a result, never retried. A local cluster is started with bounded resources
+    (``num_cpus``, ``num_gpus``, ``object_store_memory``), without the dashboard, and shut down by ``close``.
     """
 
     def __init__(self, evaluator: Evaluator, seed: int = 0, address: str | None = None, num_workers: int | None = None,
                  num_cpus_per_child: float = 1, num_gpus_per_child: float | None = None,
                  num_cpus: int | None = None, num_gpus: int | None = None,
-                 object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 1,
+                 object_store_memory: int | None = 200 * 1024 ** 2, max_retries: int = 3,
                  init_kwargs: Mapping[str, Any] | None = None, child_timeout: float | None = None,
                  children_per_gpu: int | None = None):
         ray = _import_ray()
         super().__init__(evaluator, seed)
         # Counted from submission: the search keeps at most as many children in flight as the cluster runs at once.
         self.child_timeout = check_child_timeout(child_timeout)
+        self.max_retries = integer(max_retries, "executor.max_retries", 0)
         number_in(num_cpus_per_child, "executor.num_cpus_per_child", 0, low_open=True)
         number_in(num_gpus_per_child, "executor.num_gpus_per_child", 0, optional=True)
         if children_per_gpu is not None:
@@ -58,7 +72,7 @@ class RayExecutor(Executor):
                 raise ConfigError("set executor.children_per_gpu or executor.num_gpus_per_child, not both "
                                   "(children_per_gpu=K asks for 1/K GPU per child)")
         self._ray = ray
-        self._pending: dict[Any, tuple[int, float]] = {}
+        self._pending: dict[Any, _Child] = {}
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
             options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -88,45 +102,73 @@ class RayExecutor(Executor):
             num_workers = max(1, math.floor(min(slots)))
         self.num_workers = num_workers
         self.threads_per_child = max(1, int(num_cpus_per_child))
-        self._remote = ray.remote(_ray_evaluate).options(num_cpus=num_cpus_per_child, num_gpus=num_gpus_per_child,
-                                                         max_retries=max_retries)
+        # Ray's own task retries are off: they would run a child again silently, so the executor retries
+        # (see _result), logging each retry and counting the attempts in the error of a child that gives up.
+        self._remote = ray.remote(_ray_evaluate)
+        self._options = dict(num_cpus=num_cpus_per_child, num_gpus=num_gpus_per_child, max_retries=0,
+                             retry_exceptions=False)
+        exceptions = ray.exceptions
+        self._died = (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError)
 
     def submit(self, trial_id: int, genotype: Genotype) -> None:
-        ref = self._remote.remote(self.evaluator, genotype, trial_id, self.seed, self.threads_per_child)
-        self._pending[ref] = (trial_id, time.perf_counter())
+        self._submit(_Child(trial_id, genotype, time.perf_counter()))
+
+    def _submit(self, child: _Child) -> None:
+        # Named after the trial: `ray list tasks` and the worker's process title (ray::trial 7) say which child it is.
+        ref = self._remote.options(**self._options, name=f"trial {child.trial_id}").remote(
+            self.evaluator, child.genotype, child.trial_id, self.seed, self.threads_per_child)
+        self._pending[ref] = child
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
-        if not self._pending:
-            return []
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while self._pending:  # children that come back only to be retried do not count as results
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            done = self._wait_once(left)
+            if done or left == 0.0:
+                return done
+        return []
+
+    def _wait_once(self, timeout: float | None) -> list[tuple[int, EvalResult]]:
         refs = list(self._pending)
         if self.child_timeout is not None:  # wake up when the first child reaches its limit
-            first_limit = min(started for _, started in self._pending.values()) + self.child_timeout
+            first_limit = min(child.started for child in self._pending.values()) + self.child_timeout
             timeout = max(0.0, min(first_limit - time.perf_counter(), timeout if timeout is not None else math.inf))
         ready, _ = self._ray.wait(refs, num_returns=1, timeout=timeout)
         if ready:
             ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
-        done = [self._result(ref) for ref in ready]
+        done = [result for result in map(self._result, ready) if result is not None]
         if self.child_timeout is not None:
-            for ref, (trial_id, started) in list(self._pending.items()):
-                if time.perf_counter() - started >= self.child_timeout:
+            for ref, child in list(self._pending.items()):
+                if time.perf_counter() - child.started >= self.child_timeout:
                     self._ray.cancel(ref, force=True)  # ends the worker process that runs it
                     del self._pending[ref]
-                    done.append((trial_id, timed_out(self.child_timeout, started)))
+                    done.append((child.trial_id, timed_out(self.child_timeout, child.started)))
         return done
 
-    def _result(self, ref: Any) -> tuple[int, EvalResult]:
-        trial_id, started = self._pending.pop(ref)
+    def _result(self, ref: Any) -> tuple[int, EvalResult] | None:
+        """``ref``'s child and result, or None when its worker or node died and it was submitted again."""
+        child = self._pending.pop(ref)
+        seconds = time.perf_counter() - child.started
         try:
-            return trial_id, self._ray.get(ref)
+            return child.trial_id, self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as err:
             cause = getattr(err, "cause", None)
             if isinstance(cause, ConfigError):
                 raise ConfigError(str(cause)) from err
-            return trial_id, failed_result(f"Ray task failed: {cause!r}" if cause else str(err).splitlines()[0],
-                                           time.perf_counter() - started)
-        except self._ray.exceptions.RayError as err:  # worker died (after retries), node lost, ...
-            return trial_id, failed_result(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}",
-                                           time.perf_counter() - started)
+            return child.trial_id, failed_result(f"Ray task failed: {cause!r}" if cause else str(err).splitlines()[0],
+                                                 seconds)
+        except self._died as err:  # the process or node running it is gone, not the child's fault
+            why = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+            if child.attempts > self.max_retries:
+                return child.trial_id, failed_result(
+                    f"its Ray worker or node died on each of {child.attempts} attempt(s) (executor.max_retries="
+                    f"{self.max_retries}); last: {why}", seconds)
+            log.warning("trial %d: its Ray worker or node died (%s); running it again on a node with room "
+                        "(retry %d of executor.max_retries=%d)", child.trial_id, why, child.attempts, self.max_retries)
+            self._submit(_Child(child.trial_id, child.genotype, time.perf_counter(), child.attempts + 1))
+            return None
+        except self._ray.exceptions.RayError as err:  # cancelled, unschedulable, a runtime env that failed, ...
+            return child.trial_id, failed_result(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}", seconds)
 
     def num_running(self) -> int:
         return len(self._pending)
