@@ -2,6 +2,7 @@
 and use what you find as timm models."""
 from importlib.metadata import PackageNotFoundError, version
 
+from cellsearch._timm_hook import register_when_timm_loads
 from cellsearch.space.genotype import (
     NASNET_OPS,
     Block,
@@ -31,4 +32,7 @@ __all__ = [
     "save_genotype",
     "shipped_cells",
 ]
-from cellsearch import models  # noqa: F401  (registers the timm entry points)
+
+# timm.create_model('cellnet_...') works after `import cellsearch`: the entry points are registered when timm is
+# imported (at once if it is already), so that importing cellsearch alone does not load torch (cellsearch --help).
+register_when_timm_loads()

@@ -1,10 +1,11 @@
 """The config groups' schemas: :class:`~cellsearch.data.DataConfig` and
-:class:`~cellsearch.evaluators.child.ChildConfig` registered in Hydra's ConfigStore.
+:class:`~cellsearch.evaluators.child_config.ChildConfig` registered in Hydra's ConfigStore.
 
 Each dataclass holds its group's fields, types and defaults once; the presets in conf/data/ and
 conf/child/ start from ``schema`` and set only what differs, and a value of the wrong type fails when
-Hydra composes the config, naming the key (``child.epochs``). Importing this module registers them:
-train.py does so before ``hydra.main``; a script using Hydra's compose API imports it first.
+Hydra composes the config, naming the key (``child.epochs``). Importing this module registers them
+(without importing torch): :mod:`cellsearch.cli` does so before ``hydra.main``; a script using Hydra's
+compose API imports it first.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from cellsearch.data.config import DataConfig
-from cellsearch.evaluators.child import ChildConfig
+from cellsearch.evaluators.child_config import ChildConfig
 
 SCHEMA = "schema"  # the option name each preset lists first in its defaults
 SCHEMAS: dict[str, type] = {"data": DataConfig, "child": ChildConfig}

@@ -26,7 +26,9 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from cellsearch.space.network import CellNet, CellNetCifar, CellNetImageNet
+# The module, not its classes: importing timm imports this module (cellsearch._timm_hook), possibly while
+# cellsearch.space.network, which imports timm, is itself still being imported.
+from cellsearch.space import network
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD"]
 
@@ -34,20 +36,22 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-def _build(skeleton: type[CellNet], device: Any = None, dtype: torch.dtype | None = None, **kwargs: Any) -> CellNet:
+def _build(skeleton: type[network.CellNet], device: Any = None, dtype: torch.dtype | None = None,
+           **kwargs: Any) -> network.CellNet:
     """Construct on ``device`` (e.g. 'meta' to inspect sizes for free) and cast to ``dtype``."""
     with torch.device(device) if device is not None else nullcontext():
         model = skeleton(**kwargs)
     return model.to(dtype=dtype) if dtype is not None else model
 
 
-def _num_feature_maps(skeleton: type[CellNet], kwargs: dict[str, Any]) -> int:
+def _num_feature_maps(skeleton: type[network.CellNet], kwargs: dict[str, Any]) -> int:
     """Feature maps of ``features_only``: the stem and the three stages, plus the stem cells'
     output for NASNet's ImageNet stem (see ``CellNet._init_feature_info``)."""
-    return 5 if skeleton is CellNetImageNet and kwargs.get("stem_type", "nasnet") == "nasnet" else 4
+    return 5 if skeleton is network.CellNetImageNet and kwargs.get("stem_type", "nasnet") == "nasnet" else 4
 
 
-def _create_cellnet(variant: str, skeleton: type[CellNet], pretrained: bool = False, **kwargs: Any) -> CellNet:
+def _create_cellnet(variant: str, skeleton: type[network.CellNet], pretrained: bool = False,
+                    **kwargs: Any) -> network.CellNet:
     out_indices = tuple(range(_num_feature_maps(skeleton, kwargs)))
     return build_model_with_cfg(
         partial(_build, skeleton),
@@ -60,7 +64,8 @@ def _create_cellnet(variant: str, skeleton: type[CellNet], pretrained: bool = Fa
     )
 
 
-def _cellnet(variant: str, skeleton: type[CellNet], pretrained: bool, defaults: dict, kwargs: dict) -> CellNet:
+def _cellnet(variant: str, skeleton: type[network.CellNet], pretrained: bool, defaults: dict,
+             kwargs: dict) -> network.CellNet:
     """Build ``variant`` with its published arguments, any of which ``kwargs`` overrides."""
     return _create_cellnet(variant, skeleton, pretrained, **{**defaults, **kwargs})
 
@@ -99,75 +104,75 @@ default_cfgs = generate_default_cfgs({
 
 
 @register_model
-def cellnet_cifar(pretrained: bool = False, **kwargs: Any) -> CellNetCifar:
+def cellnet_cifar(pretrained: bool = False, **kwargs: Any) -> network.CellNetCifar:
     """CIFAR skeleton for any genotype (``genotype=``, default nasnet_a; N=6, F=32 unless given)."""
-    return _cellnet("cellnet_cifar", CellNetCifar, pretrained, {}, kwargs)
+    return _cellnet("cellnet_cifar", network.CellNetCifar, pretrained, {}, kwargs)
 
 
 @register_model
-def cellnet_imagenet(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_imagenet(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """ImageNet skeleton for any genotype (``genotype=``, default nasnet_a; N=4, F=44 unless given)."""
-    return _cellnet("cellnet_imagenet", CellNetImageNet, pretrained, {}, kwargs)
+    return _cellnet("cellnet_imagenet", network.CellNetImageNet, pretrained, {}, kwargs)
 
 
 @register_model
-def cellnet_nasnet_a_cifar(pretrained: bool = False, **kwargs: Any) -> CellNetCifar:
+def cellnet_nasnet_a_cifar(pretrained: bool = False, **kwargs: Any) -> network.CellNetCifar:
     """NASNet-A "6 @ 768" CIFAR network, 3.3M parameters; ``auxiliary=True`` adds the auxiliary head."""
     defaults = dict(genotype="nasnet_a", cells_per_stage=6, channels=32)
-    return _cellnet("cellnet_nasnet_a_cifar", CellNetCifar, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_nasnet_a_cifar", network.CellNetCifar, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_amoebanet_a_cifar(pretrained: bool = False, **kwargs: Any) -> CellNetCifar:
+def cellnet_amoebanet_a_cifar(pretrained: bool = False, **kwargs: Any) -> network.CellNetCifar:
     """AmoebaNet-A CIFAR network, N=6, F=36 (3.2M parameters published)."""
     defaults = dict(genotype="amoebanet_a", cells_per_stage=6, channels=36)
-    return _cellnet("cellnet_amoebanet_a_cifar", CellNetCifar, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_amoebanet_a_cifar", network.CellNetCifar, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_darts_v2_cifar(pretrained: bool = False, **kwargs: Any) -> CellNetCifar:
+def cellnet_darts_v2_cifar(pretrained: bool = False, **kwargs: Any) -> network.CellNetCifar:
     """DARTS V2 CIFAR network, N=6, F=36 (3.3M parameters)."""
     defaults = dict(genotype="darts_v2", cells_per_stage=6, channels=36)
-    return _cellnet("cellnet_darts_v2_cifar", CellNetCifar, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_darts_v2_cifar", network.CellNetCifar, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_nasnet_a_mobile(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_nasnet_a_mobile(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """NASNet-A Mobile, "4 @ 1056" (N=4, F=44): 5.3M parameters, 564M mult-adds at 224."""
     defaults = dict(genotype="nasnet_a", cells_per_stage=4, channels=44, stem_channels=32)
-    return _cellnet("cellnet_nasnet_a_mobile", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_nasnet_a_mobile", network.CellNetImageNet, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_nasnet_a_large(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_nasnet_a_large(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """NASNet-A Large, "6 @ 4032" (N=6, F=168): 88.9M parameters, 23.8B mult-adds at 331."""
     defaults = dict(genotype="nasnet_a", cells_per_stage=6, channels=168, stem_channels=96)
-    return _cellnet("cellnet_nasnet_a_large", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_nasnet_a_large", network.CellNetImageNet, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_pnasnet_5_mobile(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_pnasnet_5_mobile(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """PNASNet-5 Mobile (N=3, F=54): 5.1M parameters, 588M mult-adds at 224."""
     defaults = dict(genotype="pnasnet_5", cells_per_stage=3, channels=54, stem_channels=32, reduction_in_stage=True)
-    return _cellnet("cellnet_pnasnet_5_mobile", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_pnasnet_5_mobile", network.CellNetImageNet, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_pnasnet_5_large(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_pnasnet_5_large(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """PNASNet-5 Large (N=4, F=216): 86.1M parameters, 25.0B mult-adds at 331."""
     defaults = dict(genotype="pnasnet_5", cells_per_stage=4, channels=216, stem_channels=96, reduction_in_stage=True)
-    return _cellnet("cellnet_pnasnet_5_large", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_pnasnet_5_large", network.CellNetImageNet, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_amoebanet_a_mobile(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_amoebanet_a_mobile(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """AmoebaNet-A mobile (N=4, F=50; 5.1M parameters, 555M mult-adds published)."""
     defaults = dict(genotype="amoebanet_a", cells_per_stage=4, channels=50, stem_channels=32)
-    return _cellnet("cellnet_amoebanet_a_mobile", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_amoebanet_a_mobile", network.CellNetImageNet, pretrained, defaults, kwargs)
 
 
 @register_model
-def cellnet_darts_v2_imagenet(pretrained: bool = False, **kwargs: Any) -> CellNetImageNet:
+def cellnet_darts_v2_imagenet(pretrained: bool = False, **kwargs: Any) -> network.CellNetImageNet:
     """DARTS V2 ImageNet network with DARTS's stem (N=4, F=48): 4.7M parameters."""
     defaults = dict(genotype="darts_v2", cells_per_stage=4, channels=48, stem_type="darts")
-    return _cellnet("cellnet_darts_v2_imagenet", CellNetImageNet, pretrained, defaults, kwargs)
+    return _cellnet("cellnet_darts_v2_imagenet", network.CellNetImageNet, pretrained, defaults, kwargs)

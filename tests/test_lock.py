@@ -106,3 +106,14 @@ def test_checking_a_lock_creates_nothing(tmp_path):
     check_not_locked(tmp_path)
     check_not_locked(tmp_path / "missing")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_holder_may_take_its_own_lock_again(tmp_path):
+    """A search that exports its best cells into its own run directory: the export's lock is the search's."""
+    with lock_run_dir(tmp_path, "search"):
+        with lock_run_dir(tmp_path, "export"):
+            pass
+        with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):  # still held after the inner release
+            check_not_locked(tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()
+    check_not_locked(tmp_path)

@@ -9,21 +9,21 @@ One module per concern:
 - :mod:`~cellsearch.data.augment`: crop, flip and cutout, on batches or as torchvision transforms.
 - :mod:`~cellsearch.data.loaders`: the on-device :class:`TensorLoader` and :class:`ImageDataModule`.
 """
-from cellsearch.data.arrays import ImageArrays, channel_stats, resize_images
-from cellsearch.data.augment import Cutout, cutout, random_crop, random_flip, torchvision_transforms
-from cellsearch.data.config import LOADERS, DataConfig, as_data_config
-from cellsearch.data.datasets import RawDataset
-from cellsearch.data.loaders import ArrayImageDataset, ImageDataModule, TensorLoader
-from cellsearch.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, dataset_names, dataset_spec, \
-    register_dataset
-from cellsearch.data.splits import DatasetInfo, DatasetSplits, describe_dataset, load_splits, prepare_dataset, \
-    split_indices
+from __future__ import annotations
+
+from cellsearch._lazy import lazy_attributes
 from cellsearch.validation import ConfigError, dataclass_from_config
 
-__all__ = [
-    "ArrayImageDataset", "ConfigError", "Cutout", "DataConfig", "DatasetInfo", "DatasetSpec", "DatasetSplits",
-    "IMAGENET_MEAN", "IMAGENET_STD", "ImageArrays", "ImageDataModule", "LOADERS", "RawDataset", "TensorLoader",
-    "as_data_config", "channel_stats", "cutout", "dataclass_from_config", "dataset_names", "dataset_spec",
-    "describe_dataset", "load_splits", "prepare_dataset", "random_crop", "random_flip", "register_dataset",
-    "resize_images", "split_indices", "torchvision_transforms",
-]
+# Imported when first used: importing DataConfig (the ``data`` schema that the ``cellsearch`` command
+# composes) must not load torch and Lightning.
+_SUBMODULES = {
+    "arrays": ["ImageArrays", "channel_stats", "resize_images"],
+    "augment": ["Cutout", "cutout", "random_crop", "random_flip", "torchvision_transforms"],
+    "config": ["LOADERS", "DataConfig", "as_data_config"],
+    "datasets": ["RawDataset"],
+    "loaders": ["ArrayImageDataset", "ImageDataModule", "TensorLoader"],
+    "registry": ["IMAGENET_MEAN", "IMAGENET_STD", "DatasetSpec", "dataset_names", "dataset_spec", "register_dataset"],
+    "splits": ["DatasetInfo", "DatasetSplits", "describe_dataset", "load_splits", "prepare_dataset", "split_indices"],
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES)
+__all__ = sorted(["ConfigError", "dataclass_from_config", *(name for names in _SUBMODULES.values() for name in names)])

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from cellsearch.data.registry import DatasetSpec, dataset_spec
 from cellsearch.validation import ConfigError, bool_or_none, boolean, dataclass_from_config, integer, one_of
 
+if TYPE_CHECKING:
+    from cellsearch.data.registry import DatasetSpec
+
 LOADERS: tuple[str, ...] = ("tensor", "dataloader")
+
+
+def _dataset_spec(name: str) -> DatasetSpec:
+    # Imported when needed: the registry's readers load torch, which composing the ``data`` schema does not need.
+    from cellsearch.data.registry import dataset_spec
+
+    return dataset_spec(name)
 
 
 @dataclass
@@ -40,7 +49,7 @@ class DataConfig:
     synthetic_channels: int = 3
 
     def __post_init__(self) -> None:
-        dataset_spec(self.name)  # a ConfigError naming the registered datasets
+        _dataset_spec(self.name)  # a ConfigError naming the registered datasets
         one_of(self.loader, "data.loader", LOADERS, optional=True)
         boolean(self.download, "data.download")
         bool_or_none(self.flip, "data.flip")
@@ -60,7 +69,7 @@ class DataConfig:
     @property
     def spec(self) -> DatasetSpec:
         """The dataset's registry entry."""
-        return dataset_spec(self.name)
+        return _dataset_spec(self.name)
 
     @property
     def resolved_loader(self) -> str:

@@ -1,8 +1,13 @@
 """What a cell is worth: evaluators turn a genotype into named metrics (stand-alone training first)."""
-from cellsearch.evaluators.base import STANDARD_METRICS, EvalResult, Evaluator, failed_result
-from cellsearch.evaluators.landscape import LandscapeEvaluator
-from cellsearch.evaluators.oneshot import OneShotEvaluator
-from cellsearch.evaluators.standalone import TrainEvaluator
+from cellsearch._lazy import lazy_attributes
 
-__all__ = ["STANDARD_METRICS", "EvalResult", "Evaluator", "LandscapeEvaluator", "OneShotEvaluator", "TrainEvaluator",
-           "failed_result"]
+# Imported when first used: importing ChildConfig (the ``child`` schema that the ``cellsearch`` command
+# composes) must not load torch and Lightning.
+_SUBMODULES = {
+    "base": ["STANDARD_METRICS", "EvalResult", "Evaluator", "failed_result"],
+    "landscape": ["LandscapeEvaluator"],
+    "oneshot": ["OneShotEvaluator"],
+    "standalone": ["TrainEvaluator"],
+}
+__getattr__, __dir__ = lazy_attributes(__name__, _SUBMODULES)
+__all__ = sorted(name for names in _SUBMODULES.values() for name in names)

@@ -6,7 +6,8 @@ once, with one line naming the holder's pid and host. The kernel drops a ``flock
 dies (``kill -9`` included), so a lock can never be held by a dead process; a lock file that still
 names a holder (it is removed on a clean exit) tells that its holder died, and the next process takes
 it over with a one-line notice. (``flock`` is per host: on a network file system that does not
-forward it, two hosts are not kept apart.)
+forward it, two hosts are not kept apart.) Within the process that holds a lock, taking it again (a search
+exporting its best cells into its own run directory) is allowed and changes nothing.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ __all__ = ["LOCK_FILE", "RunDirBusy", "RunDirLock", "check_not_locked", "is_main
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".cellsearch.lock"
+_HELD: set[Path] = set()  # the directories whose lock this process holds
 
 
 class RunDirBusy(ValueError):
@@ -56,9 +58,16 @@ class RunDirLock:
         self.path = self.directory / LOCK_FILE
         self.what = what
         self._fd: int | None = None
+        self._held_as: Path | None = None  # the directory's resolved path while this lock holds it
+        self._nested = False
 
     def acquire(self) -> "RunDirLock":
-        """Take the lock or raise RunDirBusy at once; OSError if the directory cannot be written."""
+        """Take the lock or raise RunDirBusy at once; OSError if the directory cannot be written. If this
+        process holds the lock already, return at once (releasing this one then leaves the first held)."""
+        held_as = self.directory.resolve()
+        if held_as in _HELD:
+            self._nested = True
+            return self
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -85,12 +94,16 @@ class RunDirLock:
         os.pwrite(fd, record, 0)
         os.fsync(fd)
         self._fd = fd
+        self._held_as = held_as
+        _HELD.add(held_as)
         return self
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (idempotent)."""
+        self._nested = False
         if self._fd is None:
             return
+        _HELD.discard(self._held_as)
         try:
             os.unlink(self.path)  # removed while still locked: a waiting process re-checks the file it locked
         except OSError:
@@ -100,7 +113,7 @@ class RunDirLock:
         self._fd = None
 
     def __enter__(self) -> "RunDirLock":
-        return self if self._fd is not None else self.acquire()
+        return self if self._fd is not None or self._nested else self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -271,8 +271,9 @@ def check_ops_known(genotype: Genotype, allowed: Sequence[str] | None = None) ->
 # --- files -----------------------------------------------------------------------------------------
 
 def cell_dirs() -> list[Path]:
-    """Folders searched for a genotype given by name, first match wins: ``./cells`` (where exports
-    go), the copy installed inside the package, and the repository's ``cells/`` (source checkouts)."""
+    """Folders searched for a genotype given by name, first match wins: ``./cells`` (cells exported with
+    ``export.dir=cells``), the copy installed inside the package, and the repository's ``cells/`` (source
+    checkouts)."""
     package_dir = Path(__file__).resolve().parent.parent  # cellsearch/
     dirs = [Path.cwd() / "cells", package_dir / "cells", package_dir.parent / "cells"]
     unique: list[Path] = []
