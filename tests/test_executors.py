@@ -56,6 +56,7 @@ def check_batch(results: dict[int, EvalResult]) -> None:
         assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["params"] > 0 and metrics["mult_adds"] > 0
 
 
+@pytest.mark.slow
 def test_local_executor_survives_a_failing_child():
     with LocalExecutor(TrainEvaluator(CHILD, DATA), seed=0) as executor:
         assert executor.capacity == 1 and executor.wait() == []
@@ -228,6 +229,7 @@ class ThreadsEvaluator(Evaluator):
                                  "omp": float(os.environ.get("OMP_NUM_THREADS", "0"))})
 
 
+@pytest.mark.slow
 def test_each_worker_runs_the_threads_it_owns_and_loader_workers_add_none():
     with PoolExecutor(ThreadsEvaluator(), seed=0, num_workers=2) as executor:
         results = run_batch(executor, {0: load_genotype("nasnet_a"), 1: load_genotype("nasnet_a")})

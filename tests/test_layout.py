@@ -5,12 +5,11 @@ import random
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 
 from cellsearch.space.genotype import SearchSpace, load_genotype
 from cellsearch.strategies import STRATEGIES, build_strategy
 
-from test_train import CONF, TINY, load_train_module
+from test_train import load_train_module
 
 SIX_OPS = ("identity", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3", "dil_conv_3x3")
 THREE_BLOCKS = SearchSpace(ops=SIX_OPS, num_blocks=3)
@@ -49,13 +48,12 @@ def test_every_strategy_searches_a_three_block_six_op_space(name):
 
 
 @pytest.mark.slow
-def test_a_three_block_six_op_search_exports_a_cell_that_timm_builds(tmp_path, monkeypatch):
+def test_a_three_block_six_op_search_exports_a_cell_that_timm_builds(tmp_path, monkeypatch, compose, tiny_search):
     monkeypatch.chdir(tmp_path)
     train = load_train_module()
     space = [f"space.num_blocks={THREE_BLOCKS.num_blocks}", f"space.ops=[{','.join(SIX_OPS)}]"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, *space, "search=ppo", "search.budget=4", "search.update_every=2",
-                                           f"run_dir={tmp_path / 'run'}", "export.name=three_blocks"])
+    cfg = compose(*tiny_search, *space, "search=ppo", "search.budget=4", "search.update_every=2",
+                  f"run_dir={tmp_path / 'run'}", "export.name=three_blocks")
     summary = train.run(cfg)
     assert summary.num_trials == 4
     exported = load_genotype(tmp_path / "cells" / "three_blocks.yaml")

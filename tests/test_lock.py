@@ -10,13 +10,18 @@ import time
 
 import pytest
 
+import cellsearch.search.lock
 from cellsearch.search.lock import LOCK_FILE, RunDirBusy, RunDirLock, check_not_locked, lock_run_dir
-from tests.test_train import TINY, cli, stored
+from test_train import cli, stored
 
+# The holder loads lock.py alone (it imports only the standard library): importing the cellsearch package
+# would cost seconds of torch's start-up in each holder.
 HOLD = """
-import sys, time
-from cellsearch.search.lock import RunDirLock
-lock = RunDirLock(sys.argv[1]).acquire()
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("lock", sys.argv[3])
+lock_module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(lock_module)
+lock = lock_module.RunDirLock(sys.argv[1]).acquire()
 print("held", flush=True)
 if sys.argv[2] == "die":
     import os; os._exit(0)  # dies without releasing: the kernel drops the flock, the file still names it
@@ -25,7 +30,8 @@ time.sleep(60)
 
 
 def hold(directory, how="hold"):
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(directory), how], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(directory), how, cellsearch.search.lock.__file__],
+                               stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
     return process
 
@@ -63,11 +69,11 @@ def test_run_dir_that_is_a_file_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_searches_on_one_run_dir(tmp_path):
+def test_two_searches_on_one_run_dir(tmp_path, tiny_search):
     """The first search trains all its children; the second is refused within seconds, naming the first's pid,
     and touches nothing in the run directory."""
     run_dir, budget = tmp_path / "run", 3
-    args = [*TINY, "search=ppo", f"search.budget={budget}", f"hydra.run.dir={run_dir}"]
+    args = [*tiny_search, "search=ppo", f"search.budget={budget}", f"hydra.run.dir={run_dir}"]
     first = cli(*args, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (run_dir / "trials.db").exists():

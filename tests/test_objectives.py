@@ -39,6 +39,8 @@ def test_bad_objective_settings_are_refused_in_one_line():
     with pytest.raises(ConfigError, match="evaluator.latency=true"):
         ParetoObjective(metric="latency_ms").check(("val_accuracy", "params", "mult_adds"))
     AccuracyObjective().check(("val_accuracy",))
+    with pytest.raises(ConfigError, match=r"objective=accuracy needs the metric\(s\) \['val_accuracy'\]"):
+        AccuracyObjective().check(("params",))
 
 
 def test_latency_is_measured_on_the_training_device_and_published_cells_are_sized_alike():
@@ -61,4 +63,4 @@ def test_latency_is_measured_on_the_training_device_and_published_cells_are_size
     assert published_costs("mult_adds", child, info)["nasnet_a"] > params["nasnet_a"]
     with pytest.raises(ConfigError, match="latency must be true or false"):
         TrainEvaluator(child, data, latency="yes")
-    assert device_name("cpu")
+    assert device_name("cpu") == evaluator.device_name()  # the line the latency column is labelled with

@@ -4,12 +4,10 @@ Everything is tiny (digits, 300 training images, N=1, F=4, 2 blocks of cheap ops
 """
 import pickle
 import random
-from pathlib import Path
 
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators import OneShotEvaluator
@@ -20,23 +18,12 @@ from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 
-ROOT = Path(__file__).resolve().parents[1]
 OPS = ["identity", "avg_pool_3x3", "max_pool_3x3", "conv_1x1", "conv_3x3"]
 SPACE = SearchSpace(ops=tuple(OPS), num_blocks=2)
 CHILD = dict(cells_per_stage=1, channels=4, epochs=1, batch_size=100, accelerator="cpu", logger=None)
 DATA = dict(name="digits", train_subset=300, val_subset=100)
-TINY = [
-    "child=tiny", "data=digits", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
-    "child.batch_size=100", "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
-    f"space.ops=[{','.join(OPS)}]",
-]
 TINY_ONESHOT = ["evaluator.batch_size=50", "evaluator.warmup_epochs=1", "evaluator.eval_batch_size=100",
                 "evaluator.final_candidates=3", "evaluator.final_top_k=2"]
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def evaluator(run_dir=None, **settings):
@@ -50,8 +37,10 @@ def test_phases_follow_the_schedule_and_resume_from_the_saved_supernet(tmp_path)
     rng = random.Random(0)
     steps = []
     for trial in range(4):
-        result = ev.evaluate(SPACE.sample(rng), trial_id=trial)
-        assert result.ok and 0 <= result.metric("val_accuracy") <= 1, result.error
+        genotype = SPACE.sample(rng)
+        result = ev.evaluate(genotype, trial_id=trial)
+        assert result.ok, result.error
+        assert result.metric("val_accuracy") == ev.score(genotype)  # the path's score with the weights as they are
         steps.append(result.metric("supernet_steps"))
     # 300 images / 50 = 6 steps per epoch: warm-up 6, one phase of 3 at trial 2, then no more (max_phases)
     assert steps == [6, 6, 9, 9]
@@ -61,7 +50,9 @@ def test_phases_follow_the_schedule_and_resume_from_the_saved_supernet(tmp_path)
     genotype = SPACE.sample(rng)
     assert resumed.evaluate(genotype, trial_id=4).metric("supernet_steps") == 9  # loaded, not retrained
     assert resumed.score(genotype) == ev.score(genotype)  # the same weights
-    pickle.loads(pickle.dumps(resumed))  # executors may pickle evaluators; the supernet is not sent along
+    sent = pickle.loads(pickle.dumps(resumed))  # executors may pickle evaluators; the supernet is not sent along
+    assert resumed._runtime is not None and sent._runtime is None
+    assert sent.score(genotype) == ev.score(genotype)  # the receiver loads the saved supernet
     with pytest.raises(ConfigError, match="other settings"):
         evaluator(tmp_path, warmup_epochs=1, phase_epochs=0.5, train_every=2, max_phases=1,
                   path_sampler="uniform").evaluate(genotype, trial_id=5)
@@ -97,8 +88,9 @@ def test_darts_discretises_to_a_genotype_of_the_space_and_refuses_concat_only():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["enas", "oneshot_random"])
-def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accuracy(tmp_path, experiment):
-    cfg = config(f"experiment={experiment}", *TINY, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
+def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accuracy(tmp_path, experiment, compose,
+                                                                                 tiny_search):
+    cfg = compose(f"experiment={experiment}", *tiny_search, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
                  "evaluator.channels=4", "evaluator.train_every=2", "evaluator.max_phases=1",
                  "evaluator.phase_epochs=0.5", "search.budget=4", f"run_dir={tmp_path}")
     assert cfg.data.name == "digits" and cfg.evaluator._target_.endswith("OneShotEvaluator")
@@ -115,38 +107,38 @@ def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accura
     model = timm.create_model("cellnet_cifar", genotype=str(tmp_path / "best_cell.yaml"), cells_per_stage=1,
                               channels=4, in_chans=1)
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 10)
-    changed = config(f"experiment={experiment}", *TINY, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
+    changed = compose(f"experiment={experiment}", *tiny_search, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
                      "evaluator.channels=8", "search.budget=4", f"run_dir={tmp_path}")
     with pytest.raises(ResumeError, match="evaluator.channels: 4 -> 8"):
         run_search(changed)
 
 
 @pytest.mark.slow
-def test_darts_preset_runs_resumes_and_refuses_a_changed_setting(tmp_path):
-    args = ["experiment=darts", *TINY, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
+def test_darts_preset_runs_resumes_and_refuses_a_changed_setting(tmp_path, compose, tiny_search):
+    args = ["experiment=darts", *tiny_search, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
             "search.steps_per_epoch=2", "search.final_candidates=3", "search.final_top_k=2", "search.val_batches=1",
             "search.eval_batch_size=100", f"run_dir={tmp_path}"]
-    report = run_search(config(*args, "search.budget=1"))
+    report = run_search(compose(*args, "search.budget=1"))
     assert len(report.rows) == 3 and report.best is not None
     assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 1
-    report = run_search(config(*args, "search.budget=2", "search.order=first"))  # resumes for one more epoch
+    report = run_search(compose(*args, "search.budget=2", "search.order=first"))  # resumes for one more epoch
     assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 2
     SPACE.validate(load_genotype(tmp_path / "best_cell.yaml"))
     with pytest.raises(ResumeError, match="search.order: 'first' -> 'second'"):
-        run_search(config(*args, "search.order=second"))
+        run_search(compose(*args, "search.order=second"))
 
 
-def test_darts_second_order_step(tmp_path):
-    args = ["experiment=darts", *TINY, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
+def test_darts_second_order_step(tmp_path, compose, tiny_search):
+    args = ["experiment=darts", *tiny_search, "search.cells_per_stage=1", "search.channels=4", "search.batch_size=50",
             "search.steps_per_epoch=1", "search.order=second", "search.budget=1", "search.final_candidates=1",
             "search.final_top_k=1", "search.val_batches=1", f"run_dir={tmp_path}"]
-    run_search(config(*args))
+    run_search(compose(*args))
     alphas = torch.load(tmp_path / "darts_state.pt", weights_only=True)["alphas"]
     assert all(torch.isfinite(v).all() for v in alphas.values())
 
 
-def test_quick_cpu_preset_composes_as_documented(tmp_path):
-    cfg = config("experiment=oneshot_quick_cpu", f"run_dir={tmp_path}")
+def test_quick_cpu_preset_composes_as_documented(tmp_path, compose):
+    cfg = compose("experiment=oneshot_quick_cpu", f"run_dir={tmp_path}")
     assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
     assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
     assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"

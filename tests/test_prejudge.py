@@ -4,7 +4,6 @@ import math
 import sqlite3
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.child import ChildConfig
@@ -15,7 +14,6 @@ from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 from test_search import SPACE, Crash, InlineExecutor
-from test_train import CONF, TINY
 
 CHILD = ChildConfig(cells_per_stage=1, channels=4, accelerator="cpu")
 DATA = {"name": "synthetic", "synthetic_train_size": 100, "synthetic_test_size": 20, "image_size": 8}
@@ -88,13 +86,12 @@ def test_bad_prejudge_settings_are_refused_in_one_line():
 
 
 @pytest.mark.slow
-def test_constrained_prejudged_search_end_to_end(tmp_path):
+def test_constrained_prejudged_search_end_to_end(tmp_path, compose, tiny_search):
     """Real children: objective=constrained stores accuracy, params and mult_adds and rewards that are not
     the accuracies; prejudge=naswot candidates=4 with a budget of 3 trains 3 and stores 12 scores."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*TINY, "search=random", "search.budget=3", "seed=1",
-                                           f"run_dir={tmp_path}", "objective=constrained", "objective.metric=params",
-                                           "objective.target=20000", "prejudge=naswot", "prejudge.candidates=4"])
+    cfg = compose(*tiny_search, "search=random", "search.budget=3", "seed=1", f"run_dir={tmp_path}",
+                  "objective=constrained", "objective.metric=params", "objective.target=20000", "prejudge=naswot",
+                  "prejudge.candidates=4")
     summary = run_search(cfg)
     assert summary.num_trained == 3
     db = sqlite3.connect(tmp_path / "trials.db")

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 from cellsearch.search.resume import resumed_config
 from cellsearch.search.run import run_search
@@ -16,15 +15,17 @@ SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"
 V1_COLUMNS = "trial_id, genotype, reward, val_accuracy, params, mult_adds, seconds, status, error, created_at"
 
 
-def resume(run_dir, *overrides):
-    """What ``python train.py resume=<run_dir> overrides...`` runs."""
-    args = [f"resume={run_dir}", *overrides]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[*args, "run_dir=unused"])
-    return resumed_config(cfg, args)
+@pytest.fixture
+def resume(compose):
+    """``resume(run_dir, *overrides)``: the configuration ``python train.py resume=<run_dir> overrides...`` runs."""
+    def resume(run_dir, *overrides):
+        args = [f"resume={run_dir}", *overrides]
+        return resumed_config(compose(*args, "run_dir=unused"), args)
+    return resume
 
 
-def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_path):
+@pytest.mark.slow
+def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_path, resume):
     run_dir = tmp_path / "run"
     shutil.copytree(SCHEMA1_RUN, run_dir)
     before = sqlite3.connect(run_dir / "trials.db").execute(f"SELECT {V1_COLUMNS} FROM trials").fetchall()
@@ -49,7 +50,7 @@ def test_a_schema_1_run_resumes_to_a_larger_budget_with_its_rows_unchanged(tmp_p
     assert resume(run_dir).search.budget == 4  # next time, the budget it was last given
 
 
-def test_a_changed_setting_is_refused_and_an_added_one_at_its_old_value_is_not(tmp_path):
+def test_a_changed_setting_is_refused_and_an_added_one_at_its_old_value_is_not(tmp_path, resume):
     run_dir = tmp_path / "run"
     shutil.copytree(SCHEMA1_RUN, run_dir)
     with pytest.raises(ResumeError, match=r"child.epochs: 1 -> 2"):
@@ -71,7 +72,7 @@ def test_added_settings_fill_only_the_option_they_belong_to():
     assert "evaluator.latency" not in fill_added_settings(table)
 
 
-def test_resume_of_a_directory_without_a_search_is_refused(tmp_path):
+def test_resume_of_a_directory_without_a_search_is_refused(tmp_path, resume):
     with pytest.raises(ValueError, match="no search to resume"):
         resume(tmp_path)
 

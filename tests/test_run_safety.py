@@ -18,14 +18,19 @@ from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 from cellsearch.strategies import RandomSearch
-from tests.test_executors import CHILD, DATA
-from tests.test_train import TINY, cli, config, load_train_module, stored
+from test_executors import CHILD, DATA
+from test_train import cli, load_train_module, stored
 
 train = load_train_module()
+LANDSCAPE = "evaluator=landscape"  # rewards without training, for tests of what the search does around children
 
 
-def search(run_dir, budget, *extra):
-    return train.run(config(*TINY, "search=ppo", f"search.budget={budget}", f"run_dir={run_dir}", *extra))
+@pytest.fixture
+def search(compose, tiny_search):
+    """``search(run_dir, budget, *overrides)``: a tiny PPO search run as train.py runs it."""
+    def search(run_dir, budget, *extra):
+        return train.run(compose(*tiny_search, "search=ppo", f"search.budget={budget}", f"run_dir={run_dir}", *extra))
+    return search
 
 
 def test_atomic_write_leaves_the_old_file_and_no_tmp_when_the_disk_is_full(tmp_path, monkeypatch):
@@ -41,9 +46,9 @@ def test_atomic_write_leaves_the_old_file_and_no_tmp_when_the_disk_is_full(tmp_p
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["state.bin"]
 
 
-def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeypatch):
+def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeypatch, search):
     run_dir = tmp_path / "run"
-    search(run_dir, 2)
+    search(run_dir, 2, LANDSCAPE)  # cells scored, not trained: the run directory is what is under test
     first = stored(run_dir)
 
     # A full disk while the search writes: one line, no temporary file left, the run resumes as it was.
@@ -57,10 +62,10 @@ def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeyp
 
     monkeypatch.setattr(atomic.os, "fsync", fills_up)
     with pytest.raises(RunDirWriteError, match=r"No space left on device; the search stopped .* run the same command"):
-        search(run_dir, 3)
+        search(run_dir, 3, LANDSCAPE)
     monkeypatch.setattr(atomic.os, "fsync", real_fsync)
     assert not list(run_dir.glob("**/*.tmp")) and stored(run_dir)[:2] == first
-    search(run_dir, 3)
+    search(run_dir, 3, LANDSCAPE)
     assert [t for t, *_ in stored(run_dir)] == [0, 1, 2] and stored(run_dir)[:2] == first
 
     # A damaged strategy state: an error naming the store and the way out; rebuild_state replays its children.
@@ -69,25 +74,25 @@ def test_full_disk_damaged_state_and_emptied_store_then_resume(tmp_path, monkeyp
         db.execute("UPDATE strategy_snapshots SET state = substr(state, 1, 100)")
     with pytest.raises(ResumeError, match=rf"strategy state in {store_path} .*truncated or damaged.*"
                                           rf"search.rebuild_state=true"):
-        search(run_dir, 4)
+        search(run_dir, 4, LANDSCAPE)
     with sqlite3.connect(store_path) as db:
         db.execute("UPDATE strategy_snapshots SET state = x''")
     with pytest.raises(ResumeError, match="it is empty"):
-        search(run_dir, 4)
-    search(run_dir, 4, "search.rebuild_state=true")
+        search(run_dir, 4, LANDSCAPE)
+    search(run_dir, 4, LANDSCAPE, "search.rebuild_state=true")
     rows = stored(run_dir)
     assert [t for t, *_ in rows] == [0, 1, 2, 3] and rows[:2] == first
 
     # A corrupt best_cell.yaml is rewritten from the store when the run resumes.
     (run_dir / BEST_CELL_FILE).write_text("normal: [unclosed\n")
-    summary = search(run_dir, 4)
+    summary = search(run_dir, 4, LANDSCAPE)
     assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
 
     # An emptied trials.db beside an intact strategy state: refused, nothing dropped silently.
     with sqlite3.connect(run_dir / "trials.db") as db:
         db.execute("DELETE FROM trials")
     with pytest.raises(ResumeError, match=r"learned from 4 finished children that .* does not hold"):
-        search(run_dir, 5)
+        search(run_dir, 5, LANDSCAPE)
     assert stored(run_dir) == []
 
 
@@ -97,9 +102,9 @@ def set_version(path, version: int) -> None:
     db.close()
 
 
-def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_path):
+def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_path, search):
     run_dir = tmp_path / "run"
-    search(run_dir, 2)
+    search(run_dir, 2, LANDSCAPE)
     store_path = run_dir / "trials.db"
     whole = store_path.read_bytes()
     damages = {
@@ -112,7 +117,7 @@ def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_pat
         store_path.write_bytes(whole)
         damage()
         with pytest.raises(train.USER_ERRORS) as refused:
-            search(run_dir, 3)
+            search(run_dir, 3, LANDSCAPE)
         message = train.error_message(refused.value)
         assert found in message and "start a new run directory" in message and "\n" not in message, message
     store_path.write_bytes(whole)
@@ -120,11 +125,11 @@ def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_pat
 
 
 @pytest.mark.slow
-def test_pool_search_with_a_child_timeout_ends_with_children_failed_for_time(tmp_path):
+def test_pool_search_with_a_child_timeout_ends_with_children_failed_for_time(tmp_path, tiny_search):
     """Children that need minutes are stopped at 3 s; the search ends normally and resume retrains none."""
     run_dir = tmp_path / "run"
-    args = [*TINY, "search=ppo", "search.budget=2", "child.epochs=5000", "executor=pool", "executor.num_workers=1",
-            "executor.child_timeout=3", f"hydra.run.dir={run_dir}"]
+    args = [*tiny_search, "search=ppo", "search.budget=2", "child.epochs=5000", "executor=pool",
+            "executor.num_workers=1", "executor.child_timeout=3", f"hydra.run.dir={run_dir}"]
     result = cli(*args, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     with sqlite3.connect(run_dir / "trials.db") as db:
@@ -156,19 +161,23 @@ FUZZ_KEYS = ("child.channels", "child.epochs", "child.lr", "child.batch_size", "
 FUZZ_VALUES = ("-1", "0", "abc", "[1]", "{a: 1}", "1.5", "''", "null")
 
 
-def one_line_or_ok(overrides, run_dir):
-    """Run ``overrides``; a refusal must be a user error whose message is one non-empty line."""
-    try:
-        train.run(config(*TINY, "search=random", f"run_dir={run_dir}", *overrides))
-    except train.USER_ERRORS as err:
-        message = train.error_message(err)
-        assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
-        return message
-    return None
+@pytest.fixture
+def one_line_or_ok(compose, tiny_search):
+    """``one_line_or_ok(overrides, run_dir)`` runs a tiny random search with ``overrides``: a refusal must be
+    a user error whose message is one non-empty line (returned); None if it ran."""
+    def one_line_or_ok(overrides, run_dir):
+        try:
+            train.run(compose(*tiny_search, "search=random", f"run_dir={run_dir}", *overrides))
+        except train.USER_ERRORS as err:
+            message = train.error_message(err)
+            assert message and "\n" not in message and "Traceback" not in message, (overrides, message)
+            return message
+        return None
+    return one_line_or_ok
 
 
 @pytest.mark.slow
-def test_fuzz_bad_overrides_and_damaged_files(tmp_path):
+def test_fuzz_bad_overrides_and_damaged_files(tmp_path, search, one_line_or_ok):
     import random
 
     rng = random.Random(0)
@@ -198,8 +207,8 @@ def test_fuzz_bad_overrides_and_damaged_files(tmp_path):
             assert not list(run_dir.glob("*.tmp"))
     assert stored(run_dir) == finished  # no damaged file lost a finished trial
     (run_dir / BEST_CELL_FILE).write_bytes(b"\xff" * 10)
-    search(run_dir, 2)  # still usable; and the damaged best cell is rewritten
-    assert load_genotype(run_dir / BEST_CELL_FILE).normal is not None
+    summary = search(run_dir, 2)  # still usable; and the damaged best cell is rewritten
+    assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
 
 
 def test_genotype_files_refused_by_size_and_encoding(tmp_path):
@@ -225,9 +234,9 @@ def test_truncated_checkpoint_is_one_line_naming_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_dir_that_is_a_file_on_the_command_line(tmp_path):
+def test_run_dir_that_is_a_file_on_the_command_line(tmp_path, tiny_search):
     (tmp_path / "file").write_text("x")
     for where in (tmp_path / "file", tmp_path / "file" / "run"):
-        result = cli(*TINY, f"hydra.run.dir={where}", cwd=tmp_path)
+        result = cli(*tiny_search, f"hydra.run.dir={where}", cwd=tmp_path)
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         assert result.stderr.startswith("error: cannot create or write") and "Traceback" not in result.stderr

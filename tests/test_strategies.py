@@ -299,4 +299,4 @@ def test_add_trial_registers_an_outside_evaluation(name):
     genotype = space.sample(random.Random(1))
     trial_id = strategy.add_trial(genotype, 0.75)
     assert strategy.best() == (trial_id, genotype, 0.75) and strategy.num_told == 1
-    strategy.ask()  # goes on proposing
+    assert strategy.ask().trial_id == trial_id + 1  # goes on proposing, after the outside trial

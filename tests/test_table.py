@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.surrogate import RidgeSurrogate
@@ -17,11 +16,6 @@ from cellsearch.search.run import build_from_config
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +40,17 @@ def swapped(genotype: Genotype) -> Genotype:
     return Genotype(swap(genotype.normal), swap(genotype.reduce))
 
 
-def test_shipped_table_loads_and_covers_the_preset_space():
+def test_shipped_table_loads_and_covers_the_preset_space(compose):
     table = load_table("testbed")
     assert len(table) >= 40
-    preset = config("experiment=testbed_table", "run_dir=.").space
-    assert table.space == SearchSpace(**preset)
+    preset = compose("experiment=testbed_table", "run_dir=.")
+    assert table.space == SearchSpace(**preset.space)
     accuracies = [r.mean_accuracy for r in table.rows]
     assert 0.1 < min(accuracies) < max(accuracies) < 1.0
     assert all(r.params > 0 and r.mult_adds > 0 and r.train_seconds > 0 for r in table.rows)
-    assert table.data["name"] == "testbed" and table.child["channels"] >= 1
+    assert table.data["name"] == preset.data.name == "testbed"
+    recipe = ("cells_per_stage", "channels", "epochs", "batch_size", "lr")  # the preset's child made the rows
+    assert {k: table.child[k] for k in recipe} == {k: preset.child[k] for k in recipe}
 
 
 def test_a_table_cell_returns_its_stored_metrics_in_any_pair_order(small_table):
@@ -103,20 +99,20 @@ def test_cells_outside_the_table_space_and_bad_settings_fail_in_one_line(small_t
         TableEvaluator(table=str(bad)).check()
 
 
-def test_evaluator_table_config_builds_the_table_evaluator(tmp_path):
-    cfg = config("experiment=testbed_table", f"run_dir={tmp_path}")
+def test_evaluator_table_config_builds_the_table_evaluator(tmp_path, compose):
+    cfg = compose("experiment=testbed_table", f"run_dir={tmp_path}")
     evaluator = build_from_config("evaluator", cfg.evaluator)
     assert isinstance(evaluator, TableEvaluator) and evaluator.lookup == "nearest"
     with pytest.raises(ConfigError, match="max_distance"):
-        build_from_config("evaluator", config("evaluator=table", "evaluator.max_distance=-1", "run_dir=.").evaluator)
+        build_from_config("evaluator", compose("evaluator=table", "evaluator.max_distance=-1", "run_dir=.").evaluator)
 
 
-def test_a_search_on_the_table_runs_through_train_py_in_seconds(tmp_path):
+def test_a_search_on_the_table_runs_through_train_py_in_seconds(tmp_path, compose):
     from test_train import load_train_module
 
     train = load_train_module()
     start = time.perf_counter()
-    summary = train.run(config("experiment=testbed_table", "search=evolution", "search.budget=60",
+    summary = train.run(compose("experiment=testbed_table", "search=evolution", "search.budget=60",
                                "search.population_size=10", "search.sample_size=3", f"run_dir={tmp_path}"))
     assert time.perf_counter() - start < 60  # 100 lookups; the rest is the loop and the store
     assert summary.num_trials == 60 and summary.best.reward > 0.1
@@ -124,6 +120,7 @@ def test_a_search_on_the_table_runs_through_train_py_in_seconds(tmp_path):
     assert summary.best.reward <= max(r.mean_accuracy for r in table.rows) + 1e-9
 
 
+@pytest.mark.slow
 def test_table_builder_composes_its_settings_in_a_fresh_interpreter():
     """The builder composes experiment=testbed_table on its own (the schemas the presets extend are
     registered by the script, not by whatever a test session imported first)."""

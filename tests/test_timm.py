@@ -166,7 +166,9 @@ def test_group_matcher_covers_every_parameter_in_depth_order(name):
         assert all(n.startswith(("classifier.", "aux_head.")) for n in groups[max(groups)])
     assert len(fine) == len(model.cells) + 2  # stem, each cell, head
     assert len(coarse) < len(fine)
-    timm.optim.create_optimizer_v2(model, "sgd", lr=0.1, layer_decay=0.8)  # timm's layer decay uses it
+    optimizer = timm.optim.create_optimizer_v2(model, "sgd", lr=0.1, layer_decay=0.8)  # layer decay uses it
+    scales = sorted({group["lr_scale"] for group in optimizer.param_groups})
+    assert scales == pytest.approx([0.8 ** k for k in reversed(range(len(fine)))])  # one step per group, head 1.0
 
 
 @pytest.mark.parametrize("name, published, tolerance", [

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
@@ -31,21 +30,11 @@ from cellsearch.search.store import TrialStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-TINY = [
-    "experiment=quick_cpu", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1", "child.batch_size=100",
-    "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
-    "space.ops=[identity,avg_pool_3x3,max_pool_3x3,conv_1x1,conv_3x3]",
-]
 
 
 def load_train_module():
     """What train.py and the ``cellsearch`` command run: ``run``, ``task_value``, ``error_message``, ..."""
     return importlib.import_module("cellsearch.cli")
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def options(group):
@@ -70,8 +59,8 @@ def stored(run_dir):
 
 # --- configuration -------------------------------------------------------------------------------------
 
-def test_the_defaults_are_the_documented_ones():
-    cfg = config()
+def test_the_defaults_are_the_documented_ones(compose):
+    cfg = compose()
     assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.01 and cfg.search.update_every == 5
     assert cfg.data.name == "cifar10" and cfg.task.name == "search" and cfg.seed == 0
     assert cfg.executor._target_.endswith("LocalExecutor")
@@ -79,27 +68,31 @@ def test_the_defaults_are_the_documented_ones():
 
 
 @pytest.mark.parametrize("name", [n for n in options("search") if n != "darts"])  # darts: tests/test_oneshot.py
-def test_every_search_option_builds_its_strategy(name):
-    cfg = config(f"search={name}")
+def test_every_search_option_builds_its_strategy(name, compose):
+    cfg = compose(f"search={name}")
     strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
                                  space=dict(cfg.space), seed=3)
-    assert strategy.name == name and cfg.search.budget >= 1
-    assert strategy.ask().genotype is not None
+    assert strategy.name == name and cfg.search.budget >= 1 and strategy.space == SearchSpace(**cfg.space)
+    proposal = strategy.ask()
+    assert proposal.trial_id == 0 and strategy.pending() == [proposal]
+    strategy.space_with_blocks(len(proposal.genotype.normal.blocks)).validate(proposal.genotype)
 
 
-def test_every_data_child_and_executor_option_is_valid(tmp_path):
+def test_every_data_child_and_executor_option_is_valid(tmp_path, compose):
     for name in options("data"):
         root = [f"data.root={tmp_path}"] if "\nroot:" in (CONF / "data" / f"{name}.yaml").read_text() else []
-        assert as_data_config(config(f"data={name}", *root).data).name == name
+        assert as_data_config(compose(f"data={name}", *root).data).name == name
     for name in options("child"):
-        assert as_child_config(config(f"child={name}", f"run_dir={tmp_path}").child).epochs >= 1
+        node = compose(f"child={name}", f"run_dir={tmp_path}").child
+        child, settings = as_child_config(node), {k: v for k, v in node.items() if k != "_target_"}
+        assert {k: getattr(child, k) for k in settings} == settings  # every composed setting reaches the dataclass
     for name in options("executor"):
-        node = dict(config(f"executor={name}").executor)
+        node = dict(compose(f"executor={name}").executor)
         target = get_method(node.pop("_target_"))
         inspect.signature(target).bind(evaluator=None, seed=0, **node)  # every key is a parameter
 
 
-def test_presets_set_only_what_differs_from_the_schema():
+def test_presets_set_only_what_differs_from_the_schema(compose):
     """Each field's default lives in its dataclass; a preset that repeats one would be a second source."""
     import yaml
 
@@ -107,7 +100,7 @@ def test_presets_set_only_what_differs_from_the_schema():
 
     for group, schema in SCHEMAS.items():
         defaults = schema.__dataclass_fields__
-        assert set(config()[group]) == set(defaults)  # the composed config (--cfg job) still has every key
+        assert set(compose()[group]) == set(defaults)  # the composed config (--cfg job) still has every key
         for path in (CONF / group).glob("*.yaml"):
             preset = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "defaults"}
             assert set(preset) <= set(defaults), path
@@ -118,46 +111,46 @@ def test_presets_set_only_what_differs_from_the_schema():
 
 @pytest.mark.parametrize("override, key", [("child.epochs=ten", "child.epochs"), ("data.flip=maybe", "data.flip"),
                                            ("data.val_size=[1]", "data.val_size")])
-def test_a_wrong_type_fails_at_composition_naming_the_key(override, key):
+def test_a_wrong_type_fails_at_composition_naming_the_key(override, key, compose):
     with pytest.raises(Exception) as info:
-        config(override)
+        compose(override)
     assert f"full_key: {key}" in str(info.value.__cause__)
 
 
-def test_task_and_experiment_presets_compose_as_documented(tmp_path):
-    retrain = config("task=retrain", "cell=nasnet_a", f"run_dir={tmp_path}")
+def test_task_and_experiment_presets_compose_as_documented(tmp_path, compose):
+    retrain = compose("task=retrain", "cell=nasnet_a", f"run_dir={tmp_path}")
     assert (retrain.child.cells_per_stage, retrain.child.channels, retrain.child.epochs) == (6, 32, 600)
     assert retrain.child.auxiliary_weight > 0 and retrain.child.drop_path_rate > 0 and retrain.data.cutout == 16
     assert retrain.data.val_size == 0 and retrain.task.name == "retrain"
-    paper = config("experiment=nasnet_paper")
+    paper = compose("experiment=nasnet_paper")
     assert paper.search.budget == 20000 and paper.child.epochs == 20 and paper.child.cells_per_stage == 2
     assert paper.data.name == "cifar10" and paper.search._target_.endswith(".PPO")
     assert paper.search.lr == 0.00035 and paper.search.update_every == 20 and paper.search.tanh_constant is None
     # the task decides the child: the paper preset still retrains the full-size network
-    assert config("experiment=nasnet_paper", "task=retrain").child.epochs == 600
+    assert compose("experiment=nasnet_paper", "task=retrain").child.epochs == 600
     # and the command line decides over both
-    assert config("experiment=nasnet_paper", "task=retrain", "child.epochs=3").child.epochs == 3
-    quick = config("experiment=quick_cpu", "search=random")
+    assert compose("experiment=nasnet_paper", "task=retrain", "child.epochs=3").child.epochs == 3
+    quick = compose("experiment=quick_cpu", "search=random")
     assert quick.data.name == "digits" and quick.child.accelerator == "cpu" and quick.search.budget == 6
 
 
 # --- end to end, in this process ------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
+def test_search_export_and_load_through_timm(tmp_path, monkeypatch, compose, tiny_search):
     monkeypatch.chdir(tmp_path)  # export.dir=cells is relative to the working directory
     train = load_train_module()
     run_dir = tmp_path / "run"
-    summary = train.run(config(*TINY, "search=random", "search.budget=3", f"run_dir={run_dir}"))
-    assert summary.num_trials == 3 and summary.best is not None
+    summary = train.run(compose(*tiny_search, "search=random", "search.budget=3", f"run_dir={run_dir}"))
+    assert summary.num_trials == 3
     assert train.task_value(summary) == max(reward for _, _, reward, _ in stored(run_dir))  # what sweepers optimise
     for name in (BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT, "trials.db"):
         assert (run_dir / name).is_file(), name
     assert load_genotype(run_dir / BEST_CELL_FILE) == summary.best.genotype
 
     export_dir = tmp_path / "export"
-    paths = train.run(config(*TINY, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
-                             "export.top_k=2", f"run_dir={export_dir}"))
+    paths = train.run(compose(*tiny_search, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
+                              "export.top_k=2", f"run_dir={export_dir}"))
     assert paths == [export_dir / "tiny_cell.yaml", export_dir / "tiny_cell_2.yaml"]  # into the export's run dir
     exported = load_genotype(paths[0])
     assert exported == summary.best.genotype and exported.name == "tiny_cell"
@@ -166,21 +159,21 @@ def test_search_export_and_load_through_timm(tmp_path, monkeypatch):
                               num_classes=10)
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
     with pytest.raises(ValueError, match="export would overwrite"):  # no silent overwrite
-        train.run(config(*TINY, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
-                         f"run_dir={export_dir}"))
-    train.run(config(*TINY, "task=export", f"export.run={run_dir}", "export.name=tiny_cell", "export.dir=cells",
-                     f"run_dir={tmp_path / 'export_2'}"))
+        train.run(compose(*tiny_search, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
+                          f"run_dir={export_dir}"))
+    train.run(compose(*tiny_search, "task=export", f"export.run={run_dir}", "export.name=tiny_cell",
+                      "export.dir=cells", f"run_dir={tmp_path / 'export_2'}"))
     assert load_genotype("tiny_cell") == exported  # found by name in ./cells
     assert timm.create_model("cellnet_cifar", genotype="tiny_cell", cells_per_stage=1, channels=4).genotype == exported
 
 
 @pytest.mark.slow
-def test_retrain_exports_weights_that_timm_loads(tmp_path):
+def test_retrain_exports_weights_that_timm_loads(tmp_path, compose, tiny_search):
     train = load_train_module()
     cell = tmp_path / "cheap.yaml"
     cell.write_text("normal:\n  blocks:\n    - {inputs: [0, 1], ops: [conv_3x3, identity], combine: add}\n"
                     "reduce:\n  blocks:\n    - {inputs: [0, 1], ops: [max_pool_3x3, conv_1x1], combine: concat}\n")
-    cfg = config(*TINY, "task=retrain", f"cell={cell}", "child.cells_per_stage=1", "child.channels=4",
+    cfg = compose(*tiny_search, "task=retrain", f"cell={cell}", "child.cells_per_stage=1", "child.channels=4",
                  "child.epochs=1", "child.accelerator=cpu", "child.devices=1", "child.enable_progress_bar=false",
                  "data.train_subset=300", "data.cutout=4", f"run_dir={tmp_path}")
     assert cfg.child.auxiliary_weight > 0 and cfg.data.cutout > 0  # the retrain recipe, at a tiny size
@@ -198,11 +191,11 @@ def test_retrain_exports_weights_that_timm_loads(tmp_path):
 # --- the command line -------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_kill_9_mid_search_then_resume(tmp_path):
+def test_kill_9_mid_search_then_resume(tmp_path, tiny_search):
     """SIGKILL the search once two children are stored; rerunning with the same run directory ends with
     exactly the budget, keeps the stored children as they were, and trains none of them again."""
     run_dir, budget = tmp_path / "run", 6
-    args = [*TINY, "search=ppo", f"search.budget={budget}", "search.update_every=2", f"hydra.run.dir={run_dir}"]
+    args = [*tiny_search, "search=ppo", f"search.budget={budget}", "search.update_every=2", f"hydra.run.dir={run_dir}"]
     process = cli(*args, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -237,11 +230,11 @@ def test_kill_9_mid_search_then_resume(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
-def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, launcher):
+def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, launcher, tiny_search):
     sweep_dir = tmp_path / "sweep"
     extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    result = cli("-m", *TINY, "search=random,evolution", "seed=0,1", "search.budget=1", f"hydra.sweep.dir={sweep_dir}",
-                 *extra)
+    result = cli("-m", *tiny_search, "search=random,evolution", "seed=0,1", "search.budget=1",
+                 f"hydra.sweep.dir={sweep_dir}", *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
@@ -254,11 +247,11 @@ def test_multirun_sweep_gives_each_job_its_own_run_directory(tmp_path, launcher)
 
 
 @pytest.mark.slow
-def test_optuna_sweeper_maximises_the_returned_best_reward(tmp_path):
+def test_optuna_sweeper_maximises_the_returned_best_reward(tmp_path, tiny_search):
     """``main`` returns the search's best reward, so Hydra's Optuna sweeper can tune child.lr on it."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep_dir = tmp_path / "sweep"
-    result = cli("-m", *TINY, "search=random", "search.budget=1", "hydra/sweeper=optuna",
+    result = cli("-m", *tiny_search, "search=random", "search.budget=1", "hydra/sweeper=optuna",
                  "hydra.sweeper.direction=maximize", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0",
                  "child.lr=interval(0.01,0.5)", f"hydra.sweep.dir={sweep_dir}")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -276,39 +269,45 @@ BAD_INPUT = {
     "unknown group option": (["search=foo"], "unknown option search=foo; choose one of: darts, evolution, ppo"),
     "unknown key": (["child.foo=1"], "unknown config key 'child.foo'"),
     "unparsable override": (["seed=[1"], "cannot read the override 'seed=[1'"),
-    "budget 0": ([*TINY, "search.budget=0"], "search.budget must be an integer >= 1, got 0 (set search.budget=...)"),
-    "negative channels": ([*TINY, "child.channels=-4"],
-                          "child.channels must be an integer >= 1, got -4 (set child.channels=...)"),
-    "negative lr": ([*TINY, "child.lr=-0.1"], "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
-    "zero lr": ([*TINY, "child.lr=0"], "child.lr must be a number > 0, got 0"),
-    "negative seed": ([*TINY, "seed=-1"], "seed must be an integer >= 0, got -1 (set seed=...)"),
-    "flip maybe": ([*TINY, "data.flip=maybe"],
-                   "data.flip must be true, false or null, got 'maybe' (set data.flip=...)"),
-    "text for a number": ([*TINY, "child.epochs=ten"], "child.epochs must be an integer, got 'ten'"),
-    "bad strategy setting": ([*TINY, "search.lr=-1"], "search.lr must be a number > 0, got -1 (set search.lr=...)"),
-    "unknown strategy setting": ([*TINY, "+search.foo=1"], "search.foo is not a setting of PPO; it takes ['baseline_decay'"),
+
     "missing dataset": (["data.root=nowhere", "data.download=false"], "cifar10 not found"),
     "missing value": (["task=retrain", "cell=???"], "cell has no value"),
     "no image folder": (["data=imagefolder"], "/train with one sub-folder of images per class"),
     "invalid cell file": (["task=retrain", "cell=bad.yaml"], "bad.yaml: normal cell, block 0 field 'inputs'"),
     "unknown cell": (["task=retrain", "cell=no_such_cell"], "no genotype named 'no_such_cell'"),
     "unknown objective": (["objective=speed"], "unknown option objective=speed; choose one of: accuracy, constrained"),
-    "unknown score": ([*TINY, "prejudge=naswot", "prejudge.score=jacob"],
-                      "unknown zero-cost score 'jacob'; choose one of ['naswot', 'synflow'"),
-    "no candidates": ([*TINY, "prejudge=snip", "prejudge.candidates=0"], "prejudge.candidates must be an integer >= 1"),
-    "target 0": ([*TINY, "objective=constrained", "objective.target=0"], "objective.target must be a positive"),
-    "unmeasured metric": ([*TINY, "objective=pareto", "objective.metric=latency_ms"],
-                          "objective=pareto needs the metric(s) ['latency_ms']"),
     "resume nothing": (["resume=nowhere"], "resume=nowhere: no search to resume there"),
+}
+BAD_INPUT_TO_THE_TINY_SEARCH = {  # each added to the tiny search's overrides, which alone are valid
+    "budget 0": (["search.budget=0"], "search.budget must be an integer >= 1, got 0 (set search.budget=...)"),
+    "negative channels": (["child.channels=-4"],
+                          "child.channels must be an integer >= 1, got -4 (set child.channels=...)"),
+    "negative lr": (["child.lr=-0.1"], "child.lr must be a number > 0, got -0.1 (set child.lr=...)"),
+    "zero lr": (["child.lr=0"], "child.lr must be a number > 0, got 0"),
+    "negative seed": (["seed=-1"], "seed must be an integer >= 0, got -1 (set seed=...)"),
+    "flip maybe": (["data.flip=maybe"], "data.flip must be true, false or null, got 'maybe' (set data.flip=...)"),
+    "text for a number": (["child.epochs=ten"], "child.epochs must be an integer, got 'ten'"),
+    "bad strategy setting": (["search.lr=-1"], "search.lr must be a number > 0, got -1 (set search.lr=...)"),
+    "unknown strategy setting": (["+search.foo=1"], "search.foo is not a setting of PPO; it takes ['baseline_decay'"),
+    "unknown score": (["prejudge=naswot", "prejudge.score=jacob"],
+                      "unknown zero-cost score 'jacob'; choose one of ['naswot', 'synflow'"),
+    "no candidates": (["prejudge=snip", "prejudge.candidates=0"], "prejudge.candidates must be an integer >= 1"),
+    "target 0": (["objective=constrained", "objective.target=0"], "objective.target must be a positive"),
+    "unmeasured metric": (["objective=pareto", "objective.metric=latency_ms"],
+                          "objective=pareto needs the metric(s) ['latency_ms']"),
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_exits_with_one_clear_line(tmp_path, case):
+@pytest.mark.parametrize("case", sorted({**BAD_INPUT, **BAD_INPUT_TO_THE_TINY_SEARCH}))
+def test_bad_input_exits_with_one_clear_line(tmp_path, case, tiny_search):
     (tmp_path / "bad.yaml").write_text("normal:\n  blocks:\n    - {inputs: [0, 5], ops: [conv_3x3, identity]}\n"
                                        "reduce:\n  blocks:\n    - {inputs: [0, 1], ops: [conv_3x3, identity]}\n")
-    args, message = BAD_INPUT[case]
+    if case in BAD_INPUT:
+        args, message = BAD_INPUT[case]
+    else:
+        args, message = BAD_INPUT_TO_THE_TINY_SEARCH[case]
+        args = [*tiny_search, *args]
     result = cli(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
