@@ -8,8 +8,9 @@ True
 The rule, at a rung (an epoch ``min_epochs * eta**k`` below ``max_epochs``): the child's value joins the
 values every earlier child recorded at that rung, ``n`` of them in all, and the child goes on only if fewer
 than ``max(1, n // eta)`` of them are strictly higher. So the first child at a rung always goes on, a tie
-goes on, and of a rung's children about one in ``eta`` goes on; nothing waits for a rung to fill. Higher
-values are better (report accuracy, or minus a loss). Reports between rungs only record the value.
+goes on, and of a rung's children about one in ``eta`` goes on (more at a higher rung when the later children
+passed a higher bar below); nothing waits for a rung to fill. Higher values are better (report accuracy, or
+minus a loss). Reports between rungs only record the value.
 
 Why our own and not a library's: Optuna's ``SuccessiveHalvingPruner`` and ``HyperbandPruner`` decide from an
 Optuna ``Study`` and its storage (trials, system attributes), so a search driven by our strategies would
