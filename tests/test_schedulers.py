@@ -7,7 +7,9 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
+import torch
 
 from cellsearch.search import ASHA, Hyperband
 from cellsearch.search.schedulers import rung_epochs, scheduler_from_config
@@ -136,12 +138,18 @@ def test_state_of_another_scheduler_is_refused():
         ASHA(1, 9, 3).load_state_dict(ASHA(1, 9, 2).state_dict())
 
 
-def train_one_epoch(genotype, state: dict) -> float:
-    """A synthetic epoch: accuracy rises towards a ceiling set by the genotype's ops."""
-    ops = [op for cell in (genotype.normal, genotype.reduce) for b in cell.blocks for op in b.ops]
-    ceiling = 0.5 + 0.4 * sum(op == "conv_1x1" for op in ops) / len(ops)
-    state["epoch"] = state.get("epoch", 0) + 1
-    return ceiling * (1 - math.exp(-state["epoch"] / 2))
+def synthetic_training():
+    """A ``train_one_epoch(genotype)`` for one child: accuracy rises towards a ceiling set by its ops."""
+    epochs = 0
+
+    def train_one_epoch(genotype) -> float:
+        nonlocal epochs
+        epochs += 1
+        ops = [op for cell in (genotype.normal, genotype.reduce) for b in cell.blocks for op in b.ops]
+        ceiling = 0.5 + 0.4 * sum(op == "conv_1x1" for op in ops) / len(ops)
+        return ceiling * (1 - math.exp(-epochs / 2))
+
+    return train_one_epoch
 
 
 def test_the_issue_example_runs_with_a_real_strategy():
@@ -149,16 +157,17 @@ def test_the_issue_example_runs_with_a_real_strategy():
                               seed=0, population_size=4, sample_size=2)
     scheduler = ASHA(min_epochs=1, max_epochs=8, reduction_factor=3)
     for _ in range(12):
+        train_one_epoch = synthetic_training()
         proposal = strategy.ask()
-        state = {}
         for epoch in range(1, 9):
-            accuracy = train_one_epoch(proposal.genotype, state)
+            accuracy = train_one_epoch(proposal.genotype)
             if not scheduler.report(proposal.trial_id, epoch, accuracy):   # False: stop this child
                 break
         strategy.tell(proposal.trial_id, scheduler.reward(proposal.trial_id))
     statuses = [scheduler.status(t) for t in range(12)]
     assert strategy.num_told == 12 and "stopped" in statuses and "completed" in statuses
     assert all(scheduler.epochs_trained(t) in (1, 3) for t in range(12) if statuses[t] == "stopped")
+    assert strategy.best()[2] == max(scheduler.reward(t) for t in range(12))
 
 
 @pytest.mark.parametrize("make, message", [
@@ -198,16 +207,18 @@ def test_bad_reports_fail_in_one_line():
     scheduler.report(0, 1, 0.9)
     scheduler.report(0, 2, 0.9)
     for args, message in [
-        ((0, 2, 0.9), r"^trial 0: epoch must be an integer in 3..9 .*got 2$"),
-        ((0, 10, 0.9), r"^trial 0: epoch must be an integer in 3..9 .*got 10$"),
+        ((0, 2, 0.9), r"^trial 0: epoch must be in 3..9 .*got 2$"),
+        ((0, 10, 0.9), r"^trial 0: epoch must be in 3..9 .*got 10$"),
+        ((0, 3.0, 0.9), r"^trial 0: epoch must be an integer, got 3.0$"),
+        ((0, 3, "0.9"), r"^trial 0: value must be a finite number, got '0.9' at epoch 3"),
         ((0, 4, 0.9), r"^trial 0: report epoch 3 \(a rung\) before epoch 4$"),
         ((0, 3, float("nan")), r"^trial 0: value must be a finite number, got nan at epoch 3"),
         (("a", 1, 0.5), r"^trial_id must be an integer, got 'a'$"),
     ]:
         with pytest.raises(ValueError, match=message):
             scheduler.report(*args)
-    scheduler.report(1, 1, 0.1)
-    assert not scheduler.report(2, 1, 0.0)
+    assert scheduler.report(np.int64(1), np.int64(1), np.float32(0.95))  # NumPy and torch numbers are fine
+    assert not scheduler.report(2, 1, torch.tensor(0.0))
     with pytest.raises(ValueError, match=r"^trial 2 already stopped after epoch 1"):
         scheduler.report(2, 2, 0.5)
     with pytest.raises(ValueError, match=r"^trial 7 has no reports yet$"):

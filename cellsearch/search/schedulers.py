@@ -21,7 +21,9 @@ search rebuilds it exactly by replaying the reports its trial store holds.
 """
 from __future__ import annotations
 
+import bisect
 import math
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,22 @@ class _Child:
     curve: list[tuple[int, float]] = field(default_factory=list)
     status: str = "running"
     rank_reward: float | None = None  # fixed when the child stops or completes
+
+
+def _parse_report(trial_id: Any, epoch: Any, value: Any) -> tuple[int, int, float]:
+    """A report's fields as int, int, float (NumPy and 0-d tensor numbers too); ValueError in one line."""
+    if isinstance(trial_id, bool) or not isinstance(trial_id, numbers.Integral):
+        raise ValueError(f"trial_id must be an integer, got {trial_id!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral):
+        raise ValueError(f"trial {trial_id}: epoch must be an integer, got {epoch!r}")
+    try:
+        number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ValueError(f"trial {trial_id}: value must be a finite number, got {value!r} at epoch {epoch} "
+                         f"(tell the strategy None for a child that diverged)")
+    return int(trial_id), int(epoch), number
 
 
 class ASHA:
@@ -128,23 +146,19 @@ class ASHA:
             ValueError: an epoch not after the trial's previous report, past ``max_epochs`` or skipping
                 a rung; a report after the trial stopped or completed; a value that is not a finite number.
         """
-        child = self._children.get(trial_id)
-        if child is None:
-            if isinstance(trial_id, bool) or not isinstance(trial_id, int):
-                raise ValueError(f"trial_id must be an integer, got {trial_id!r}")
-            child = _Child(bracket=self.bracket(trial_id))
-        last = child.curve[-1][0] if child.curve else 0
-        self._check_report(trial_id, child, last, epoch, value)
+        trial_id, epoch, value = _parse_report(trial_id, epoch, value)
+        child = self._children.get(trial_id) or _Child(bracket=self.bracket(trial_id))
+        self._check_report(trial_id, child, epoch)
         self._children[trial_id] = child
-        child.curve.append((epoch, float(value)))
+        child.curve.append((epoch, value))
         if epoch == self.max_epochs:
             child.status = "completed"
             child.rank_reward = self._record(child, epoch, value)
             return True
         if epoch not in self._bracket_rungs[child.bracket]:
             return True
-        recorded = self._recorded[child.bracket][epoch]
-        num_higher = sum(other > value for other in recorded)
+        recorded = self._recorded[child.bracket][epoch]  # kept sorted
+        num_higher = len(recorded) - bisect.bisect_right(recorded, value)
         rank_reward = self._record(child, epoch, value)
         if num_higher < max(1, len(recorded) // self.reduction_factor):
             return True
@@ -202,28 +216,26 @@ class ASHA:
             self._children[trial_id] = child
             for epoch, value in child.curve:  # every report at a rung (or at max_epochs) was recorded there
                 if epoch == self.max_epochs or epoch in self._bracket_rungs[child.bracket]:
-                    self._recorded[child.bracket][epoch].append(value)
+                    bisect.insort(self._recorded[child.bracket][epoch], value)
 
     # --- helpers --------------------------------------------------------------------------------
-    def _check_report(self, trial_id: int, child: _Child, last: int, epoch: int, value: float) -> None:
+    def _check_report(self, trial_id: int, child: _Child, epoch: int) -> None:
+        last = child.curve[-1][0] if child.curve else 0
         if child.status != "running":
             raise ValueError(f"trial {trial_id} already {child.status} after epoch {last}; "
                              f"a {child.status} child reports no more epochs")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not last < epoch <= self.max_epochs:
-            raise ValueError(f"trial {trial_id}: epoch must be an integer in {last + 1}..{self.max_epochs} "
-                             f"(after its previous report, at most max_epochs), got {epoch!r}")
+        if not last < epoch <= self.max_epochs:
+            raise ValueError(f"trial {trial_id}: epoch must be in {last + 1}..{self.max_epochs} "
+                             f"(after its previous report, at most max_epochs), got {epoch}")
         skipped = [rung for rung in self._bracket_rungs[child.bracket] if last < rung < epoch]
         if skipped:
             raise ValueError(f"trial {trial_id}: report epoch {skipped[0]} (a rung) before epoch {epoch}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"trial {trial_id}: value must be a finite number, got {value!r} at epoch {epoch} "
-                             f"(tell the strategy None for a child that diverged)")
 
     def _record(self, child: _Child, epoch: int, value: float) -> float:
         """Add ``value`` to those recorded at ``epoch``; return the child's rank reward there."""
         recorded = self._recorded[child.bracket][epoch]
-        recorded.append(float(value))
-        at_or_below = sum(other <= value for other in recorded) / len(recorded)
+        bisect.insort(recorded, value)
+        at_or_below = bisect.bisect_right(recorded, value) / len(recorded)
         return (self._ladder.index(epoch) + at_or_below) / len(self._ladder)
 
     def _child(self, trial_id: int) -> _Child:
