@@ -12,12 +12,14 @@ goes on, and of a rung's children about one in ``eta`` goes on (more at a higher
 passed a higher bar below); nothing waits for a rung to fill. Higher values are better (report accuracy, or
 minus a loss). Reports between rungs only record the value.
 
-Why our own and not a library's: Optuna's ``SuccessiveHalvingPruner`` and ``HyperbandPruner`` decide from an
-Optuna ``Study`` and its storage (trials, system attributes), so a search driven by our strategies would
-have to keep a second, shadow study in step with the trial store and restore it on resume; Ray Tune's
+Why our own and not a library's: Optuna's ``SuccessiveHalvingPruner`` (whose rule above is the same) keeps
+its rung values as system attributes of trials in an Optuna study's storage, so a search driven by our
+strategies would have to keep a second, shadow study in step with the trial store and restore it on resume;
+Optuna 2.10's ``HyperbandPruner`` picks a trial's bracket with Python's ``hash()`` of a string, which changes
+from one process to the next, so a resumed search would move trials between brackets. Ray Tune's
 ``AsyncHyperBandScheduler`` runs only inside Ray Tune's trial runner and draws each trial's bracket at
-random. Both rules fit in the small class below, whose decisions depend only on the order of reports, so a
-search rebuilds it exactly by replaying the reports its trial store holds.
+random. The class below decides from the order of reports alone, so a search rebuilds it exactly by
+replaying the reports its trial store holds.
 """
 from __future__ import annotations
 
