@@ -263,8 +263,11 @@ class Hyperband(ASHA):
     number of children Hyperband (Li et al. 2018) gives each bracket for an equal budget.
 
     Args:
-        min_epochs, max_epochs, reduction_factor, reward_rule: as for :class:`ASHA`.
+        min_epochs: as for :class:`ASHA`.
+        max_epochs: as for :class:`ASHA`.
+        reduction_factor: as for :class:`ASHA`.
         brackets: how many brackets, the most aggressive first; None: all, one more than the rungs.
+        reward_rule: as for :class:`ASHA`.
     """
 
     name = "hyperband"
