@@ -119,7 +119,7 @@ def resume(s: Session) -> None:
 
 
 def export(s: Session) -> None:
-    s.run("python train.py task=export export.run=runs/quick export.name=quick_digits export.top_k=3")
+    s.run("python train.py task=export export.run=runs/quick export.name=quick_digits export.top_k=3 export.dir=cells")
     s.run("cat cells/quick_digits.yaml")
     s.run('python -c "\nimport timm, torch, cellsearch\n'
           "model = timm.create_model('cellnet_imagenet', genotype='cells/quick_digits.yaml')\n"
