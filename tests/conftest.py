@@ -9,6 +9,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 import cellsearch.config  # noqa: F401  (registers the config groups' schemas for Hydra's compose API)
+from cellsearch.search.resume import resumed_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -40,3 +41,12 @@ def tiny_search() -> tuple[str, ...]:
     return ("data=digits", "child.accelerator=cpu", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
             "child.batch_size=100", "data.train_subset=300", "data.val_subset=100", "space.num_blocks=2",
             "space.ops=[identity,avg_pool_3x3,max_pool_3x3,conv_1x1,conv_3x3]")
+
+
+@pytest.fixture(scope="session")
+def resume(compose) -> Callable[..., DictConfig]:
+    """``resume(run_dir, *overrides)``: the configuration ``python train.py resume=<run_dir> overrides...`` runs."""
+    def resume(run_dir, *overrides: str) -> DictConfig:
+        args = [f"resume={run_dir}", *overrides]
+        return resumed_config(compose(*args, "run_dir=unused"), args)
+    return resume

@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-import cellsearch.config  # noqa: F401  (registers the data and child schemas)
 from cellsearch.search.settings import ADDED_SETTINGS, SETTINGS_FILE, fill_added_settings, flatten, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,20 +24,6 @@ GROUPS = ("search", "evaluator", "objective", "prejudge", "data", "child")
 def recorded(run_dir: Path) -> dict:
     """The flat settings a fixture run directory recorded."""
     return flatten(yaml.safe_load((run_dir / SETTINGS_FILE).read_text()))
-
-
-def today_settings() -> list[tuple[str, dict]]:
-    """(overrides, flat settings) for today's configuration, each option of each group in one of them
-    (the i-th composition takes each group's i-th option: six compositions, not thirty)."""
-    options = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")) for group in GROUPS}
-    options["search"].remove("darts")  # not an ask/tell search: it records no settings to check
-    composed = []
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        for i in range(max(len(names) for names in options.values())):
-            overrides = [f"{group}={names[i]}" for group, names in options.items() if i < len(names)]
-            cfg = compose("config", overrides=[*overrides, "run_dir=unused"])
-            composed.append((" ".join(overrides), flatten(search_settings(cfg))))
-    return composed
 
 
 def lacking_defaults(recorded_flat: dict, current_flat: dict) -> list[str]:
@@ -60,8 +44,16 @@ def lacking_defaults(recorded_flat: dict, current_flat: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def composed():
-    return today_settings()
+def composed(compose) -> list[tuple[str, dict]]:
+    """(overrides, flat settings) for today's configuration, each option of each group in one of them
+    (the i-th composition takes each group's i-th option: six compositions, not thirty)."""
+    options = {group: sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")) for group in GROUPS}
+    options["search"].remove("darts")  # not an ask/tell search: it records no settings to check
+    settings = []
+    for i in range(max(len(names) for names in options.values())):
+        overrides = [f"{group}={names[i]}" for group, names in options.items() if i < len(names)]
+        settings.append((" ".join(overrides), flatten(search_settings(compose(*overrides, "run_dir=unused")))))
+    return settings
 
 
 def fixture_runs() -> list[Path]:

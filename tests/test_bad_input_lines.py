@@ -2,14 +2,10 @@
 import errno
 import importlib.util
 import logging
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 from cellsearch.data import ConfigError, as_data_config, describe_dataset
 from cellsearch.evaluators.child import ChildConfig, build_trainer, check_config
@@ -19,30 +15,12 @@ from cellsearch.search.front import published_costs
 from cellsearch.search.run import build_from_config, run_search
 from cellsearch.search.report import no_success_line
 from cellsearch.search.settings import RUN_OPTIONS
+from test_train import cli, load_train_module
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["experiment=quick_cpu", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
-        "child.batch_size=50", "data.train_subset=100", "data.val_subset=50", "space.num_blocks=2",
-        "space.ops=[identity,avg_pool_3x3,conv_1x1]", "search=random"]
-
-
-def config(*overrides):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
-def train_module():
-    spec = importlib.util.spec_from_file_location("cellsearch_train_script", ROOT / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cli(*args, cwd):
-    command = [sys.executable, str(ROOT / "train.py"), *args]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+# After conftest's tiny_search: random search, 100 training images and 3 cheap ops, as this file's searches always
+# ran (their children are meant to fail, so smaller is quicker and tests the same).
+SMALLER = ("search=random", "child.batch_size=50", "data.train_subset=100", "data.val_subset=50",
+           "space.ops=[identity,avg_pool_3x3,conv_1x1]")
 
 
 def test_published_cells_are_priced_at_any_child_size_without_building_them():
@@ -52,16 +30,16 @@ def test_published_cells_are_priced_at_any_child_size_without_building_them():
     assert published_costs("params", ChildConfig(cells_per_stage=1, channels=8), info)["nasnet_a"] == 70242
 
 
-def test_a_search_in_which_no_child_succeeded_says_why(tmp_path):
-    summary = run_search(config(*TINY, "search.budget=1", "child.lr=1e30", f"run_dir={tmp_path}"))
+def test_a_search_in_which_no_child_succeeded_says_why(tmp_path, compose, tiny_search):
+    summary = run_search(compose(*tiny_search, *SMALLER, "search.budget=1", "child.lr=1e30", f"run_dir={tmp_path}"))
     assert summary.best is None
     line = no_success_line(summary)
     assert line.startswith("no child succeeded: all 1 failed; the first error (trial 0): ") and "\n" not in line
     assert "diverged (lower child.lr" in line
 
 
-def test_a_strategy_setting_that_is_not_a_number_names_its_key():
-    cfg = config(*TINY, "search.failure_reward=abc")
+def test_a_strategy_setting_that_is_not_a_number_names_its_key(compose, tiny_search):
+    cfg = compose(*tiny_search, *SMALLER, "search.failure_reward=abc")
     node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     with pytest.raises(ConfigError, match=r"^search.failure_reward must be a number, got 'abc' "
                                           r"\(set search.failure_reward=\.\.\.\)$"):
@@ -74,10 +52,10 @@ def test_a_strategy_setting_that_is_not_a_number_names_its_key():
     ("child.lr=fast", "child.lr must be a number, got 'fast' (set child.lr=...)"),
     ("data.train_subset=all", "data.train_subset must be an integer or null, got 'all' (set data.train_subset=...)"),
 ])
-def test_a_value_of_the_wrong_type_names_what_the_key_takes(override, line):
+def test_a_value_of_the_wrong_type_names_what_the_key_takes(override, line, compose):
     with pytest.raises(Exception) as info:
-        config(override)
-    assert train_module().error_message(info.value) == line
+        compose(override)
+    assert load_train_module().error_message(info.value) == line
 
 
 def test_an_accelerator_without_its_package_is_one_line():
@@ -126,16 +104,18 @@ def test_more_cpu_workers_than_cores_warns(caplog):
 
 
 @pytest.mark.slow
-def test_a_search_of_failed_children_exits_1_with_one_line(tmp_path):
-    result = cli(*TINY, "search.budget=2", "child.lr=1e30", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_a_search_of_failed_children_exits_1_with_one_line(tmp_path, tiny_search):
+    result = cli(*tiny_search, *SMALLER, "search.budget=2", "child.lr=1e30", f"hydra.run.dir={tmp_path / 'run'}",
+                 cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: no child succeeded: all 2 failed; the first error (trial 0): ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stdout + result.stderr
 
 
 @pytest.mark.slow
-def test_a_child_too_large_for_memory_fails_and_the_search_ends_in_one_line(tmp_path):
-    result = cli(*TINY, "search.budget=1", "child.channels=100000", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+def test_a_child_too_large_for_memory_fails_and_the_search_ends_in_one_line(tmp_path, tiny_search):
+    result = cli(*tiny_search, *SMALLER, "search.budget=1", "child.channels=100000",
+                 f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: no child succeeded: all 1 failed; the first error (trial 0): ")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stdout + result.stderr

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from cellsearch.search.export import export_cells
 from cellsearch.search.lock import lock_run_dir
@@ -99,11 +98,8 @@ def test_a_search_exports_into_its_own_run_directory(tmp_path):
         export_cells(run_dir, "search_settings", overwrite=True)
 
 
-def test_the_config_exports_into_the_run_directory(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"run_dir={tmp_path}"])
+def test_the_config_exports_into_the_run_directory(tmp_path, compose):
+    cfg = compose(f"run_dir={tmp_path}")
     assert cfg.export.dir == str(tmp_path) and cfg.export.out == str(tmp_path)
 
 

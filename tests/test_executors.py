@@ -158,13 +158,12 @@ def test_ray_max_retries_must_be_a_count(value):
         RayExecutor(TrainEvaluator(CHILD, DATA), max_retries=value)  # refused before any cluster starts
 
 
-def test_executor_settings_are_free_to_change_on_resume():
+def test_executor_settings_are_free_to_change_on_resume(compose):
     """Where and how children run (retries included) does not define a reward: not in search_settings.yaml."""
     from cellsearch.search.settings import search_settings
-    from tests.test_train import config
 
-    assert search_settings(config("executor=ray", "executor.max_retries=0", "run_dir=/tmp")) == \
-        search_settings(config("executor=local", "run_dir=/tmp"))
+    assert search_settings(compose("executor=ray", "executor.max_retries=0", "run_dir=/tmp")) == \
+        search_settings(compose("executor=local", "run_dir=/tmp"))
 
 
 @pytest.mark.slow

@@ -30,9 +30,8 @@ from cellsearch.search.objectives import ParetoObjective
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 from test_oneshot import SPACE as ONESHOT_SPACE
-from test_oneshot import TINY as TINY_ONESHOT_CHILD
-from test_oneshot import config, evaluator
-from test_resume import SCHEMA1_RUN, resume
+from test_oneshot import evaluator
+from test_resume import SCHEMA1_RUN
 from test_search import SPACE, STRATEGY_SETTINGS, Crash, CrashAfterCommit, InlineExecutor
 
 LANDSCAPE_SEARCH = ["experiment=quick_cpu", "evaluator=landscape", "search=random"]
@@ -150,24 +149,24 @@ def test_the_pareto_front_is_drawn_when_it_changes(tmp_path):
     assert session(tmp_path, rows[0].trial_id)[0]["objective"] == "pareto"
 
 
-def test_a_search_from_the_config_writes_the_view_unless_the_setting_is_off(tmp_path, monkeypatch, caplog):
-    run_search(config(*LANDSCAPE_SEARCH, "search.budget=4", f"run_dir={tmp_path / 'on'}"))
+def test_a_search_from_the_config_writes_the_view_unless_the_setting_is_off(tmp_path, monkeypatch, caplog, compose):
+    run_search(compose(*LANDSCAPE_SEARCH, "search.budget=4", f"run_dir={tmp_path / 'on'}"))
     rows, _ = check_children(tmp_path / "on")
     assert len(rows) == 4 and session(tmp_path / "on", rows[-1].trial_id)[0]["strategy"] == "random"
-    assert search_observers(config("live.tensorboard=false"), tmp_path / "off") == []
+    assert search_observers(compose("live.tensorboard=false"), tmp_path / "off") == []
     with pytest.raises(ConfigError, match="live.tensorboard must be true or false, got 'yes'"):
-        tensorboard_enabled(config("live.tensorboard=yes"))
+        tensorboard_enabled(compose("live.tensorboard=yes"))
     for module in ("torch.utils.tensorboard", "tensorboard.plugins.hparams.plugin_data_pb2"):
         monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="cellsearch.search.live"):
-        assert search_observers(config(), tmp_path) == []
+        assert search_observers(compose(), tmp_path) == []
     assert [r.getMessage() for r in caplog.records] == [
         "no live view in TensorBoard: tensorboard is not installed (pip install tensorboard); live.tensorboard=false "
         "says this was meant"]
 
 
-def test_a_run_directory_from_before_the_setting_resumes_with_the_view_on(tmp_path):
+def test_a_run_directory_from_before_the_setting_resumes_with_the_view_on(tmp_path, resume):
     run_dir = tmp_path / "run"
     shutil.copytree(SCHEMA1_RUN, run_dir)
     assert resume(run_dir).live.tensorboard is True
@@ -175,9 +174,9 @@ def test_a_run_directory_from_before_the_setting_resumes_with_the_view_on(tmp_pa
     assert "live" not in search_settings(resume(run_dir))  # where a search is shown does not define its rewards
 
 
-def test_the_supernet_reports_its_training_phases(tmp_path):
+def test_the_supernet_reports_its_training_phases(tmp_path, compose):
     ev = evaluator(tmp_path, warmup_epochs=1, phase_epochs=0.5, train_every=2, max_phases=1)
-    observers = search_observers(config(), tmp_path, ev)
+    observers = search_observers(compose(), tmp_path, ev)
     curves = observers[-1]
     assert isinstance(curves, CurveWriter)
     rng = random.Random(0)
@@ -190,11 +189,11 @@ def test_the_supernet_reports_its_training_phases(tmp_path):
     assert [step for step, _ in scalars(events, "supernet/loss")] == [0, 1]
 
 
-def test_darts_writes_its_loss_and_architecture_weights_per_epoch(tmp_path):
-    args = ["experiment=darts", *TINY_ONESHOT_CHILD, "search.cells_per_stage=1", "search.channels=4",
+def test_darts_writes_its_loss_and_architecture_weights_per_epoch(tmp_path, compose, tiny_search):
+    args = ["experiment=darts", *tiny_search, "search.cells_per_stage=1", "search.channels=4",
             "search.batch_size=50", "search.steps_per_epoch=1", "search.budget=1", "search.final_candidates=1",
             "search.final_top_k=1", "search.val_batches=1", f"run_dir={tmp_path}"]
-    run_search(config(*args))
+    run_search(compose(*args))
     events = read(tmp_path / LIVE_DIR / "darts")
     assert [step for step, _ in scalars(events, "darts/loss")] == [1]  # step: the epoch
     for cell_type in ("normal", "reduce"):

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from cellsearch.deploy import export_network, load_network
 from cellsearch.evaluators.child import ChildConfig, build_training, quiet_lightning
@@ -17,7 +15,6 @@ from cellsearch.data import DataConfig
 from cellsearch.progress import Heartbeat, StepProgress, TrainingProgress, eta_seconds, format_seconds, track
 from cellsearch.retrain import run_retrain
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMING = re.compile(r"elapsed (\S+) \| ETA (\S+)$")
 
 
@@ -160,14 +157,12 @@ def test_training_progress_logs_within_epochs_by_the_clock_and_after_each(caplog
     assert any(line.startswith("retrain: epoch 2/2 |") for line in messages(caplog))
 
 
-def test_retrain_without_the_progress_bar_logs_progress(caplog, tmp_path):
+def test_retrain_without_the_progress_bar_logs_progress(caplog, tmp_path, compose):
     caplog.set_level(logging.INFO, "cellsearch")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[
-            "experiment=quick_cpu", "task=retrain", "cell=nasnet_a", "child.cells_per_stage=1", "child.channels=4",
-            "child.epochs=2", "child.batch_size=50", "child.accelerator=cpu", "child.devices=1",
-            "child.enable_progress_bar=false", "child.logger=null", "data.train_subset=100", "data.cutout=4",
-            f"run_dir={tmp_path}"])
+    cfg = compose("experiment=quick_cpu", "task=retrain", "cell=nasnet_a", "child.cells_per_stage=1",
+                  "child.channels=4", "child.epochs=2", "child.batch_size=50", "child.accelerator=cpu", "child.devices=1",
+                  "child.enable_progress_bar=false", "child.logger=null", "data.train_subset=100", "data.cutout=4",
+                  f"run_dir={tmp_path}")
     with quiet_lightning():
         run_retrain(cfg)
     lines = [line for line in messages(caplog) if line.startswith("retrain: epoch")]

@@ -24,8 +24,8 @@ import pytest
 from cellsearch.evaluators import TrainEvaluator
 from cellsearch.search.executors import RayExecutor
 from cellsearch.space.genotype import load_genotype
-from tests.test_executors import DATA, LONG_CHILD
-from tests.test_train import TINY, cli, stored
+from test_executors import DATA, LONG_CHILD
+from test_train import cli, stored
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -145,10 +145,10 @@ def worker(head):
         node.kill()
 
 
-def search_on(head: RayNode, run_dir: Path, budget: int) -> list[str]:
+def search_on(tiny_search: tuple[str, ...], head: RayNode, run_dir: Path, budget: int) -> list[str]:
     """train.py's arguments for a search of ``budget`` tiny children whose driver joins ``head``'s cluster."""
-    return [*TINY, "search=random", f"search.budget={budget}", "executor=ray", f"executor.address={head.address}",
-            f"hydra.run.dir={run_dir}"]
+    return [*tiny_search, "search=random", f"search.budget={budget}", "executor=ray",
+            f"executor.address={head.address}", f"hydra.run.dir={run_dir}"]
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -162,12 +162,13 @@ def trials_logged(log: str) -> Counter:
     return Counter(int(line.split("| trial ")[1].split()[0]) for line in log.splitlines() if "| trial " in line)
 
 
-def test_children_on_a_worker_node_that_dies_run_again_on_the_head_and_are_stored_once(tmp_path, head, worker):
+def test_children_on_a_worker_node_that_dies_run_again_on_the_head_and_are_stored_once(tmp_path, head, worker,
+                                                                                       tiny_search):
     """Kill the worker node while it trains a child: the search goes on with the head alone, the killed
     child runs again there and is stored once, and the store ends with exactly the budget."""
     run_dir, budget = tmp_path / "run", 4
     # Two children in flight (one CPU per node): Ray runs the second on the worker node while the head is busy.
-    process = cli(*search_on(head, run_dir, budget), start_new_session=True)
+    process = cli(*search_on(tiny_search, head, run_dir, budget), start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while not (on_worker := worker.running_children()):
@@ -190,11 +191,12 @@ def test_children_on_a_worker_node_that_dies_run_again_on_the_head_and_are_store
     assert trials_logged(log) == Counter(range(budget)), log
 
 
-def test_driver_killed_while_the_cluster_lives_on_resumes_against_the_same_cluster(tmp_path, head, worker):
+def test_driver_killed_while_the_cluster_lives_on_resumes_against_the_same_cluster(tmp_path, head, worker,
+                                                                                  tiny_search):
     """SIGKILL train.py once two children are stored; ``resume=<run dir>`` against the same cluster ends
     with exactly the budget, the rows stored before the kill unchanged."""
     run_dir, budget = tmp_path / "run", 4
-    process = cli(*search_on(head, run_dir, budget), start_new_session=True)
+    process = cli(*search_on(tiny_search, head, run_dir, budget), start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         while True:

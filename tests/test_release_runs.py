@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
 import cellsearch
 from cellsearch.search.run import run_search
-from cellsearch.search.resume import resumed_config
 from cellsearch.search.settings import SETTINGS_FILE, VERSION_FILE, ResumeError, check_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,22 +31,17 @@ def stored_rows(db_path: Path, columns: list[str]) -> list[tuple]:
         db.close()
 
 
-def compose_with(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def test_every_release_that_changed_the_store_or_the_settings_has_a_fixture():
     assert len(RELEASE_RUNS) >= 7 and all((run / "trials.db").is_file() for run in RELEASE_RUNS)
 
 
 @pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
-def test_rerunning_the_command_that_made_a_release_run_keeps_its_settings(run, tmp_path):
+def test_rerunning_the_command_that_made_a_release_run_keeps_its_settings(run, tmp_path, compose):
     """The way the issue found it: the same command on today's code ("child.ema_decay: '<unset>' -> 0.0").
     A default changed since (PPO's lr) is a changed setting and refused; a setting added since never is."""
     run_dir = copy_run(run, tmp_path)
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
-    cfg = compose_with([o for o in overrides if not o.startswith("hydra.")] + [f"run_dir={run_dir}"])
+    cfg = compose(*[o for o in overrides if not o.startswith("hydra.")], f"run_dir={run_dir}")
     try:
         check_settings(run_dir, search_settings(cfg))
     except ResumeError as err:
@@ -59,15 +52,13 @@ def test_rerunning_the_command_that_made_a_release_run_keeps_its_settings(run, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
-def test_a_release_run_resumes_to_a_larger_budget_with_its_rows_unchanged(run, tmp_path):
+def test_a_release_run_resumes_to_a_larger_budget_with_its_rows_unchanged(run, tmp_path, resume):
     run_dir = copy_run(run, tmp_path)
     db = sqlite3.connect(run_dir / "trials.db")
     columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
     db.close()
     before = stored_rows(run_dir / "trials.db", columns)
-    args = [f"resume={run_dir}", f"search.budget={len(before) + 1}"]
-    cfg = resumed_config(compose_with([*args, "run_dir=unused"]), args)
-    summary = run_search(cfg)
+    summary = run_search(resume(run_dir, f"search.budget={len(before) + 1}"))
     assert summary.num_trials == len(before) + 1 and summary.num_trained == 1
     after = stored_rows(run_dir / "trials.db", columns)
     assert after[:len(before)] == before and after[-1][columns.index("trial_id")] == len(before)

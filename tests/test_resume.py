@@ -6,22 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cellsearch.search.resume import resumed_config
 from cellsearch.search.run import run_search
 from cellsearch.search.settings import ResumeError, check_settings, fill_added_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA1_RUN = ROOT / "tests" / "fixtures" / "schema1_run"
 V1_COLUMNS = "trial_id, genotype, reward, val_accuracy, params, mult_adds, seconds, status, error, created_at"
-
-
-@pytest.fixture
-def resume(compose):
-    """``resume(run_dir, *overrides)``: the configuration ``python train.py resume=<run_dir> overrides...`` runs."""
-    def resume(run_dir, *overrides):
-        args = [f"resume={run_dir}", *overrides]
-        return resumed_config(compose(*args, "run_dir=unused"), args)
-    return resume
 
 
 @pytest.mark.slow
@@ -77,7 +67,7 @@ def test_resume_of_a_directory_without_a_search_is_refused(tmp_path, resume):
         resume(tmp_path)
 
 
-def test_a_ppo_run_from_before_imitation_resumes_without_it(tmp_path):
+def test_a_ppo_run_from_before_imitation_resumes_without_it(tmp_path, resume):
     """0.1.0's PPO had no imitation term and no advantage scaling: resumed, it still has neither."""
     run_dir = tmp_path / "run"
     shutil.copytree(SCHEMA1_RUN, run_dir)
