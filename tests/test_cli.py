@@ -12,6 +12,7 @@ from cellsearch.search.export import export_cells
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import load_genotype
+from test_live import session
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -142,7 +143,11 @@ def test_the_wheel_runs_a_search_outside_the_clone(tmp_path):
     for name in ("best_cell.yaml", "trials.db", "train.log", "found.yaml"):
         assert (run_dir / name).is_file(), name
     with TrialStore(run_dir / "trials.db") as store:
-        assert len(store.rows()) == 2
+        rows = store.rows()
+    assert len(rows) == 2
+    for row in rows:  # the live view: one HParams session per child, with its stored reward
+        hparams, _, metrics = session(run_dir, row.trial_id)
+        assert hparams["trial_id"] == row.trial_id and metrics["trial/reward"] == pytest.approx(row.reward)
     assert load_genotype(run_dir / "found.yaml").cells() == load_genotype(run_dir / "best_cell.yaml").cells()
     assert sorted(p.name for p in (package / "cells").iterdir()) == sorted(p.name for p in (ROOT / "cells").iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "env", "run", "source"]  # nothing else written

@@ -119,7 +119,8 @@ def test_darts_preset_runs_resumes_and_refuses_a_changed_setting(tmp_path, compo
             "search.steps_per_epoch=2", "search.final_candidates=3", "search.final_top_k=2", "search.val_batches=1",
             "search.eval_batch_size=100", f"run_dir={tmp_path}"]
     report = run_search(compose(*args, "search.budget=1"))
-    assert len(report.rows) == 3 and report.best is not None
+    assert len(report.rows) == 3 and (report.best, report.best_accuracy) in report.rows  # named on stand-alone
+    assert report.best_accuracy == max(accuracy for _, accuracy in report.rows if accuracy is not None)
     assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 1
     report = run_search(compose(*args, "search.budget=2", "search.order=first"))  # resumes for one more epoch
     assert torch.load(tmp_path / "darts_state.pt", weights_only=True)["epoch"] == 2

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
+from cellsearch.data.splits import load_splits
 from cellsearch.space.genotype import SearchSpace, load_genotype
 from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT
 from cellsearch.search.run import build_from_config
@@ -178,7 +179,8 @@ def test_retrain_exports_weights_that_timm_loads(tmp_path, compose, tiny_search)
                  "data.train_subset=300", "data.cutout=4", f"run_dir={tmp_path}")
     assert cfg.child.auxiliary_weight > 0 and cfg.data.cutout > 0  # the retrain recipe, at a tiny size
     result = train.run(cfg)
-    assert 0.0 <= result.test_accuracy <= 1.0 and train.task_value(result) == result.test_accuracy
+    correct = result.test_accuracy * len(load_splits(as_data_config(cfg.data)).test)  # a whole number of images
+    assert correct == pytest.approx(round(correct)) and train.task_value(result) == result.test_accuracy
     weights = result.weights
     assert (weights / "model.safetensors").is_file()
     model = timm.create_model(f"local-dir:{weights}", pretrained=True).eval()
