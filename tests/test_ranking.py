@@ -68,6 +68,11 @@ def test_noise_ceiling():
     assert 0.3 < noisy.held_out < noisy.simulated < 0.9
     assert noisy.seed_std == pytest.approx(0.05, rel=0.2)
     pure_noise = noise_ceiling(np.full((60, 3), 0.5) + rng.normal(0, 0.05, (60, 3)))  # cells all alike
-    assert abs(pure_noise.held_out) < 0.2 and pure_noise.simulated == 0 and pure_noise.spread_std == 0
+    assert abs(pure_noise.held_out) < 0.2 and pure_noise.spread_std == 0
+    assert pure_noise.ceilings == pytest.approx({"kendall_tau": 0, "spearman_rho": 0, "top10_recall": 0.1,
+                                                 "junk_filter": 0})
+    # a perfect estimate of noise-free cells: every statistic at its best
+    assert exact.ceilings == pytest.approx({"kendall_tau": 1, "spearman_rho": 1, "top10_recall": 1, "junk_filter": 1})
+    assert noisy.ceilings["top10_recall"] < 1 and noisy.ceilings["spearman_rho"] > noisy.simulated
     with pytest.raises(ValueError, match="seeds"):
         noise_ceiling([[0.5], [0.6]])

@@ -171,23 +171,28 @@ class NoiseCeiling:
     """How well the seed-averaged truth can be ranked at all.
 
     ``simulated``: the expected Kendall tau of a perfect estimate (the noise-free accuracy) against the mean
-    of the seeds, under Gaussian seed noise of the pooled within-cell spread; the ceiling (0 when the means
+    of the seeds, under Gaussian seed noise of the pooled within-cell spread: the ceiling (0 when the means
     spread no more than the noise alone would make them; with few cells its own sampling error is a few
-    hundredths to a tenth). ``held_out``:
-    tau between one seed's accuracy and the mean of the other seeds, averaged over which seed is held out;
-    measured without a model, and below the ceiling (both sides carry noise), so it is a floor for it.
+    hundredths to a tenth). ``ceilings``: the same for every statistic of RANK_STATISTICS (what a perfect
+    estimate's top-10% recall and junk-filter rate come to). ``held_out``: tau between one seed's accuracy and
+    the mean of the other seeds, averaged over which seed is held out; measured without a model, and below
+    the ceiling (both sides carry noise), so it is a floor for it.
     """
 
-    simulated: float
+    ceilings: dict[str, float]
     held_out: float
     seed_std: float     # pooled within-cell standard deviation over seeds
     spread_std: float   # standard deviation of the cells' noise-free accuracy (estimated)
     num_cells: int
     num_seeds: int
 
+    @property
+    def simulated(self) -> float:
+        return self.ceilings["kendall_tau"]
+
 
 def noise_ceiling(seed_accuracies: Sequence[Sequence[float]], simulations: int = 200, seed: int = 0) -> NoiseCeiling:
-    """The best Kendall tau that seed noise allows against the mean over seeds (see :class:`NoiseCeiling`).
+    """The best rank statistics that seed noise allows against the mean over seeds (see :class:`NoiseCeiling`).
 
     Args:
         seed_accuracies: per cell, its accuracy at each of the same number (at least 2) of training seeds.
@@ -203,14 +208,13 @@ def noise_ceiling(seed_accuracies: Sequence[Sequence[float]], simulations: int =
     # var(mean over seeds) = var(true accuracy) + seed_var / seeds: what is left is the cells' real spread.
     spread_var = max(float(means.var(ddof=1)) - seed_var / seeds, 0.0)
     held_out = float(np.mean([kendall_tau(acc[:, s], np.delete(acc, s, axis=1).mean(axis=1)) for s in range(seeds)]))
-    # True accuracies: the observed means shrunk to the grand mean so that their spread is the real one.
-    shrink = math.sqrt(spread_var / float(means.var(ddof=1))) if means.var() > 0 else 0.0
-    true = means.mean() + shrink * (means - means.mean())
+    if spread_var == 0:  # no real differences left to rank: a perfect estimate does what chance does
+        true = np.zeros(cells)
+    else:  # true accuracies: the observed means shrunk to the grand mean so that their spread is the real one
+        true = means.mean() + math.sqrt(spread_var / float(means.var(ddof=1))) * (means - means.mean())
     rng = np.random.default_rng(seed)
-    noise_std = math.sqrt(seed_var / seeds)
-    if spread_var == 0:  # no real differences left to rank: nothing can beat chance
-        simulated = 0.0
-    else:
-        simulated = float(np.mean([kendall_tau(true, true + rng.normal(0, noise_std, cells))
-                                   for _ in range(simulations)]))
-    return NoiseCeiling(simulated, held_out, math.sqrt(seed_var), math.sqrt(spread_var), cells, seeds)
+    draws = [true + rng.normal(0, math.sqrt(seed_var / seeds), cells) for _ in range(simulations)]
+    # A constant truth has no tau (NaN): it counts as 0, what chance scores.
+    ceilings = {name: float(np.mean([np.nan_to_num(f(true, mean)) for mean in draws]))
+                for name, f in RANK_STATISTICS.items()}
+    return NoiseCeiling(ceilings, held_out, math.sqrt(seed_var), math.sqrt(spread_var), cells, seeds)
