@@ -4,11 +4,11 @@ The truth is the testbed table's cells trained with at least ``--min-seeds`` see
 validation accuracy; :func:`cellsearch.evaluators.table.ground_truth`). Every estimator scores the same
 cells, untrained, at the table's child size (N, F) on the table's data, as the pre-judger builds them:
 
-- ``params`` and ``mult-adds`` of the child, and their negatives (on the shipped table a 3-epoch child
+- ``params`` and ``mult_adds`` of the child (the zero-cost scores of those names), and their negatives (on the shipped table a 3-epoch child
   favours small cells, so "beats the parameter count" means beats the better of the two signs);
 - each zero-cost score of :mod:`cellsearch.evaluators.zero_cost` (one fixed minibatch, fixed initial weights);
 - ``vote``: the mean rank of the zero-cost scores (params left out); ``vote+size`` adds -params and
-  -mult-adds, whose sign was read off this very truth (so that row is optimistic).
+  -mult_adds, whose sign was read off this very truth (so that row is optimistic).
 
 Per estimator: Kendall tau, Spearman, top-10% recall and the junk-filter rate (the share of the
 truth's bottom quarter rejected at the threshold that keeps 95% of its top tenth), each with a 95%
@@ -30,15 +30,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from cellsearch.data import as_data_config, describe_dataset
+from cellsearch.data import as_data_config
 from cellsearch.evaluators.child import as_child_config
 from cellsearch.evaluators.ranking import RANK_STATISTICS, kendall_tau, noise_ceiling, rank_report
 from cellsearch.evaluators.table import ground_truth, load_table
 from cellsearch.evaluators.zero_cost import SCORES, ZeroCostScorer
 from cellsearch.progress import INTERVAL, progress_to_stderr, track
 from cellsearch.space.genotype import Genotype
-from cellsearch.space.network import CellNetCifar
-from cellsearch.space.profile import count_mult_adds
 
 Estimate = tuple[list[float], list[float]]  # per cell: the value and the CPU seconds it cost
 LABELS = {"kendall_tau": "Kendall tau", "spearman_rho": "Spearman", "top10_recall": "top-10% recall",
@@ -73,7 +71,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the cells")
     parser.add_argument("--seed", type=int, default=0, help="the scores' minibatch and weights, the bootstrap")
     parser.add_argument("--batch-size", type=int, default=64, help="images in the scores' minibatch")
-    zero_cost_scores = [s for s in SCORES if s != "params"]  # params has its own rows
+    zero_cost_scores = [s for s in SCORES if s not in ("params", "mult_adds")]  # the size scores have their own rows
     parser.add_argument("--scores", nargs="+", default=zero_cost_scores, choices=zero_cost_scores)
     args = parser.parse_args()
     progress_to_stderr()  # progress lines on stderr: the table on stdout stays clean
@@ -86,27 +84,18 @@ def main() -> None:
     truth = [r.mean_accuracy for r in rows]
     child = as_child_config({**table.child, "accelerator": "cpu", "logger": None})
     data = as_data_config(table.data)
-    info = describe_dataset(data)
-
-    params_scorer = ZeroCostScorer("params", child, data, seed=args.seed, batch_size=args.batch_size)
-    params_scorer.minibatch()
-
-    def mult_adds(genotype: Genotype) -> float:
-        model = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
-                             num_classes=info.num_classes, in_chans=info.in_chans)
-        return float(count_mult_adds(model, input_size=info.input_size))
 
     estimates: dict[str, Estimate] = {}
-    size = {"params": score_cells("params", cells, lambda g: params_scorer(g)[0]),
-            "mult-adds": score_cells("mult-adds", cells, mult_adds)}
-    mismatched = [name for name, column in (("params", "params"), ("mult-adds", "mult_adds"))
-                  if size[name][0] != [float(getattr(r, column)) for r in rows]]
-    for name, (values, seconds) in size.items():
-        estimates[name], estimates[f"-{name}"] = (values, seconds), ([-v for v in values], seconds)
-    for name in args.scores:
+    for name in ("params", "mult_adds", *args.scores):
         scorer = ZeroCostScorer(name, child, data, seed=args.seed, batch_size=args.batch_size)
         scorer.minibatch()  # loading the data is not the score's cost
         estimates[name] = score_cells(name, cells, lambda g: scorer(g)[0])
+    size = ("params", "mult_adds")
+    mismatched = [name for name in size if estimates[name][0] != [float(getattr(r, name)) for r in rows]]
+    for name in size:  # the other sign costs nothing more
+        values, seconds = estimates[name]
+        estimates[f"-{name}"] = ([-v for v in values], seconds)
+    estimates = {name: estimates[name] for name in ("params", "-params", "mult_adds", "-mult_adds", *args.scores)}
     zero_cost = list(args.scores)
 
     def combined(names: list[str]) -> Estimate:
@@ -116,13 +105,13 @@ def main() -> None:
     if len(zero_cost) > 1:
         estimates["vote"] = combined(zero_cost)
     if zero_cost:
-        estimates["vote+size"] = combined([*zero_cost, "-params", "-mult-adds"])
+        estimates["vote+size"] = combined([*zero_cost, "-params", "-mult_adds"])
 
     reports = {name: rank_report(values, truth, args.resamples, args.seed)
                for name, (values, _) in track(list(estimates.items()), "bootstrap", units="estimators")}
     ceiling = noise_ceiling([r.val_accuracy[:args.min_seeds] for r in rows], seed=args.seed)
     best_size = {base: max(reports[base]["kendall_tau"].value, reports[f"-{base}"]["kendall_tau"].value)
-                 for base in ("params", "mult-adds")}
+                 for base in ("params", "mult_adds")}
 
     n = len(cells)
     print(f"{n} cells of table {table.name!r} with >= {args.min_seeds} seeds: mean accuracy {min(truth):.3f}.."
@@ -131,13 +120,13 @@ def main() -> None:
           f"intervals; torch {torch.__version__}, {torch.get_num_threads()} thread")
     print(f"top tenth = {max(1, int(n * 0.1 + 0.5))} cells, bottom quarter = {max(1, int(n * 0.25 + 0.5))} cells\n")
     header = ["estimator", *(LABELS[name] for name in RANK_STATISTICS), "CPU s/cell (median)",
-              "Kendall vs better of ±params / ±mult-adds"]
+              "Kendall vs better of ±params / ±mult_adds"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, report in reports.items():
         tau = report["kendall_tau"].value
         verdict = "baseline" if name in estimates and name.strip("-") in size else " / ".join(
-            "beats" if tau > best_size[b] else "-" for b in ("params", "mult-adds"))
+            "beats" if tau > best_size[b] else "-" for b in ("params", "mult_adds"))
         cells_text = " | ".join(str(report[s]) for s in RANK_STATISTICS)
         print(f"| {name} | {cells_text} | {statistics.median(estimates[name][1]):.4f} | {verdict} |")
     ceilings = " | ".join(f"{ceiling.ceilings[s]:.3f}" for s in RANK_STATISTICS)
