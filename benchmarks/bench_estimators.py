@@ -4,8 +4,9 @@ The truth is the testbed table's cells trained with at least ``--min-seeds`` see
 validation accuracy; :func:`cellsearch.evaluators.table.ground_truth`). Every estimator scores the same
 cells, untrained, at the table's child size (N, F) on the table's data, as the pre-judger builds them:
 
-- ``params`` and ``mult_adds`` of the child (the zero-cost scores of those names), and their negatives (on the shipped table a 3-epoch child
-  favours small cells, so "beats the parameter count" means beats the better of the two signs);
+- ``params`` and ``mult_adds`` of the child (the zero-cost scores of those names) and their negatives
+  (on the shipped table a 3-epoch child favours small cells, so "beats the parameter count" means beats
+  the better of the two signs);
 - each zero-cost score of :mod:`cellsearch.evaluators.zero_cost` (one fixed minibatch, fixed initial weights);
 - ``vote``: the mean rank of the zero-cost scores (params left out); ``vote+size`` adds -params and
   -mult_adds, whose sign was read off this very truth (so that row is optimistic).
@@ -13,8 +14,11 @@ cells, untrained, at the table's child size (N, F) on the table's data, as the p
 Per estimator: Kendall tau, Spearman, top-10% recall and the junk-filter rate (the share of the
 truth's bottom quarter rejected at the threshold that keeps 95% of its top tenth), each with a 95%
 percentile bootstrap interval over cells (:mod:`cellsearch.evaluators.ranking`), and the CPU seconds
-one cell costs (median; one torch thread). The ``noise ceiling`` row is the best Kendall tau that the
-truth's own seed noise allows (simulated; the held-out-seed tau beside it is measured without a model).
+one cell costs (median; one torch thread). The last two columns: how far each estimator's Kendall tau and
+junk-filter rate lie above those of the best size baseline (the better of ±params and ±mult_adds), with a
+paired bootstrap interval: "beats the parameter count" where it is above 0. The ``noise ceiling`` row
+is what a perfect estimate (the noise-free accuracy) would score against the truth, given the truth's own
+seed noise (simulated; :func:`cellsearch.evaluators.ranking.noise_ceiling`).
 Not here yet: the learned predictor and the one-shot rows.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_estimators.py              # 60 cells, 1000 resamples
@@ -32,7 +36,7 @@ import torch
 
 from cellsearch.data import as_data_config
 from cellsearch.evaluators.child import as_child_config
-from cellsearch.evaluators.ranking import RANK_STATISTICS, kendall_tau, noise_ceiling, rank_report
+from cellsearch.evaluators.ranking import RANK_STATISTICS, bootstrap_difference, kendall_tau, noise_ceiling, rank_report
 from cellsearch.evaluators.table import ground_truth, load_table
 from cellsearch.evaluators.zero_cost import SCORES, ZeroCostScorer
 from cellsearch.progress import INTERVAL, progress_to_stderr, track
@@ -110,8 +114,12 @@ def main() -> None:
     reports = {name: rank_report(values, truth, args.resamples, args.seed)
                for name, (values, _) in track(list(estimates.items()), "bootstrap", units="estimators")}
     ceiling = noise_ceiling([r.val_accuracy[:args.min_seeds] for r in rows], seed=args.seed)
-    best_size = {base: max(reports[base]["kendall_tau"].value, reports[f"-{base}"]["kendall_tau"].value)
-                 for base in ("params", "mult_adds")}
+    sized = [n for n in reports if n.lstrip("-") in size]
+    baseline = max(sized, key=lambda n: reports[n]["kendall_tau"].value)  # the better sign of the better size
+    gains = {name: {stat: bootstrap_difference(RANK_STATISTICS[stat], estimates[name][0], estimates[baseline][0],
+                                               truth, args.resamples, seed=args.seed)
+                    for stat in ("kendall_tau", "junk_filter")}
+             for name in reports if name not in sized}
 
     n = len(cells)
     print(f"{n} cells of table {table.name!r} with >= {args.min_seeds} seeds: mean accuracy {min(truth):.3f}.."
@@ -120,17 +128,16 @@ def main() -> None:
           f"intervals; torch {torch.__version__}, {torch.get_num_threads()} thread")
     print(f"top tenth = {max(1, int(n * 0.1 + 0.5))} cells, bottom quarter = {max(1, int(n * 0.25 + 0.5))} cells\n")
     header = ["estimator", *(LABELS[name] for name in RANK_STATISTICS), "CPU s/cell (median)",
-              "Kendall vs better of ±params / ±mult_adds"]
+              f"Kendall tau minus {baseline}'s", f"junk filter minus {baseline}'s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for name, report in reports.items():
-        tau = report["kendall_tau"].value
-        verdict = "baseline" if name in estimates and name.strip("-") in size else " / ".join(
-            "beats" if tau > best_size[b] else "-" for b in ("params", "mult_adds"))
         cells_text = " | ".join(str(report[s]) for s in RANK_STATISTICS)
-        print(f"| {name} | {cells_text} | {statistics.median(estimates[name][1]):.4f} | {verdict} |")
+        gain = " | ".join(str(gains[name][s]) for s in ("kendall_tau", "junk_filter")) if name in gains \
+            else "size | size"
+        print(f"| {name} | {cells_text} | {statistics.median(estimates[name][1]):.4f} | {gain} |")
     ceilings = " | ".join(f"{ceiling.ceilings[s]:.3f}" for s in RANK_STATISTICS)
-    print(f"| noise ceiling (a perfect estimate, simulated) | {ceilings} | | |")
+    print(f"| noise ceiling (a perfect estimate, simulated) | {ceilings} | | | |")
     print(f"\nseed noise: {ceiling.seed_std:.4f} std within a cell over {ceiling.num_seeds} seeds; the cells' "
           f"noise-free spread {ceiling.spread_std:.4f} std (estimated). Kendall tau of one seed vs the mean of the "
           f"others: {ceiling.held_out:.3f} (averaged over the held-out seed); of seed 0 alone vs the mean of all: "

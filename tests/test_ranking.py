@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import kendalltau, spearmanr
 
-from cellsearch.evaluators.ranking import (bootstrap_interval, junk_filter_rate, kendall_tau, noise_ceiling,
-                                           rank_report, spearman_rho, top_fraction_recall)
+from cellsearch.evaluators.ranking import (Interval, bootstrap_difference, bootstrap_interval, junk_filter_rate,
+                                           kendall_tau, noise_ceiling, rank_report, spearman_rho, top_fraction_recall)
 
 TRUTH = list(range(20))  # top tenth: cells 18, 19; bottom quarter: cells 0..4
 
@@ -56,6 +56,10 @@ def test_bootstrap_is_seeded_and_brackets_the_value():
     assert first == bootstrap_interval(kendall_tau, scores, truth, resamples=200, seed=1)
     assert first.low < first.value < first.high and first.high - first.low > 0.05
     assert bootstrap_interval(kendall_tau, truth, truth, resamples=100).low == pytest.approx(1)
+    # paired: the perfect estimate beats the noisy one on every resample; the noisy one ties with itself
+    gain = bootstrap_difference(kendall_tau, truth, scores, truth, resamples=200)
+    assert gain.value == pytest.approx(1 - first.value) and gain.low > 0
+    assert bootstrap_difference(kendall_tau, scores, scores, truth, resamples=50) == Interval(0, 0, 0)
 
 
 def test_noise_ceiling():

@@ -14,7 +14,8 @@ Ties at a cut-off (the k-th place of the top tenth, the bottom quarter's edge) a
 among ``t`` tied cells that fill ``s`` remaining places counts as ``s / t`` of a member, the expectation
 over breaking the tie at random. So a constant estimate scores what chance scores, not a perfect recall.
 
-:func:`rank_report` gives each statistic with a percentile bootstrap interval over cells (seeded), and
+:func:`rank_report` gives each statistic with a percentile bootstrap interval over cells (seeded),
+:func:`bootstrap_difference` the paired interval of how much one estimate beats another, and
 :func:`noise_ceiling` the best Kendall tau that the truth's own seed noise allows.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Interval", "NoiseCeiling", "RANK_STATISTICS", "bootstrap_interval", "junk_filter_rate", "kendall_tau",
+__all__ = ["Interval", "NoiseCeiling", "RANK_STATISTICS", "bootstrap_difference", "bootstrap_interval", "junk_filter_rate", "kendall_tau",
            "noise_ceiling", "rank_report", "spearman_rho", "top_fraction_recall", "top_k_precision"]
 
 Values = Sequence[float]
@@ -144,21 +145,35 @@ class Interval:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
 
 
+def _bootstrap(statistic: Callable[[np.ndarray], float], n: int, resamples: int, level: float,
+               seed: int) -> Interval:
+    """``statistic`` of the index array of all ``n`` cells, with the percentile interval over ``resamples``
+    index arrays drawn with replacement (seeded); resamples where it is undefined (NaN) are left out."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    values = np.array([statistic(d) for d in draws])
+    values = values[~np.isnan(values)]
+    value = statistic(np.arange(n))
+    if len(values) == 0:
+        return Interval(value, float("nan"), float("nan"))
+    low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return Interval(value, float(low), float(high))
+
+
 def bootstrap_interval(statistic: Callable[[Values, Values], float], scores: Values, truth: Values,
                        resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
     """``statistic(scores, truth)`` with the percentile interval of ``resamples`` resamplings of the cells
     (drawn with replacement; a seeded generator, so the same input gives the same interval). Resamples where
     the statistic is undefined (NaN) are left out."""
     s, t = np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(s), size=(resamples, len(s)))
-    values = np.array([statistic(s[d], t[d]) for d in draws])
-    values = values[~np.isnan(values)]
-    value = statistic(s, t)
-    if len(values) == 0:
-        return Interval(value, float("nan"), float("nan"))
-    low, high = np.percentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return Interval(value, float(low), float(high))
+    return _bootstrap(lambda d: statistic(s[d], t[d]), len(s), resamples, level, seed)
+
+
+def bootstrap_difference(statistic: Callable[[Values, Values], float], scores: Values, baseline: Values,
+                         truth: Values, resamples: int = 1000, level: float = 0.95, seed: int = 0) -> Interval:
+    """How much better ``scores`` does than ``baseline`` on ``statistic`` against ``truth``, with a paired
+    percentile bootstrap interval (both on the same resampled cells): "beats the baseline" when it is above 0."""
+    s, b, t = (np.asarray(v, dtype=float) for v in (scores, baseline, truth))
+    return _bootstrap(lambda d: statistic(s[d], t[d]) - statistic(b[d], t[d]), len(s), resamples, level, seed)
 
 
 def rank_report(scores: Values, truth: Values, resamples: int = 1000, seed: int = 0) -> dict[str, Interval]:
