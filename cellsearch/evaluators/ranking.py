@@ -26,8 +26,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Interval", "NoiseCeiling", "RANK_STATISTICS", "bootstrap_difference", "bootstrap_interval", "junk_filter_rate", "kendall_tau",
-           "noise_ceiling", "rank_report", "spearman_rho", "top_fraction_recall", "top_k_precision"]
+__all__ = ["Interval", "NoiseCeiling", "RANK_STATISTICS", "bootstrap_difference", "bootstrap_interval",
+           "junk_filter_rate", "kendall_tau", "noise_ceiling", "rank_report", "spearman_rho", "top_fraction_recall",
+           "top_k_precision"]
 
 Values = Sequence[float]
 
