@@ -56,10 +56,9 @@ def _signs(values: np.ndarray) -> np.ndarray:
 def kendall_tau(a: Values, b: Values) -> float:
     """Kendall's tau-b of two paired lists (ties handled); NaN for fewer than two pairs or a constant list."""
     sa, sb = _signs(np.asarray(a, dtype=float)), _signs(np.asarray(b, dtype=float))
-    upper = np.triu_indices(len(sa), k=1)
-    sa, sb = sa[upper].astype(np.int64), sb[upper].astype(np.int64)
+    # Both sign matrices are antisymmetric with a zero diagonal: every pair counts twice, which cancels.
     denominator = math.sqrt(float(np.count_nonzero(sa)) * float(np.count_nonzero(sb)))
-    return float((sa * sb).sum()) / denominator if denominator else float("nan")
+    return float((sa * sb).sum(dtype=np.int64)) / denominator if denominator else float("nan")
 
 
 def spearman_rho(a: Values, b: Values) -> float:
