@@ -7,7 +7,8 @@ import pytest
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.child import ChildConfig
-from cellsearch.evaluators.zero_cost import SCORES, ZeroCostScorer, kendall_tau, spearman_rho, top_k_precision
+from cellsearch.evaluators.table import ground_truth, load_table
+from cellsearch.evaluators.zero_cost import SCORES, ZeroCostScorer, check_score, kendall_tau, spearman_rho, top_k_precision
 from cellsearch.search.loop import SearchLoop
 from cellsearch.search.run import run_search
 from cellsearch.search.prejudge import PreJudger
@@ -100,3 +101,21 @@ def test_constrained_prejudged_search_end_to_end(tmp_path, compose, tiny_search)
     assert all(r[0] == pytest.approx(r[1] * (r[2] / 20000) ** -0.07) and r[0] != r[1] for r in rows)
     assert db.execute("SELECT COUNT(*), SUM(chosen) FROM scores WHERE score = 'naswot'").fetchone() == (12, 3)
     assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_size_scores_match_the_table_and_a_minus_prefers_the_lowest(tmp_path):
+    table = load_table("testbed")
+    genotype, row = ground_truth("testbed")[0]
+    child = {**table.child, "accelerator": "cpu", "logger": None}
+    for name, measured in (("params", row.params), ("mult_adds", row.mult_adds)):  # what training measured
+        assert ZeroCostScorer(name, child, table.data, batch_size=8)(genotype)[0] == measured
+        assert ZeroCostScorer(f"-{name}", child, table.data, batch_size=8)(genotype)[0] == -measured
+    with pytest.raises(ConfigError, match="leading '-'"):
+        check_score("-bogus")
+    prejudged_search(tmp_path, budget=4, score="-params")
+    with TrialStore(tmp_path / "trials.db") as store:
+        scores = store.scores()
+    for round_no in {s.round for s in scores}:
+        candidates = [s for s in scores if s.round == round_no]
+        chosen = next(s for s in candidates if s.chosen)
+        assert chosen.value == max(s.value for s in candidates) and chosen.value < 0  # the fewest parameters

@@ -11,7 +11,7 @@ import pytest
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.surrogate import RidgeSurrogate
-from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
+from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, ground_truth, load_table
 from cellsearch.search.run import build_from_config
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
 
@@ -182,3 +182,16 @@ def test_surrogate_lookup_through_the_evaluator(small_table):
     assert TableEvaluator(str(path), lookup="surrogate").evaluate(cell).ok
     outside = evaluator.evaluate(load_genotype("nasnet_a"))
     assert not outside.ok and "table 'small' covers ops" in outside.error
+
+
+def test_ground_truth_is_the_cells_with_three_seeds():
+    cells = ground_truth("testbed")
+    table = load_table("testbed")
+    assert len(cells) == sum(len(r.val_accuracy) >= 3 for r in table.rows) == 60
+    for genotype, row in cells:
+        assert len(row.val_accuracy) >= 3 and table.exact(genotype) is row
+    means = [row.mean_accuracy for _, row in cells]
+    assert min(means) == pytest.approx(0.3329, abs=1e-3) and max(means) == pytest.approx(0.6123, abs=1e-3)
+    assert len(ground_truth("testbed", min_seeds=1)) == len(table)
+    with pytest.raises(ConfigError, match="min_seeds"):
+        ground_truth("testbed", min_seeds=0)
