@@ -1,6 +1,6 @@
 """The ``cellsearch`` command: search for a cell, retrain it at full size, export the best cells.
 
-    cellsearch                                     # PPO search on CIFAR-10 (about an hour on a GPU)
+    cellsearch                                     # PPO search on CIFAR-10 (search.budget children)
     cellsearch experiment=quick_cpu                # a few tiny children on digits, on a CPU
     cellsearch resume=<run dir> [search.budget=N]  # resume that search with its stored settings
     cellsearch task=export export.run=<run dir> export.name=my_cell   # into the export's run directory
