@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from cellsearch.evaluators.child import (
     evaluate_child,
 )
 from cellsearch.data import DataConfig
+from cellsearch.evaluators.base import EpochPoint
+from cellsearch.evaluators.curve import mean_curve
 from cellsearch.space.genotype import Block, Cell, Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
@@ -30,10 +33,16 @@ def unknown_op_genotype() -> Genotype:
     return Genotype(normal, nasnet.reduce)
 
 
-def test_child_reports_reward_size_and_time_and_logs_csv(tmp_path):
-    child = ChildConfig(**{**TINY_CHILD, "logger": "csv", "log_dir": str(tmp_path)})
+def test_child_reports_reward_size_time_and_curve_and_logs_csv(tmp_path):
+    child = ChildConfig(**{**TINY_CHILD, "logger": "csv", "log_dir": str(tmp_path), "val_every_n_epochs": 1})
     result = evaluate_child("nasnet_a", child, TINY_DATA, seed=0, run_name="trial_00007")
     assert result.status == "ok" and result.error == ""
+    assert [p.epoch for p in result.curve] == [1, 2]  # one point per validated epoch
+    assert result.curve[-1].val_accuracy == result.metrics["val_accuracy"]
+    assert result.curve[-1].train_loss == result.metrics["train_loss"]
+    assert all((p.val_accuracy * 64).is_integer() and p.train_loss > 0 for p in result.curve)
+    assert 0 < result.curve[0].seconds < result.curve[1].seconds <= result.seconds
+    assert 0 < result.curve[0].cpu_seconds < result.curve[1].cpu_seconds
     assert (result.metrics["val_accuracy"] * 64).is_integer()  # a share of the 64 validation images
     assert result.metrics["train_loss"] > 0
     reference = CellNetCifar("nasnet_a", cells_per_stage=1, channels=4, num_classes=10, in_chans=3)
@@ -51,9 +60,15 @@ def test_same_seed_same_reward():
 
 
 def test_repeats_report_the_mean_and_spread_of_consecutive_seeds():
-    single = ChildConfig(**TINY_CHILD)
+    single = ChildConfig(**{**TINY_CHILD, "val_every_n_epochs": 1})
     runs = [evaluate_child("nasnet_a", single, TINY_DATA, seed=s) for s in (3, 4)]
-    repeated = evaluate_child("nasnet_a", ChildConfig(**{**TINY_CHILD, "repeats": 2}), TINY_DATA, seed=3)
+    repeated = evaluate_child("nasnet_a", replace(single, repeats=2), TINY_DATA, seed=3)
+    for epoch, point in enumerate(repeated.curve, start=1):  # the per-epoch mean of the two runs' curves
+        assert point.epoch == epoch
+        assert point.val_accuracy == pytest.approx(sum(r.curve[epoch - 1].val_accuracy for r in runs) / 2, abs=1e-12)
+        assert point.train_loss == pytest.approx(sum(r.curve[epoch - 1].train_loss for r in runs) / 2, abs=1e-12)
+    assert len(repeated.curve) == 2 and repeated.curve[-1].val_accuracy == pytest.approx(
+        repeated.metrics["val_accuracy"], abs=1e-12)
     accuracies = torch.tensor([r.metrics["val_accuracy"] for r in runs], dtype=torch.float64)
     assert repeated.ok and repeated.metrics["repeats"] == 2
     assert repeated.metrics["val_accuracy"] == pytest.approx(float(accuracies.mean()), abs=1e-12)
@@ -178,3 +193,10 @@ def test_retraining_with_regularisers_checkpoints_and_rebuilds(tmp_path):
     assert restored.hparams.genotype == load_genotype("darts_v2").to_dict()
     for (name, a), b in zip(module.model.state_dict().items(), restored.model.state_dict().values()):
         assert torch.equal(a.cpu(), b), name
+
+
+def test_the_mean_curve_averages_the_epochs_every_run_validated():
+    first = [EpochPoint(1, 0.25, 2.0, 1.0, 2.0), EpochPoint(2, 0.5, 1.0, 2.0, 4.0)]
+    second = [EpochPoint(2, 0.75, None, 4.0, 6.0)]  # validated at epoch 2 only, no loss logged
+    assert mean_curve([first, first]) == first
+    assert mean_curve([first, second]) == [EpochPoint(2, 0.625, None, 3.0, 5.0)]

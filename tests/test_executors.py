@@ -55,6 +55,8 @@ def check_batch(results: dict[int, EvalResult]) -> None:
         metrics = results[i].metrics
         correct = metrics["val_accuracy"] * DATA.val_size  # a whole number of the 32 validation images
         assert correct == pytest.approx(round(correct)) and metrics["params"] > 0 and metrics["mult_adds"] > 0
+        assert [p.epoch for p in results[i].curve] == [1] and results[i].curve[0].val_accuracy == metrics["val_accuracy"]
+    assert results[1].curve == []
 
 
 @pytest.mark.slow
@@ -101,6 +103,15 @@ def test_two_worker_processes_evaluate_a_batch_with_a_failing_child():
         executor.close()
     check_batch(results)
     assert not multiprocessing.active_children()  # close() stopped the workers
+
+
+def test_a_worker_process_brings_back_the_childs_curve():
+    """The curve travels inside EvalResult, so it reaches the search from a worker process unchanged."""
+    child = ChildConfig(**{**CHILD.__dict__, "epochs": 2, "val_every_n_epochs": 1})
+    with PoolExecutor(TrainEvaluator(child, DATA), seed=0, num_workers=1) as executor:
+        [result] = run_batch(executor, {4: load_genotype("nasnet_a")}).values()
+    assert result.ok and [p.epoch for p in result.curve] == [1, 2]
+    assert result.curve[-1].val_accuracy == result.metrics["val_accuracy"] and result.curve[-1].cpu_seconds > 0
 
 
 def wait_until_running(executor: PoolExecutor, trial_id: int, timeout: float = 60) -> int:

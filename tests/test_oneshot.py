@@ -101,6 +101,8 @@ def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accura
     assert "stand-alone val_accuracy" in best.source and "one-shot estimate" in best.source
     with TrialStore(tmp_path / "standalone.db") as store:
         rows = store.rows()
+        curves = store.curves()  # a finalist trained stand-alone keeps its learning curve
+    assert all(curves[r.trial_id][-1].val_accuracy == r.val_accuracy for r in rows if r.ok)
     assert len(rows) == 3 and all("oneshot_val_accuracy" in r.genotype.to_json() or r.ok for r in rows)
     assert max(r.reward for r in rows) == pytest.approx(float(best.source.split("val_accuracy ")[1].split(",")[0]),
                                                       abs=1e-4)

@@ -10,6 +10,7 @@ import yaml
 
 import cellsearch
 from cellsearch.search.run import run_search
+from cellsearch.search.store import SCHEMA_VERSION, TrialStore
 from cellsearch.search.settings import SETTINGS_FILE, VERSION_FILE, ResumeError, check_settings, search_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,19 @@ def stored_rows(db_path: Path, columns: list[str]) -> list[tuple]:
 
 def test_every_release_that_changed_the_store_or_the_settings_has_a_fixture():
     assert len(RELEASE_RUNS) >= 7 and all((run / "trials.db").is_file() for run in RELEASE_RUNS)
+
+
+@pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
+def test_a_release_runs_store_migrates_with_an_empty_curves_table_and_its_rows_unchanged(run, tmp_path):
+    run_dir = copy_run(run, tmp_path)
+    db = sqlite3.connect(run_dir / "trials.db")
+    columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
+    db.close()
+    before = stored_rows(run_dir / "trials.db", columns)
+    with TrialStore(run_dir / "trials.db") as store:
+        assert store.curves() == {} and all(store.curve(i) == [] for i in range(len(before)))
+    assert stored_rows(run_dir / "trials.db", columns) == before
+    assert sqlite3.connect(run_dir / "trials.db").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 @pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
@@ -62,4 +76,6 @@ def test_a_release_run_resumes_to_a_larger_budget_with_its_rows_unchanged(run, t
     assert summary.num_trials == len(before) + 1 and summary.num_trained == 1
     after = stored_rows(run_dir / "trials.db", columns)
     assert after[:len(before)] == before and after[-1][columns.index("trial_id")] == len(before)
+    with TrialStore(run_dir / "trials.db") as store:  # the old children have no curve, the new one has
+        assert list(store.curves()) == ([len(before)] if after[-1][columns.index("status")] == "ok" else [])
     assert (run_dir / VERSION_FILE).read_text().strip() == cellsearch.__version__

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 import yaml
 
-from cellsearch.evaluators import EvalResult
+from cellsearch.evaluators import EpochPoint, EvalResult
 from cellsearch.space.genotype import SearchSpace, load_genotype
 from cellsearch.progress import format_seconds
 from cellsearch.search.loop import BEST_CELL_FILE, SearchLoop
@@ -34,13 +34,15 @@ class Crash(BaseException):
 
 
 def score(trial_id: int, genotype) -> EvalResult:
-    """A cheap child: reward = share of separable convolutions (+ a little genotype-dependent noise);
-    every fifth trial fails."""
+    """A cheap child: reward = share of separable convolutions (+ a little genotype-dependent noise), reached
+    over two epochs; every fifth trial fails."""
     if trial_id % 5 == 3:
         return EvalResult("failed", {}, 0.01, "ChildDiverged: loss became NaN")
     ops = [op for cell in (genotype.normal, genotype.reduce) for block in cell.blocks for op in block.ops]
     reward = sum(op.startswith("sep_conv") for op in ops) / len(ops) + random.Random(genotype.key()).random() / 100
-    return EvalResult("ok", {"val_accuracy": reward, "params": 1000 + trial_id, "mult_adds": 50000}, 0.01)
+    curve = [EpochPoint(1, reward / 2, 2.0, 0.005, 0.004), EpochPoint(2, reward, 1.0, 0.01, 0.008)]
+    return EvalResult("ok", {"val_accuracy": reward, "params": 1000 + trial_id, "mult_adds": 50000}, 0.01,
+                      curve=curve)
 
 
 class InlineExecutor:
@@ -142,6 +144,21 @@ def test_a_crashed_search_resumes_exactly(tmp_path, name, crash):
     assert trials(run_dir) == trials(tmp_path / "reference")  # same cells, same rewards, same ids
     assert summary.num_trials == 10 and summary.num_trained == 10 - len(finished_before)
     assert strategy.pending() == []
+
+
+def test_a_childs_curve_commits_in_the_transaction_of_its_row(tmp_path):
+    """A crash inside the loop's transaction (after the row, before the tell) leaves neither row nor curve;
+    the resumed search stores every child's curve as its evaluator returned it."""
+    with pytest.raises(Crash):
+        search(tmp_path, budget=6, store=CrashAfterCommit(tmp_path / "trials.db", crash_at=3))
+    with TrialStore(tmp_path / "trials.db") as store:
+        assert sorted(trials(tmp_path)) == [0, 1] and sorted(store.curves()) == [0, 1]
+    search(tmp_path, budget=6)
+    with TrialStore(tmp_path / "trials.db") as store:
+        rows = store.rows()
+        assert len(rows) == 6 and sorted(store.curves()) == [r.trial_id for r in rows if r.ok]  # trial 3 failed
+        for row in rows:
+            assert store.curve(row.trial_id) == score(row.trial_id, row.genotype).curve
 
 
 def test_resume_with_a_larger_or_smaller_budget(tmp_path):

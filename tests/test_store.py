@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cellsearch.evaluators import EvalResult
+from cellsearch.evaluators import EpochPoint, EvalResult
 from cellsearch.search.store import SCHEMA_VERSION, ScoreRow, TrialStore
 from cellsearch.space.genotype import SearchSpace
 
@@ -158,12 +158,34 @@ def test_a_schema_1_store_migrates_with_its_rows_unchanged(tmp_path):
         assert [r.trial_id for r in store.rows()] == [0, 1, 2] and store.rows()[0].role == "search"
         add(store, 3, genotypes(1)[0], Outcome("ok", 0.5, 0.5))
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
     assert db.execute("SELECT latency_ms, metrics, role FROM trials WHERE trial_id = 0").fetchone() == (
         None, "{}", "search")
     with TrialStore(path) as store:  # opening a current store again changes nothing
-        assert len(store) == 4
+        assert len(store) == 4 and store.curves() == {}  # the old trials have no curve
+
+
+CURVE = [EpochPoint(1, 0.25, 2.0, 1.5, 2.75), EpochPoint(2, 0.5, None, 3.0, 5.5)]
+
+
+def test_a_childs_curve_round_trips_and_commits_with_its_row_or_not_at_all(tmp_path):
+    path = tmp_path / "trials.db"
+    g = genotypes(3)
+    with TrialStore(path) as store:
+        store.add(0, g[0], EvalResult("ok", {"val_accuracy": 0.5}, 4.0, curve=CURVE), 0.5)
+        add(store, 1, g[1], Outcome("ok", 0.75, 0.75))  # an evaluator that does not train: no curve
+        twice = [CURVE[0], CURVE[0]]
+        with pytest.raises(ValueError, match=r"trial 2: its curve holds an epoch twice \(\[1, 1\]\)"):
+            store.add(2, g[2], EvalResult("ok", {"val_accuracy": 0.25}, 4.0, curve=twice), 0.25)
+        assert 2 not in store  # the row went with its curve
+        with pytest.raises(ValueError, match="already in"):
+            store.add(0, g[0], EvalResult("ok", {"val_accuracy": 0.5}, 4.0, curve=CURVE[:1]), 0.5)
+    with TrialStore(path) as store:
+        assert store.curve(0) == CURVE and store.curve(1) == [] and store.curves() == {0: CURVE}
+    assert sqlite3.connect(path).execute("SELECT epoch, val_accuracy, train_loss, seconds, cpu_seconds FROM curves "
+                                         "WHERE trial_id = 0 ORDER BY epoch").fetchall() == [
+        (1, 0.25, 2.0, 1.5, 2.75), (2, 0.5, None, 3.0, 5.5)]
 
 
 def test_every_metric_is_kept_and_queryable_with_sql(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cellsearch.search.legacy_state import LEGACY_STATE_FILE, encode_record, record_crc
-from cellsearch.search.store import _TRIALS_V1, MIGRATIONS, TrialStore
+from cellsearch.search.store import _TRIALS_V1, MIGRATIONS, SCHEMA_VERSION, TrialStore
 from cellsearch.search.strategy_state import StrategyState, StrategyStateError
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
@@ -210,7 +210,7 @@ def test_a_schema_2_run_is_imported_in_one_transaction_and_its_files_renamed(tmp
     assert same(restored.state_dict(), strategy.state_dict())
     assert sorted(p.name for p in path.parent.iterdir() if "strategy" in p.name) == [
         "strategy_state.pt.journal.migrated", "strategy_state.pt.migrated"]
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_journal_of_another_search_is_refused_when_imported(tmp_path):

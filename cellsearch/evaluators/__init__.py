@@ -4,7 +4,7 @@ from cellsearch._lazy import lazy_attributes
 # Imported when first used: importing ChildConfig (the ``child`` schema that the ``cellsearch`` command
 # composes) must not load torch and Lightning.
 _SUBMODULES = {
-    "base": ["STANDARD_METRICS", "EvalResult", "Evaluator", "failed_result"],
+    "base": ["STANDARD_METRICS", "EpochPoint", "EvalResult", "Evaluator", "failed_result"],
     "landscape": ["LandscapeEvaluator"],
     "oneshot": ["OneShotEvaluator"],
     "standalone": ["TrainEvaluator"],

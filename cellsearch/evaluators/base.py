@@ -14,31 +14,46 @@ Metric names that mean the same thing everywhere (the trial store keeps each as 
 - ``mult_adds``: multiply-adds of one forward pass at the dataset's image size
 - ``latency_ms``: measured forward latency at batch 1
 
-Any other metric an evaluator measures is kept too (in the store's ``metrics`` JSON).
+Any other metric an evaluator measures is kept too (in the store's ``metrics`` JSON). An evaluator
+that trains epoch by epoch also returns its learning curve (:class:`EpochPoint` per validated epoch,
+the store's ``curves`` table); the others leave it empty.
 """
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cellsearch.space.genotype import Genotype
 
-__all__ = ["EvalResult", "Evaluator", "STANDARD_METRICS", "failed_result"]
+__all__ = ["EpochPoint", "EvalResult", "Evaluator", "STANDARD_METRICS", "failed_result"]
 
 STANDARD_METRICS: tuple[str, ...] = ("val_accuracy", "train_loss", "params", "mult_adds", "latency_ms")
 STATUSES: tuple[str, ...] = ("ok", "failed")
 
 
+@dataclass(frozen=True)
+class EpochPoint:
+    """One point of a learning curve: the child after ``epoch`` epochs of training."""
+
+    epoch: int  # epochs trained so far: 1 after the first (the epoch schedulers' report(trial, epoch, value) takes)
+    val_accuracy: float
+    train_loss: float | None  # mean training loss of this epoch; None when it was not logged
+    seconds: float  # wall seconds since training began
+    cpu_seconds: float  # CPU seconds of the training process (all its threads) since training began
+
+
 @dataclass
 class EvalResult:
-    """What one evaluation gave: named metrics, or (``status='failed'``) why it failed."""
+    """What one evaluation gave: named metrics, or (``status='failed'``) why it failed; ``curve`` holds the
+    validation after each epoch where the evaluator trains epoch by epoch (empty otherwise)."""
 
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     error: str = ""
+    curve: list[EpochPoint] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -52,7 +67,8 @@ class EvalResult:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "metrics": dict(self.metrics), "seconds": self.seconds, "error": self.error}
+        return {"status": self.status, "metrics": dict(self.metrics), "seconds": self.seconds, "error": self.error,
+                "curve": [asdict(point) for point in self.curve]}
 
 
 def failed_result(error: str, seconds: float = 0.0, **metrics: float) -> EvalResult:

@@ -34,6 +34,7 @@ from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from cellsearch.data import DataConfig, DatasetInfo, ImageDataModule, as_data_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.evaluators.child_config import ChildConfig, as_child_config
+from cellsearch.evaluators.curve import CurveRecorder, mean_curve
 from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_batches_after_oom
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.space.network import CellNetCifar
@@ -366,12 +367,15 @@ def train_path_metrics(module: ChildModule) -> dict[str, float]:
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
                    data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
     """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``
-    (and ``peak_memory_mb`` on a GPU). A failing child gives ``status='failed'``, never an exception;
-    one that runs out of GPU memory is retried once with micro-batches (cellsearch.evaluators.memory).
+    (and ``peak_memory_mb`` on a GPU), and its ``curve`` the validation after each epoch
+    (:class:`~cellsearch.evaluators.curve.CurveRecorder`; a failed child has none). A failing child gives
+    ``status='failed'``, never an exception; one that runs out of GPU memory is retried once with
+    micro-batches (cellsearch.evaluators.memory).
 
     With ``child.repeats`` = k > 1 the child trains k times, with seeds ``seed`` to ``seed + k - 1``:
     ``val_accuracy`` and ``train_loss`` are the means, ``val_accuracy_std`` the standard deviation over
-    the k runs, and ``seconds`` their sum. One failed run fails the child.
+    the k runs, and ``seconds`` their sum; the curve is the per-epoch mean of the k runs' curves
+    (:func:`~cellsearch.evaluators.curve.mean_curve`). One failed run fails the child.
 
     Raises ConfigError for configuration problems (checked before training starts).
     """
@@ -395,7 +399,7 @@ def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
                "val_accuracy_std": float(accuracies.std()), "repeats": float(len(runs))}
     if all("train_loss" in run.metrics for run in runs):
         metrics["train_loss"] = sum(run.metrics["train_loss"] for run in runs) / len(runs)
-    return EvalResult("ok", metrics, seconds)
+    return EvalResult("ok", metrics, seconds, curve=mean_curve([run.curve for run in runs]))
 
 
 def _train_child_once(genotype: "Genotype | str", child: ChildConfig, data: "DataConfig | Mapping[str, Any]",
@@ -419,7 +423,8 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
     trainer = module = datamodule = None
     try:
         with quiet_lightning():
-            trainer = build_trainer(child, run_name=run_name, checkpointing=False, quiet=True)
+            curve = CurveRecorder()
+            trainer = build_trainer(child, run_name=run_name, checkpointing=False, callbacks=[curve], quiet=True)
             pl.seed_everything(seed, workers=True, verbose=False)
             module = ChildModule.from_config(genotype, child, info, trainer.strategy.root_device)
             sizes["params"] = count_params(module.model)
@@ -438,7 +443,7 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
         train_loss = trainer.callback_metrics.get("train_loss_epoch")
         if train_loss is not None:
             metrics["train_loss"] = float(train_loss)
-        return EvalResult("ok", metrics, time.perf_counter() - start)
+        return EvalResult("ok", metrics, time.perf_counter() - start, curve=curve.points)
     except ConfigError:
         raise
     except Exception as err:  # the child failed: record it, the search goes on

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from cellsearch.evaluators.base import EvalResult
 from cellsearch.evaluators.standalone import TrainEvaluator
 from cellsearch.progress import INTERVAL, StepProgress, format_seconds
 from cellsearch.search.atomic import atomic_write
@@ -100,8 +99,7 @@ def train_candidates(candidates: list[Candidate], evaluator: TrainEvaluator, run
                 row = store.get(candidate.trial_id)
                 if row is None:
                     result = evaluator.evaluate(candidate.genotype, trial_id=candidate.trial_id, seed=seed)
-                    result = EvalResult(result.status, {**result.metrics, "oneshot_val_accuracy": candidate.oneshot},
-                                        result.seconds, result.error)
+                    result = replace(result, metrics={**result.metrics, "oneshot_val_accuracy": candidate.oneshot})
                     row = store.add(candidate.trial_id, candidate.genotype, result,
                                     result.metric("val_accuracy") if result.ok else None)
                     accuracy = f"{row.reward:.4f}" if row.reward is not None else f"FAILED ({row.error})"

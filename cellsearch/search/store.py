@@ -21,6 +21,14 @@ when a run directory is opened, so old run directories resume with their rows un
    directory of schema 2 kept that state in ``strategy_state.pt`` and ``strategy_state.pt.journal``
    beside ``trials.db``: the upgrade imports both in the same transaction and then renames them
    ``*.migrated`` (kept, no longer read), so a search reads one file and nothing needs reconciling.
+4. adds the ``curves`` table: a trained child's learning curve, one row per validated epoch
+   (:class:`~cellsearch.evaluators.base.EpochPoint`), written with the child's row. Trials of older
+   stores have no curve.
+
+The curves can be read while a search runs, e.g. the best trial's::
+
+    sqlite3 trials.db 'select epoch, val_accuracy, seconds from curves where trial_id =
+                       (select trial_id from trials order by reward desc limit 1) order by epoch'
 
 Bad files end in one line that says what was found and how to recover: an empty (0 bytes) or
 truncated file, one that is not SQLite, or one written by a newer cellsearch.
@@ -34,6 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cellsearch.evaluators.base import EpochPoint
 from cellsearch.search.legacy_state import LEGACY_STATE_FILE, read_legacy_state
 from cellsearch.space.genotype import Genotype
 from cellsearch.validation import ConfigError
@@ -41,7 +50,7 @@ from cellsearch.validation import ConfigError
 if TYPE_CHECKING:  # for type hints only
     from cellsearch.evaluators.base import EvalResult
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TRIALS_FILE = "trials.db"  # its name in a run directory
 STATUSES: tuple[str, ...] = ("ok", "failed")
 ROLES: tuple[str, ...] = ("search", "audit")
@@ -91,6 +100,17 @@ CREATE TABLE IF NOT EXISTS strategy_snapshots (
     state    BLOB    NOT NULL                     -- torch.save of the strategy's state without its trials
 )
 """
+_CURVES = """
+CREATE TABLE IF NOT EXISTS curves (
+    trial_id     INTEGER NOT NULL,
+    epoch        INTEGER NOT NULL,  -- epochs trained: 1 after the first
+    val_accuracy REAL    NOT NULL,
+    train_loss   REAL,              -- that epoch's mean training loss; NULL when not logged
+    seconds      REAL    NOT NULL,  -- wall seconds since the child's training began
+    cpu_seconds  REAL    NOT NULL,  -- CPU seconds of the training process since then
+    PRIMARY KEY (trial_id, epoch)
+)
+"""
 # MIGRATIONS[v] takes a schema-v database to schema v + 1 (run in one transaction with the version bump).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE trials ADD COLUMN train_loss REAL",
@@ -99,8 +119,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE trials ADD COLUMN role TEXT NOT NULL DEFAULT 'search' CHECK (role IN ('search', 'audit'))",
         _SCORES),
     2: (_STRATEGY_EVENTS, _STRATEGY_SNAPSHOTS),  # then the state files beside trials.db are imported
+    3: (_CURVES,),
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite file
+_CURVE_COLUMNS = ("epoch", "val_accuracy", "train_loss", "seconds", "cpu_seconds")
 _COLUMNS = ("trial_id", "genotype", "reward", "val_accuracy", "params", "mult_adds", "seconds", "status",
             "error", "created_at", "train_loss", "latency_ms", "metrics", "role")
 
@@ -151,7 +173,7 @@ class ScoreRow:
 
 
 class TrialStore:
-    """SQLite tables in ``path`` (created if missing): ``trials``, ``scores`` and the strategy's state.
+    """SQLite tables in ``path`` (created if missing): ``trials``, ``curves``, ``scores`` and the strategy's state.
     Every write is its own transaction unless it runs inside :meth:`transaction`."""
 
     def __init__(self, path: "str | Path") -> None:
@@ -235,8 +257,8 @@ class TrialStore:
     # --- writing ----------------------------------------------------------------------------------
     def add(self, trial_id: int, genotype: Genotype, result: EvalResult, reward: float | None,
             role: str = "search") -> TrialRow:
-        """Commit the result of child ``trial_id`` (every metric) and its reward (None when it failed);
-        a trial is stored once (ValueError if it exists)."""
+        """Commit the result of child ``trial_id`` (every metric and its learning curve, together) and its reward
+        (None when it failed); a trial is stored once (ValueError if it exists)."""
         if result.status not in STATUSES:
             raise ValueError(f"trial {trial_id}: status must be one of {list(STATUSES)}, got {result.status!r}")
         if role not in ROLES:
@@ -259,11 +281,22 @@ class TrialStore:
         values: list[Any] = [getattr(row, c) for c in _COLUMNS if c != "metrics"]
         values[1] = genotype.to_json()
         values.insert(_COLUMNS.index("metrics"), json.dumps(row.other_metrics, sort_keys=True))
-        try:
-            self._db.execute(f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
-                             values)
-        except sqlite3.IntegrityError:
-            raise ValueError(f"trial {trial_id} is already in {self.path}; a child is stored once") from None
+        with self.transaction():
+            try:
+                self._db.execute(f"INSERT INTO trials ({', '.join(_COLUMNS)}) VALUES "
+                                 f"({', '.join('?' * len(_COLUMNS))})", values)
+            except sqlite3.IntegrityError:
+                raise ValueError(f"trial {trial_id} is already in {self.path}; a child is stored once") from None
+            # a curve left without its row (rows deleted by hand) is replaced with this child's
+            self._db.execute("DELETE FROM curves WHERE trial_id = ?", (row.trial_id,))
+            try:
+                self._db.executemany(f"INSERT INTO curves (trial_id, {', '.join(_CURVE_COLUMNS)}) VALUES "
+                                     f"(?, {', '.join('?' * len(_CURVE_COLUMNS))})",
+                                     [(row.trial_id, int(p.epoch), float(p.val_accuracy), _float_or_none(p.train_loss),
+                                       float(p.seconds), float(p.cpu_seconds)) for p in result.curve])
+            except sqlite3.IntegrityError:  # the row goes too: the transaction rolls back
+                raise ValueError(f"trial {trial_id}: its curve holds an epoch twice "
+                                 f"({[p.epoch for p in result.curve]})") from None
         return row
 
     # --- reading ----------------------------------------------------------------------------------
@@ -308,6 +341,20 @@ class TrialStore:
             data["other_metrics"] = json.loads(data.pop("metrics"))
             rows.append(TrialRow(**data))
         return rows
+
+    def curve(self, trial_id: int) -> list[EpochPoint]:
+        """The learning curve of ``trial_id`` by epoch (empty for a child that trained no epochs, or before schema 4)."""
+        cursor = self._db.execute(f"SELECT {', '.join(_CURVE_COLUMNS)} FROM curves WHERE trial_id = ? ORDER BY epoch",
+                                  (int(trial_id),))
+        return [EpochPoint(*values) for values in cursor.fetchall()]
+
+    def curves(self) -> dict[int, list[EpochPoint]]:
+        """Every stored learning curve by trial id (trials without one are left out), each by epoch."""
+        found: dict[int, list[EpochPoint]] = {}
+        cursor = self._db.execute(f"SELECT trial_id, {', '.join(_CURVE_COLUMNS)} FROM curves ORDER BY trial_id, epoch")
+        for trial_id, *values in cursor.fetchall():
+            found.setdefault(trial_id, []).append(EpochPoint(*values))
+        return found
 
     # --- pre-judger scores ------------------------------------------------------------------------
     def add_scores(self, rows: list[ScoreRow]) -> None:
