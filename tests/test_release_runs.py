@@ -36,15 +36,35 @@ def test_every_release_that_changed_the_store_or_the_settings_has_a_fixture():
     assert len(RELEASE_RUNS) >= 7 and all((run / "trials.db").is_file() for run in RELEASE_RUNS)
 
 
+def stored_curves(db_path: Path) -> dict:
+    """The curves a fixture holds as written (none before store schema 4), read without migrating it."""
+    db = sqlite3.connect(db_path)
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'curves'").fetchone():
+            return {}
+        curves: dict = {}
+        for trial_id, epoch, accuracy in db.execute("SELECT trial_id, epoch, val_accuracy FROM curves"):
+            curves.setdefault(trial_id, []).append((epoch, accuracy))
+        return {k: sorted(v) for k, v in curves.items()}
+    finally:
+        db.close()
+
+
+def curves_of(store: TrialStore) -> dict:
+    return {k: sorted((p.epoch, p.val_accuracy) for p in v) for k, v in store.curves().items()}
+
+
 @pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
-def test_a_release_runs_store_migrates_with_an_empty_curves_table_and_its_rows_unchanged(run, tmp_path):
+def test_a_release_runs_store_migrates_with_its_rows_and_curves_unchanged(run, tmp_path):
+    """Stores from before schema 4 migrate with an empty curves table; later ones keep their curves."""
     run_dir = copy_run(run, tmp_path)
     db = sqlite3.connect(run_dir / "trials.db")
     columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
     db.close()
     before = stored_rows(run_dir / "trials.db", columns)
+    curves = stored_curves(run_dir / "trials.db")
     with TrialStore(run_dir / "trials.db") as store:
-        assert store.curves() == {} and all(store.curve(i) == [] for i in range(len(before)))
+        assert curves_of(store) == curves
     assert stored_rows(run_dir / "trials.db", columns) == before
     assert sqlite3.connect(run_dir / "trials.db").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
@@ -72,10 +92,13 @@ def test_a_release_run_resumes_to_a_larger_budget_with_its_rows_unchanged(run, t
     columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
     db.close()
     before = stored_rows(run_dir / "trials.db", columns)
+    curves = stored_curves(run_dir / "trials.db")
     summary = run_search(resume(run_dir, f"search.budget={len(before) + 1}"))
     assert summary.num_trials == len(before) + 1 and summary.num_trained == 1
     after = stored_rows(run_dir / "trials.db", columns)
     assert after[:len(before)] == before and after[-1][columns.index("trial_id")] == len(before)
-    with TrialStore(run_dir / "trials.db") as store:  # the old children have no curve, the new one has
-        assert list(store.curves()) == ([len(before)] if after[-1][columns.index("status")] == "ok" else [])
+    with TrialStore(run_dir / "trials.db") as store:  # the old children's curves as they were; the new one has one
+        new = [len(before)] if after[-1][columns.index("status")] == "ok" else []
+        assert sorted(store.curves()) == sorted([*curves, *new])
+        assert {k: v for k, v in curves_of(store).items() if k in curves} == curves
     assert (run_dir / VERSION_FILE).read_text().strip() == cellsearch.__version__
