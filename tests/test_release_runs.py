@@ -50,6 +50,14 @@ def stored_curves(db_path: Path) -> dict:
         db.close()
 
 
+def fixture_contents(run_dir: Path) -> tuple[list[str], list[tuple], dict]:
+    """The trials columns, rows and curves of a copied fixture, read before today's code opens it."""
+    db = sqlite3.connect(run_dir / "trials.db")
+    columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
+    db.close()
+    return columns, stored_rows(run_dir / "trials.db", columns), stored_curves(run_dir / "trials.db")
+
+
 def curves_of(store: TrialStore) -> dict:
     return {k: sorted((p.epoch, p.val_accuracy) for p in v) for k, v in store.curves().items()}
 
@@ -58,11 +66,7 @@ def curves_of(store: TrialStore) -> dict:
 def test_a_release_runs_store_migrates_with_its_rows_and_curves_unchanged(run, tmp_path):
     """Stores from before schema 4 migrate with an empty curves table; later ones keep their curves."""
     run_dir = copy_run(run, tmp_path)
-    db = sqlite3.connect(run_dir / "trials.db")
-    columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
-    db.close()
-    before = stored_rows(run_dir / "trials.db", columns)
-    curves = stored_curves(run_dir / "trials.db")
+    columns, before, curves = fixture_contents(run_dir)
     with TrialStore(run_dir / "trials.db") as store:
         assert curves_of(store) == curves
     assert stored_rows(run_dir / "trials.db", columns) == before
@@ -88,11 +92,7 @@ def test_rerunning_the_command_that_made_a_release_run_keeps_its_settings(run, t
 @pytest.mark.parametrize("run", RELEASE_RUNS, ids=lambda p: p.name)
 def test_a_release_run_resumes_to_a_larger_budget_with_its_rows_unchanged(run, tmp_path, resume):
     run_dir = copy_run(run, tmp_path)
-    db = sqlite3.connect(run_dir / "trials.db")
-    columns = [row[1] for row in db.execute("PRAGMA table_info(trials)")]
-    db.close()
-    before = stored_rows(run_dir / "trials.db", columns)
-    curves = stored_curves(run_dir / "trials.db")
+    columns, before, curves = fixture_contents(run_dir)
     summary = run_search(resume(run_dir, f"search.budget={len(before) + 1}"))
     assert summary.num_trials == len(before) + 1 and summary.num_trained == 1
     after = stored_rows(run_dir / "trials.db", columns)
