@@ -4,7 +4,7 @@
     python docs/gen_outputs.py quick resume    # only these snippets
     python docs/gen_outputs.py --work DIR export   # reuse DIR (its runs/quick) instead of rerunning quick
 
-Commands run in a fresh temporary directory (so run directories, cells/ and exports land there, never in
+Commands run in a fresh temporary directory (so run directories and exports land there, never in
 the tree) as ``python <repo>/train.py ...``; the snippets show them as ``python train.py ...``, with the
 temporary directory and the interpreter's paths taken out, so every path is relative. The environment
 sets ``OMP_NUM_THREADS=1`` (a shared machine). ``docs/outputs/about.md`` records the commit, machine and
@@ -119,18 +119,19 @@ def resume(s: Session) -> None:
 
 
 def export(s: Session) -> None:
-    s.run("python train.py task=export export.run=runs/quick export.name=quick_digits export.top_k=3 export.dir=cells")
-    s.run("cat cells/quick_digits.yaml")
+    s.run("python train.py task=export export.run=runs/quick export.name=quick_digits export.top_k=3 "
+          "hydra.run.dir=runs/export")
+    s.run("cat runs/export/quick_digits.yaml")
     s.run('python -c "\nimport timm, torch, cellsearch\n'
-          "model = timm.create_model('cellnet_imagenet', genotype='cells/quick_digits.yaml')\n"
+          "model = timm.create_model('cellnet_imagenet', genotype='runs/export/quick_digits.yaml')\n"
           "print(model.genotype.name, sum(p.numel() for p in model.parameters()), "
           "model(torch.randn(1, 3, 224, 224)).shape)\n"
-          "cifar = timm.create_model('cellnet_cifar', genotype='quick_digits', num_classes=10)\n"
+          "cifar = timm.create_model('cellnet_cifar', genotype='runs/export/quick_digits_2.yaml', num_classes=10)\n"
           'print(sum(p.numel() for p in cifar.parameters()))\n"')
 
 
 def retrain(s: Session) -> None:
-    s.run("python train.py task=retrain cell=cells/quick_digits.yaml data=digits data.cutout=4 "
+    s.run("python train.py task=retrain cell=runs/export/quick_digits.yaml data=digits data.cutout=4 "
           "child.cells_per_stage=1 child.channels=8 child.epochs=2 child.enable_progress_bar=false "
           "hydra.run.dir=runs/retrain_quick")
     s.run('python -c "\nimport timm, torch, cellsearch\n'
@@ -238,7 +239,7 @@ SNIPPETS: dict[str, Callable[[Session], None]] = {
     "constrained": constrained, "prejudge": prejudge, "oneshot": oneshot,
 }
 NEEDS = {"export": ["quick"], "retrain": ["quick", "export"], "deploy": ["quick"]}
-NEED_DIRS = {"quick": "runs/quick", "export": "cells/quick_digits.yaml"}
+NEED_DIRS = {"quick": "runs/quick", "export": "runs/export/quick_digits.yaml"}
 
 
 def about() -> str:
