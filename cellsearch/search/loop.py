@@ -10,9 +10,11 @@ stops once the store holds ``budget`` children.
 Files in the run directory: ``trials.db`` (the children and the strategy's state, see
 :mod:`cellsearch.search.store` and :mod:`cellsearch.search.strategy_state`),
 ``search_settings.yaml`` (what must not change on resume), ``run_config.yaml`` (the whole configuration,
-for ``resume=``; see :mod:`cellsearch.search.resume`), ``device.txt`` (what evaluates, per start),
-``best_cell.yaml`` (kept up to date), and at the end ``rewards.png``, ``best_cell.png`` and
-``pareto.png`` (accuracy against a cost metric; see :mod:`cellsearch.search.front`).
+for ``resume=``; see :mod:`cellsearch.search.resume`), ``cellsearch_version.txt`` (the newest release
+that wrote it; see :mod:`cellsearch.search.settings`), ``device.txt`` (what evaluates, per start),
+``best_cell.yaml`` (kept up to date), ``tensorboard/`` (the live view, an observer: see
+:mod:`cellsearch.search.events`), and at the end ``rewards.png``, ``best_cell.png`` and ``pareto.png``
+(accuracy against a cost metric; see :mod:`cellsearch.search.front`).
 """
 from __future__ import annotations
 
