@@ -126,18 +126,20 @@ def test_a_missing_emptied_truncated_or_newer_trials_db_ends_in_one_line(tmp_pat
 
 @pytest.mark.slow
 def test_pool_search_with_a_child_timeout_ends_with_children_failed_for_time(tmp_path, tiny_search):
-    """Children that need minutes are stopped at 3 s; the search ends normally and resume retrains none."""
+    """Children that need minutes are stopped at 3 s and stored as failed; as no child succeeded, the search
+    ends with status 1 and says so in one line; resume retrains none."""
     run_dir = tmp_path / "run"
     args = [*tiny_search, "search=ppo", "search.budget=2", "child.epochs=5000", "executor=pool",
             "executor.num_workers=1", "executor.child_timeout=3", f"hydra.run.dir={run_dir}"]
     result = cli(*args, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
+    no_success = "error: no child succeeded: all 2 failed; the first error (trial 0): timed out after 3 s"
+    assert result.returncode == 1 and no_success in result.stderr, result.stdout + result.stderr
     with sqlite3.connect(run_dir / "trials.db") as db:
         rows = db.execute("SELECT status, error FROM trials").fetchall()
     assert len(rows) == 2 and all(status == "failed" and error.startswith("timed out after 3 s")
                                   for status, error in rows), rows
     again = cli(*args, timeout=600)
-    assert again.returncode == 0 and "0 trained in this run" in again.stdout + again.stderr
+    assert again.returncode == 1 and "0 trained in this run" in again.stdout + again.stderr
 
 
 def test_best_cell_and_ranking_agree_on_ties(tmp_path):
