@@ -56,9 +56,9 @@ def test_a_three_block_six_op_search_exports_a_cell_that_timm_builds(tmp_path, m
                   f"run_dir={tmp_path / 'run'}", "export.name=three_blocks")
     summary = train.run(cfg)
     assert summary.num_trials == 4
-    exported = load_genotype(tmp_path / "cells" / "three_blocks.yaml")
+    exported = load_genotype(tmp_path / "run" / "three_blocks.yaml")  # into the search's run directory
     assert exported == summary.best.genotype and len(exported.normal.blocks) == 3
     assert exported.ops_used() <= set(SIX_OPS)
-    model = timm.create_model("cellnet_cifar", genotype=str(tmp_path / "cells" / "three_blocks.yaml"),
+    model = timm.create_model("cellnet_cifar", genotype=str(tmp_path / "run" / "three_blocks.yaml"),
                               num_classes=10, in_chans=1, cells_per_stage=1, channels=4).eval()
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
