@@ -157,8 +157,7 @@ class TensorBoardObserver(SearchObserver):
         self.failures += not row.ok
         if self.metric is not None:
             self._update_front(row, self.metric)
-        if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
-                -self.best.reward, self.best.trial_id)):
+        if row.beats(self.best):
             self.best = row
             self.stale.add(BEST_CELL_IMAGE)
 

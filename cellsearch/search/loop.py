@@ -141,8 +141,7 @@ class SearchLoop:
                 self._save_state()
         if self.prejudge is not None:
             self.prejudge.recorded(self.store)
-        if row.ok and row.reward is not None and (self.best is None or (-row.reward, row.trial_id) < (
-                -self.best.reward, self.best.trial_id)):  # ties: the earlier trial, as TrialStore.best ranks them
+        if row.beats(self.best):
             self.best = row
             write_best_cell(row, self.run_dir)
         return row

@@ -156,6 +156,12 @@ class TrialRow:
         standard = {name: getattr(self, name) for name in METRIC_COLUMNS}
         return {**{k: v for k, v in standard.items() if v is not None}, **self.other_metrics}
 
+    def beats(self, best: "TrialRow | None") -> bool:
+        """Whether this trial ranks above ``best`` (None: nothing yet), as :meth:`TrialStore.best` ranks
+        trials: a successful one with a higher reward, ties going to the earlier trial."""
+        return self.ok and self.reward is not None and (
+            best is None or (-self.reward, self.trial_id) < (-best.reward, best.trial_id))
+
 
 @dataclass(frozen=True)
 class ScoreRow:
