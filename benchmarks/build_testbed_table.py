@@ -63,10 +63,14 @@ def train_row(genotype: Genotype, seed: int, child: dict[str, Any], data: dict[s
     torch.set_num_threads(1)
     cpu = time.process_time()
     result = evaluate_child(genotype, child, data, seed)
-    return {"seed": seed, "status": result.status, "val_accuracy": result.metric("val_accuracy"),
-            "params": result.metric("params"), "mult_adds": result.metric("mult_adds"),
-            "train_seconds": round(time.process_time() - cpu, 2), "wall_seconds": round(result.seconds, 2),
-            "error": result.error}
+    row = {"seed": seed, "status": result.status, "val_accuracy": result.metric("val_accuracy"),
+           "params": result.metric("params"), "mult_adds": result.metric("mult_adds"),
+           "train_seconds": round(time.process_time() - cpu, 2), "wall_seconds": round(result.seconds, 2),
+           "error": result.error}
+    if child.get("val_every_n_epochs") == 1:  # a table with learning curves: every epoch's accuracy and CPU time
+        row["curve"] = [round(p.val_accuracy, 6) for p in result.curve]
+        row["curve_cpu_seconds"] = [round(p.cpu_seconds, 2) for p in result.curve]
+    return row
 
 
 def _train(space: SearchSpace, actions: list[int], seed: int, child: dict[str, Any], data: dict[str, Any],
@@ -193,9 +197,16 @@ def main() -> None:
     parser.add_argument("--reseed-top", type=int, default=0,
                         help="train the N best cells (seed-0 accuracy) again with seeds 1 and 2")
     parser.add_argument("--pack", action="store_true", help="only write the table from --rows")
-    parser.add_argument("--out", type=Path, default=TABLES_DIR / f"{TABLE_NAME}.json.gz")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train each child this many epochs, validating after each (a table with learning "
+                             "curves, e.g. --epochs 9 --name testbed_curves); default: the preset's child")
+    parser.add_argument("--name", default=TABLE_NAME, help="the table's name (and file name under --out's default)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    args.out = args.out or TABLES_DIR / f"{args.name}.json.gz"
     space, child, data = table_settings()
+    if args.epochs is not None:
+        child = {**child, "epochs": args.epochs, "val_every_n_epochs": 1}
     sampling = (f"{args.random} uniform random cells (seed {args.sample_seed}), then {args.rounds} rounds of "
                 f"{args.mutants} one-decision mutants of each of the {args.top} best cells so far; "
                 f"training seeds {args.seeds}" + (f"; seeds 1 and 2 too for the {args.reseed_top} best cells"

@@ -17,6 +17,12 @@ Metric names that mean the same thing everywhere (the trial store keeps each as 
 Any other metric an evaluator measures is kept too (in the store's ``metrics`` JSON). An evaluator
 that trains epoch by epoch also returns its learning curve (:class:`EpochPoint` per validated epoch,
 the store's ``curves`` table); the others leave it empty.
+
+Fidelity (early stopping, :mod:`cellsearch.search.schedulers`): an evaluator whose ``max_epochs`` is
+not None can train a child in segments. ``evaluate(..., fidelity=Fidelity(epochs=3))`` trains (or looks
+up) the child up to epoch 3 and returns the curve so far with a ``checkpoint`` to go on from;
+``Fidelity(epochs=9, checkpoint=that)`` continues from there. A search with a scheduler keeps each child's
+checkpoint in its run directory between segments, so a stopped child costs only the epochs it trained.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from typing import Any
 
 from cellsearch.space.genotype import Genotype
 
-__all__ = ["EpochPoint", "EvalResult", "Evaluator", "STANDARD_METRICS", "failed_result"]
+__all__ = ["EpochPoint", "EvalResult", "Evaluator", "Fidelity", "STANDARD_METRICS", "failed_result"]
 
 STANDARD_METRICS: tuple[str, ...] = ("val_accuracy", "train_loss", "params", "mult_adds", "latency_ms")
 STATUSES: tuple[str, ...] = ("ok", "failed")
@@ -44,6 +50,22 @@ class EpochPoint:
     cpu_seconds: float  # CPU seconds of the training process (all its threads) since training began
 
 
+@dataclass(frozen=True)
+class Fidelity:
+    """How far to train a child in this evaluation: a segment of its training, for early stopping.
+
+    Attributes:
+        epochs: train until the child has trained this many epochs in all (at most the evaluator's
+            ``max_epochs``); the learning-rate schedule is always that of a full ``max_epochs`` child, so
+            the segments of a child add up to the child trained in one go.
+        checkpoint: what the previous segment of this child returned (:attr:`EvalResult.checkpoint`);
+            None starts the child from scratch.
+    """
+
+    epochs: int
+    checkpoint: bytes | None = None
+
+
 @dataclass
 class EvalResult:
     """What one evaluation gave: named metrics, or (``status='failed'``) why it failed; ``curve`` holds the
@@ -54,6 +76,9 @@ class EvalResult:
     seconds: float = 0.0
     error: str = ""
     curve: list[EpochPoint] = field(default_factory=list)
+    #: The state to continue this child from (evaluated under a Fidelity below ``max_epochs``); None otherwise.
+    #: Not part of the trial's row: a search keeps it in its run directory until the child ends.
+    checkpoint: bytes | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +114,9 @@ class Evaluator(ABC):
     #: Its estimates are a cheap guess: at the end, the best cells are trained stand-alone and the best
     #: cell is named on that (:func:`cellsearch.search.final.finish_oneshot_search`).
     trains_finalists: bool = False
+    #: Epochs of a full child when the evaluator can train (or look up) a child in segments
+    #: (``evaluate(..., fidelity=...)``, what early-stopping schedulers need); None when it cannot.
+    max_epochs: int | None = None
 
     def check(self) -> None:
         """Raise ConfigError for bad settings or missing data, before anything is evaluated."""

@@ -154,6 +154,13 @@ class SearchLoop:
             return [proposal]
         return [p for p, _ in self.prejudge.round(self.strategy, self.store, self.budget, room, self._save_state)]
 
+    def _signals(self) -> dict[str, float]:
+        """What the live view plots beside the rewards: the strategy's signals and the pre-judger's audit."""
+        signals = dict(self.strategy.signals())
+        if self.prejudge is not None:
+            signals.update(self.prejudge.signals())
+        return signals
+
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
         """Search until the store holds ``budget`` children (kill it any time; run again to resume)."""
@@ -196,7 +203,7 @@ class SearchLoop:
                     row = self._record(trial_id, in_flight.pop(trial_id), result)
                     log.info(progress.record(row, self.best))
                     if self.observers.active:
-                        self.observers.notify("trial_finished", row, self.best, self.strategy.signals())
+                        self.observers.notify("trial_finished", row, self.best, self._signals())
         except KeyboardInterrupt:
             log.warning("interrupted with %d children in flight; run again with the same run directory "
                         "(hydra.run.dir=%s) to resume", len(in_flight), self.run_dir)

@@ -139,6 +139,10 @@ class PreJudger:
                         "candidates; the search goes on unfiltered", self.score, report.tau, self.min_tau,
                         report.num)
 
+    def signals(self) -> dict[str, float]:
+        """What the live view plots of the pre-judger now (prefixed ``prejudge/``); empty until it has audited."""
+        return {}
+
     def summary(self, store: TrialStore) -> str:
         """How far the score was trusted: rounds filtered, candidates withdrawn and audited, tau, precision."""
         scores = [r for r in store.scores() if r.score == self.score]
