@@ -108,6 +108,12 @@ class StructureLandscape:
     """A seeded synthetic reward over ``space`` that depends on each cell's global structure only.
 
     Called like :class:`~cellsearch.evaluators.landscapes.Landscape`: ``landscape(genotype, noise_seed)``.
+
+    Args:
+        space: the search space (its ops must be named so that :func:`op_shape` reads them).
+        family: ``structure`` or ``structure_wiring`` (see ``STRUCTURE_FAMILIES``).
+        seed: which landscape of the family (its targets and weights).
+        noise: standard deviations of z added per evaluation.
     """
 
     def __init__(self, space: SearchSpace, family: str = "structure", seed: int = 0, noise: float = 0.2) -> None:
