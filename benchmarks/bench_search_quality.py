@@ -10,6 +10,7 @@ strategy does not beat random beyond the seed spread. It also prints the best of
 (the stretch target) and draws best-so-far curves with seed bands to ``--plot``.
 
     python benchmarks/bench_search_quality.py                       # shipped presets, budgets 100 and 300, 5 seeds
+    python benchmarks/bench_search_quality.py --budgets 100 --seeds 10 --families structure structure_wiring
     python benchmarks/bench_search_quality.py --strategies ppo random --budgets 100 --seeds 3
     python benchmarks/bench_search_quality.py --set ppo:lr=0.003 --set ppo:update_every=5   # try settings
 """
@@ -25,6 +26,7 @@ import torch
 import yaml
 
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
+from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
 from cellsearch.evaluators.table import TableEvaluator, load_table
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
 from cellsearch.search.settings import RUN_OPTIONS
@@ -74,6 +76,15 @@ class TableLandscape:
         # which counts as 0 in the statistics.
         result = self.evaluator.evaluate(genotype)
         return result.metrics["val_accuracy"] if result.ok else None
+
+
+def make_landscape(family: str, space: SearchSpace, seed: int, noise: float):
+    """The landscape of ``family`` for ``seed`` (the tables have no seed: one table for every seed)."""
+    if family in TABLE_FAMILIES:
+        return TableLandscape(lookup=TABLE_FAMILIES[family])
+    if family in STRUCTURE_FAMILIES:
+        return StructureLandscape(space, family, seed=seed, noise=noise)
+    return Landscape(space, family, seed=seed, noise=noise)
 
 
 def best_so_far(rewards: list[float]) -> list[float]:
@@ -150,10 +161,12 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    parser.add_argument("--families", nargs="+", default=[*FAMILIES, *TABLE_FAMILIES],
-                        choices=[*FAMILIES, *TABLE_FAMILIES],
-                        help="reward-landscape families, 'table' (the shipped testbed table, nearest rule) and "
-                             "'table_surrogate' (its surrogate model)")
+    parser.add_argument("--families", nargs="+", default=[*FAMILIES, *STRUCTURE_FAMILIES, *TABLE_FAMILIES],
+                        choices=[*FAMILIES, *STRUCTURE_FAMILIES, *TABLE_FAMILIES],
+                        help="reward-landscape families: the per-slot ones, 'structure' and 'structure_wiring' "
+                             "(the global structure of a cell: receptive field, depth, width, size, op mix), "
+                             "'table' (the shipped testbed table, nearest rule) and 'table_surrogate' (its "
+                             "surrogate model)")
     parser.add_argument("--budgets", nargs="+", type=int, default=[100, 300])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--in-flight", type=int, default=10)
@@ -182,8 +195,7 @@ def main() -> None:
             runs: dict[str, list[list[float]]] = {n: [] for n in names}
             random10 = []
             for seed in range(args.seeds):
-                landscape = TableLandscape(lookup=TABLE_FAMILIES[family]) if family in TABLE_FAMILIES else \
-                    Landscape(space, family, seed=seed, noise=args.noise)
+                landscape = make_landscape(family, space, seed, args.noise)
                 for n in names:
                     start = time.perf_counter()
                     runs[n].append(run_search(n, settings[n], landscape, seed, budget, args.in_flight))
