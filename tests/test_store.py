@@ -158,7 +158,7 @@ def test_a_schema_1_store_migrates_with_its_rows_unchanged(tmp_path):
         assert [r.trial_id for r in store.rows()] == [0, 1, 2] and store.rows()[0].role == "search"
         add(store, 3, genotypes(1)[0], Outcome("ok", 0.5, 0.5))
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
     assert db.execute("SELECT latency_ms, metrics, role FROM trials WHERE trial_id = 0").fetchone() == (
         None, "{}", "search")
