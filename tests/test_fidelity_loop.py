@@ -134,7 +134,7 @@ def kill_and_resume(run_dir: Path, crash_points: list[int], **kwargs) -> list:
     return search(run_dir, CrashingEvaluator(), **kwargs)
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "ppo"])
+@pytest.mark.parametrize("strategy", ["evolution", pytest.param("ppo", marks=pytest.mark.slow)])  # ppo: ~20 s
 def test_a_search_killed_mid_rung_resumes_to_the_same_decisions(tmp_path, strategy):
     kwargs = dict(strategy=strategy, budget=14, epoch_budget=60)
     whole = search(tmp_path / "whole", CurveEvaluator(), **kwargs)
@@ -174,6 +174,7 @@ def test_a_missing_checkpoint_trains_the_child_again_to_the_same_point(tmp_path)
     assert evaluator.calls[0] == (0, 3, 0)  # from scratch to its next rung
 
 
+@pytest.mark.slow  # starts a worker process that imports torch: ~20 s on a loaded 2-core machine
 def test_the_pool_executor_trains_segments(tmp_path):
     evaluator = CurveEvaluator()
     with PoolExecutor(evaluator, num_workers=1) as pool:
