@@ -218,6 +218,9 @@ class SearchLoop:
                        and progress.num_done + len(in_flight) < self.budget):
                     if not queue:
                         if not self._room_for_new_child():
+                            if not in_flight:
+                                log.info("search.epoch_budget reached: %d of %d child-epochs spent, no room for "
+                                         "another child", self.segments.spent, self.segments.epoch_budget)
                             break
                         queue = self._propose(self.budget - progress.num_done - len(in_flight))
                     proposal = queue.pop(0)
