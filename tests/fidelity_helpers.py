@@ -11,9 +11,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
+from pathlib import Path
 
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity
-from cellsearch.space.genotype import Genotype
+from cellsearch.search.executors import Executor, LocalExecutor
+from cellsearch.search.fidelity import ChildSegments
+from cellsearch.search.loop import SearchLoop
+from cellsearch.search.objectives import Objective
+from cellsearch.search.schedulers import scheduler_from_config
+from cellsearch.search.store import TrialStore
+from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.strategies import build_strategy
+
+SPACE = SearchSpace(num_blocks=2)
+ASHA_CONFIG = {"name": "asha", "min_epochs": 1, "reduction_factor": 3}
+STRATEGY_SETTINGS = {"evolution": {"population_size": 4, "sample_size": 2}, "random": {},
+                     "ppo": {"update_every": 3, "hidden_size": 8}}
 
 
 def accuracy(genotype: Genotype, epoch: int) -> float:
@@ -30,8 +44,9 @@ class CurveEvaluator(Evaluator):
     name = "curves"
     metrics = ("val_accuracy", "params")
 
-    def __init__(self, max_epochs: int = 9, fail_trials: tuple[int, ...] = ()) -> None:
+    def __init__(self, max_epochs: int = 9, fail_trials: tuple[int, ...] = (), seconds_per_epoch: float = 0.0) -> None:
         self.max_epochs = max_epochs
+        self.seconds_per_epoch = seconds_per_epoch  # a slow child, for a test that kills the search mid-segment
         self.fail_trials = fail_trials  # these children diverge in their second segment (or at once without one)
         self.epochs_trained = 0  # in this process
         self.calls: list[tuple[int, int | None, int]] = []  # (trial_id, fidelity epochs, epoch it started from)
@@ -51,8 +66,27 @@ class CurveEvaluator(Evaluator):
         if trial_id in self.fail_trials and (start > 0 or fidelity is None):
             return EvalResult("failed", {}, 0.01, "ChildDiverged: loss became NaN")
         self.epochs_trained += target - start
+        time.sleep(self.seconds_per_epoch * (target - start))
         curve = [EpochPoint(e, accuracy(genotype, e), 1.0 / e, 0.01 * e, 0.01 * e) for e in range(start + 1, target + 1)]
         checkpoint = json.dumps({"key": genotype.key(), "epoch": target}).encode() if target < self.max_epochs else None
         params = int(hashlib.sha256(genotype.key().encode()).hexdigest()[:6], 16) % 100000
         return EvalResult("ok", {"val_accuracy": accuracy(genotype, target), "params": params}, 0.01 * (target - start),
                           curve=curve, checkpoint=checkpoint)
+
+
+def search(run_dir: Path, evaluator: CurveEvaluator, scheduler: dict | None = ASHA_CONFIG, budget: int = 12,
+           epoch_budget: int | None = None, strategy: str = "evolution", objective: Objective | None = None,
+           executor: Executor | None = None) -> list:
+    """Run (or resume) a search in ``run_dir``; return its rows as (trial, status, epochs, reward, genotype key)."""
+    with TrialStore(run_dir / "trials.db") as store:
+        segments = ChildSegments(scheduler_from_config(scheduler, evaluator.max_epochs), evaluator.max_epochs,
+                                 epoch_budget, store, run_dir)
+        strategy_ = build_strategy(strategy, SPACE, seed=3, **STRATEGY_SETTINGS[strategy])
+        SearchLoop(strategy_, executor or LocalExecutor(evaluator), store, run_dir, budget, objective=objective,
+                   segments=segments).run()
+        return rows_of(store)
+
+
+def rows_of(store: TrialStore) -> list:
+    """A store's rows as (trial, status, epochs, reward, genotype key), by trial."""
+    return sorted((r.trial_id, r.status, r.epochs, r.reward, r.genotype.key()) for r in store.rows())

@@ -6,24 +6,28 @@ checkpoints that say where a child stopped, so a whole search takes well under a
 """
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from cellsearch.evaluators.base import Fidelity
-from cellsearch.search.executors import LocalExecutor, PoolExecutor
-from cellsearch.search.fidelity import CHECKPOINT_DIR, ChildSegments
-from cellsearch.search.loop import SearchLoop
+from cellsearch.search.executors import PoolExecutor
+from cellsearch.search.fidelity import CHECKPOINT_DIR
 from cellsearch.search.objectives import ConstrainedObjective
 from cellsearch.search.report import Progress
-from cellsearch.search.schedulers import ASHA, scheduler_from_config
+from cellsearch.search.schedulers import ASHA
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
-from fidelity_helpers import CurveEvaluator, accuracy
+from fidelity_helpers import ASHA_CONFIG, CurveEvaluator, accuracy, search
 
 SPACE = SearchSpace(num_blocks=2)
-ASHA_CONFIG = {"name": "asha", "min_epochs": 1, "reduction_factor": 3}
 
 
 class Crash(BaseException):
@@ -43,23 +47,6 @@ class CrashingEvaluator(CurveEvaluator):
         if self.num_calls == self.crash_at:
             raise Crash
         return super().evaluate(genotype, trial_id, seed, fidelity)
-
-
-def search(run_dir: Path, evaluator: CurveEvaluator, scheduler: dict | None = ASHA_CONFIG, budget: int = 12,
-           epoch_budget: int | None = None, strategy: str = "evolution", objective=None, executor=None) -> list:
-    """Run (or resume) a search in ``run_dir``; return its rows as (trial, status, epochs, reward, genotype key)."""
-    settings = {"evolution": {"population_size": 4, "sample_size": 2}, "ppo": {"update_every": 3, "hidden_size": 8},
-                "random": {}}[strategy]
-    with TrialStore(run_dir / "trials.db") as store:
-        segments = ChildSegments(scheduler_from_config(scheduler, evaluator.max_epochs), evaluator.max_epochs,
-                                 epoch_budget, store, run_dir)
-        SearchLoop(build_strategy(strategy, SPACE, seed=3, **settings), executor or LocalExecutor(evaluator), store,
-                   run_dir, budget, objective=objective, segments=segments).run()
-        return rows_of(store)
-
-
-def rows_of(store: TrialStore) -> list:
-    return sorted((r.trial_id, r.status, r.epochs, r.reward, r.genotype.key()) for r in store.rows())
 
 
 def test_asha_trains_children_rung_to_rung_and_stops_the_bad_ones(tmp_path):
@@ -146,6 +133,28 @@ def test_a_search_killed_mid_rung_resumes_to_the_same_decisions(tmp_path, strate
         assert a.snapshot() == b.snapshot()
 
 
+@pytest.mark.slow  # a subprocess that imports torch, killed and resumed: ~15 s
+def test_a_search_killed_with_sigkill_mid_segment_resumes_to_the_same_rows(tmp_path):
+    whole = search(tmp_path / "whole", CurveEvaluator(), budget=10, epoch_budget=50)
+    run_dir = tmp_path / "killed"
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
+              f"from fidelity_helpers import CurveEvaluator, search; "
+              f"search(Path({str(run_dir)!r}), CurveEvaluator(seconds_per_epoch=0.3), budget=10, epoch_budget=50)")
+    process = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:  # kill it once a few segments are committed
+        try:
+            reports = sqlite3.connect(run_dir / "trials.db").execute("SELECT COUNT(*) FROM curves").fetchone()[0]
+        except sqlite3.Error:
+            reports = 0
+        if reports >= 5:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    assert process.wait(30) == -signal.SIGKILL, "the search ended before it could be killed"
+    assert search(run_dir, CurveEvaluator(), budget=10, epoch_budget=50) == whole
+
+
 def test_a_crash_between_checkpoint_and_commit_resumes_from_the_committed_rung(tmp_path, monkeypatch):
     whole = search(tmp_path / "whole", CurveEvaluator(), budget=8)
     crashes = iter([False, False, True])  # the third segment's points are never committed
@@ -159,6 +168,23 @@ def test_a_crash_between_checkpoint_and_commit_resumes_from_the_committed_rung(t
     with pytest.raises(Crash):
         search(tmp_path / "killed", CurveEvaluator(), budget=8)
     monkeypatch.setattr(TrialStore, "add_points", original)
+    assert search(tmp_path / "killed", CurveEvaluator(), budget=8) == whole
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 4])
+def test_a_crash_while_a_child_is_recorded_leaves_its_last_segment_to_train_again(tmp_path, monkeypatch, crash_at):
+    whole = search(tmp_path / "whole", CurveEvaluator(), budget=8)
+    calls = iter(range(1, 100))
+
+    def add(self, *args, **kwargs):
+        if next(calls) == crash_at:  # inside the row's transaction: its last segment's points go with it
+            raise Crash
+        return original(self, *args, **kwargs)
+    original = TrialStore.add
+    monkeypatch.setattr(TrialStore, "add", add)
+    with pytest.raises(Crash):
+        search(tmp_path / "killed", CurveEvaluator(), budget=8)
+    monkeypatch.setattr(TrialStore, "add", original)
     assert search(tmp_path / "killed", CurveEvaluator(), budget=8) == whole
 
 
@@ -192,3 +218,16 @@ def test_a_stopped_child_says_so_in_the_progress_line(tmp_path):
     line = Progress(6, 0, 0.0, max_epochs=9).record(stopped, None)
     assert f"trial {stopped.trial_id} stopped at epoch {stopped.epochs} of 9, val {stopped.val_accuracy:.4f}, " \
            f"reward {stopped.reward:.4f}" in line
+
+
+@pytest.mark.slow  # starts a local Ray cluster
+def test_the_ray_executor_trains_segments(tmp_path):
+    import fidelity_helpers
+    import ray.cloudpickle
+    from cellsearch.search.executors import RayExecutor
+    ray.cloudpickle.register_pickle_by_value(fidelity_helpers)  # Ray's workers do not see tests/ on their path
+    evaluator = CurveEvaluator()
+    with RayExecutor(evaluator, num_workers=1, num_cpus=1) as ray_executor:
+        rows = search(tmp_path, evaluator, budget=6, executor=ray_executor)
+    assert {r[1] for r in rows} <= {"ok", "stopped"} and len(rows) == 6
+    assert rows == search(tmp_path / "local", CurveEvaluator(), budget=6)  # the same decisions as in this process

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cellsearch.evaluators.base import EvalResult, Fidelity, failed_result
+from cellsearch.evaluators.base import EpochPoint, EvalResult, Fidelity, failed_result
 from cellsearch.search.atomic import atomic_write
 from cellsearch.search.schedulers import ASHA
 from cellsearch.search.settings import ResumeError
@@ -72,7 +72,9 @@ class Ending:
     told: EvalResult         # the same with val_accuracy replaced by the scheduler's reward for the child
     status: str | None       # the row's status (None: the result's, as without a scheduler)
     epochs: int | None       # epochs trained (None: its curve's last epoch)
-    segmented: bool          # its curve was committed segment by segment
+    segmented: bool          # its curve is committed segment by segment (the last one's points: below)
+    points: list[EpochPoint] = dataclasses.field(default_factory=list)  # its last segment's, to commit with its row
+    first_seq: int = 0       # the report number of the first of them
 
 
 class ChildSegments:
@@ -95,6 +97,7 @@ class ChildSegments:
         self.checkpoints = Path(run_dir) / CHECKPOINT_DIR
         self._segment: dict[int, int] = {}  # trial in flight -> the epoch its segment trains to
         self._protocol_errors: dict[int, str] = {}
+        self._last_points: dict[int, tuple[list[EpochPoint], int]] = {}  # an ended child's, until its row is stored
         self.stopped_at: collections.Counter[int] = collections.Counter()  # epochs -> children stopped there
         rows = store.rows()
         self._seq = self._rebuild(rows) if scheduler is not None else 0
@@ -198,22 +201,25 @@ class ChildSegments:
         if error:
             self._protocol_errors[trial_id] = error
             return None
-        if target < self.full_epochs:  # before its points: a committed point always has its checkpoint
-            self.checkpoints.mkdir(exist_ok=True)
-            atomic_write(self._checkpoint_path(trial_id, target),
-                         lambda tmp: tmp.write_bytes(result.checkpoint))  # type: ignore[arg-type]
-        self.store.add_points(trial_id, points, self._seq)
-        self._seq += len(points)
+        # Decided in memory first; the points are committed with the child's row if it ends (so a stored report
+        # of an ended child always has its row), else now, after its checkpoint (so a stored report of a running
+        # child always has its checkpoint). A crash in between leaves the store as before this segment.
+        go = [self.scheduler.report(trial_id, p.epoch, p.val_accuracy) for p in points][-1]
+        first_seq, self._seq = self._seq, self._seq + len(points)
         self.spent += target - reached
+        ends = target == self.full_epochs or not go
+        if not ends and not self.fits(self._next_stop(trial_id, target) - target):  # the epoch budget ends it here
+            self.scheduler.stop(trial_id)
+            ends = True
+        if ends:
+            self._last_points[trial_id] = (points, first_seq)
+            return None
+        self.checkpoints.mkdir(exist_ok=True)
+        atomic_write(self._checkpoint_path(trial_id, target),
+                     lambda tmp: tmp.write_bytes(result.checkpoint))  # type: ignore[arg-type]
+        self.store.add_points(trial_id, points, first_seq)
         if reached:
             self._checkpoint_path(trial_id, reached).unlink(missing_ok=True)
-        go = [self.scheduler.report(trial_id, p.epoch, p.val_accuracy) for p in points][-1]
-        if target == self.full_epochs or not go:
-            return None
-        next_stop = self._next_stop(trial_id, target)
-        if not self.fits(next_stop - target):  # the epoch budget ends it here
-            self.scheduler.stop(trial_id)
-            return None
         return self.start(trial_id)
 
     def _check_segment(self, result: EvalResult, points: list, target: int) -> str:
@@ -240,7 +246,8 @@ class ChildSegments:
             return Ending(failed, failed, "failed", reached, True)
         told = dataclasses.replace(result, metrics={**result.metrics, "val_accuracy": self.scheduler.reward(trial_id)})
         status = "ok" if reached == self.full_epochs else "stopped"
-        return Ending(result, told, status, reached, True)
+        points, first_seq = self._last_points.pop(trial_id)
+        return Ending(result, told, status, reached, True, points, first_seq)
 
     def ended(self, row: TrialRow) -> None:
         """The child's row is stored: count what it cost and delete its checkpoint."""
@@ -248,8 +255,9 @@ class ChildSegments:
         self.spent += self._cost(row) - running
         if row.stopped and row.epochs is not None:
             self.stopped_at[row.epochs] += 1
-        if running:
-            self._checkpoint_path(row.trial_id, running).unlink(missing_ok=True)
+        if self.checkpoints.is_dir():
+            for path in self.checkpoints.glob(f"trial_{row.trial_id}_epoch_*.ckpt"):
+                path.unlink()
 
     def signals(self) -> dict[str, float]:
         """For the live view: epochs spent (and the share of the budget), children stopped in all and per epoch."""

@@ -148,6 +148,7 @@ class SearchLoop:
                 reward = self.objective.reward(end.told, previous) if end.told.ok else None
                 row = self.store.add(trial_id, genotype, end.result, reward, role=role, status=end.status,
                                      epochs=end.epochs, segmented=end.segmented)
+                self.store.add_points(trial_id, end.points, end.first_seq)  # its last segment's, with its row
             if not audit:  # an audited candidate was withdrawn: the strategy does not learn from it
                 self.strategy.tell(trial_id, row.reward if row.ok else None)
                 self._save_state()
