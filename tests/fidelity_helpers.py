@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity
@@ -19,6 +20,7 @@ from cellsearch.search.executors import Executor, LocalExecutor
 from cellsearch.search.fidelity import ChildSegments
 from cellsearch.search.loop import SearchLoop
 from cellsearch.search.objectives import Objective
+from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.schedulers import scheduler_from_config
 from cellsearch.search.store import TrialStore
 from cellsearch.space.genotype import Genotype, SearchSpace
@@ -76,14 +78,15 @@ class CurveEvaluator(Evaluator):
 
 def search(run_dir: Path, evaluator: CurveEvaluator, scheduler: dict | None = ASHA_CONFIG, budget: int = 12,
            epoch_budget: int | None = None, strategy: str = "evolution", objective: Objective | None = None,
-           executor: Executor | None = None) -> list:
-    """Run (or resume) a search in ``run_dir``; return its rows as (trial, status, epochs, reward, genotype key)."""
+           executor: Executor | None = None, prejudge: Callable[[], PreJudger] | None = None) -> list:
+    """Run (or resume) a search in ``run_dir`` (``prejudge`` makes its pre-judger); return its rows as (trial, status,
+    epochs, reward, genotype key)."""
     with TrialStore(run_dir / "trials.db") as store:
         segments = ChildSegments(scheduler_from_config(scheduler, evaluator.max_epochs), evaluator.max_epochs,
                                  epoch_budget, store, run_dir)
         strategy_ = build_strategy(strategy, SPACE, seed=3, **STRATEGY_SETTINGS[strategy])
         SearchLoop(strategy_, executor or LocalExecutor(evaluator), store, run_dir, budget, objective=objective,
-                   segments=segments).run()
+                   prejudge=prejudge() if prejudge else None, segments=segments).run()
         return rows_of(store)
 
 

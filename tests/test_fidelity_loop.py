@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from cellsearch.evaluators.base import Fidelity
+from cellsearch.evaluators.child_config import ChildConfig
 from cellsearch.search.executors import PoolExecutor
 from cellsearch.search.fidelity import CHECKPOINT_DIR
 from cellsearch.search.objectives import ConstrainedObjective
+from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.report import Progress
 from cellsearch.search.schedulers import ASHA
 from cellsearch.search.store import TrialStore
@@ -153,6 +155,20 @@ def test_a_search_killed_with_sigkill_mid_segment_resumes_to_the_same_rows(tmp_p
         time.sleep(0.05)
     assert process.wait(30) == -signal.SIGKILL, "the search ended before it could be killed"
     assert search(run_dir, CurveEvaluator(), budget=10, epoch_budget=50) == whole
+
+
+def judge() -> PreJudger:
+    """A pre-judger by parameter count (no data read) that also audits one passed-over candidate."""
+    return PreJudger(ChildConfig(cells_per_stage=1, channels=4, accelerator="cpu"),
+                     {"name": "synthetic", "synthetic_train_size": 100, "synthetic_test_size": 20, "image_size": 8},
+                     score="params", candidates=3, audit=1, batch_size=8)
+
+
+def test_a_prejudged_search_with_a_scheduler_resumes_to_the_same_rows(tmp_path):
+    whole = search(tmp_path / "whole", CurveEvaluator(), budget=8, prejudge=judge)
+    assert kill_and_resume(tmp_path / "killed", [2, 5], budget=8, prejudge=judge) == whole
+    with TrialStore(tmp_path / "killed" / "trials.db") as store:
+        assert {r.role for r in store.rows()} == {"search", "audit"} and any(r.stopped for r in store.rows())
 
 
 def test_a_crash_between_checkpoint_and_commit_resumes_from_the_committed_rung(tmp_path, monkeypatch):
