@@ -2,10 +2,10 @@
 
 With a scheduler (``scheduler=asha|hyperband``, :mod:`cellsearch.search.schedulers`) a new child is
 submitted with ``Fidelity(epochs=<its first rung>)``. When a segment returns, its learning-curve points are
-committed to the trial store (numbered in the order the scheduler sees them) and reported to the scheduler;
-the child then goes on at once to its next rung (or to ``max_epochs``) from the checkpoint the segment
-returned, or it ends. A child that ends below ``max_epochs`` is stored with status ``stopped`` and the
-epochs it trained. The strategy is told ``scheduler.reward(trial_id)`` (by ``scheduler.reward_rule``) in
+reported to the scheduler and stored in the trial store, numbered in the order the scheduler saw them; the
+child then goes on at once to its next rung (or to ``max_epochs``) from the checkpoint the segment
+returned, or it ends, and its last segment's points are committed with its row. A child that ends below
+``max_epochs`` is stored with status ``stopped`` and the epochs it trained. The strategy is told ``scheduler.reward(trial_id)`` (by ``scheduler.reward_rule``) in
 place of the child's validation accuracy, passed through the objective as any result is.
 
 The compute budget ``search.epoch_budget`` counts child-epochs: the epochs every child trained, plus the
@@ -16,8 +16,9 @@ compare at equal compute. (With a pre-judger the next child's bracket is not kno
 Hyperband's check then uses the bracket of the next trial id, and may pass the budget by one segment.)
 
 Exact resume: between segments a child's checkpoint is kept in ``run_dir/checkpoints/`` (written
-atomically before its points are committed, deleted when the child ends), and on resume the scheduler is
-rebuilt by replaying the stored reports in order, so a search killed at any moment (``kill -9`` mid-rung
+atomically before its points are committed, deleted when the child ends; a child that ends commits its
+last points with its row, in one transaction), and on resume the scheduler is rebuilt by replaying the
+stored reports in order, so a search killed at any moment (``kill -9`` mid-rung
 included) continues each child from its last rung and makes the decisions it would have made.
 
 Without a scheduler nothing here touches a child: it is submitted without a Fidelity and stored as before;
