@@ -158,7 +158,7 @@ def test_a_schema_1_store_migrates_with_its_rows_unchanged(tmp_path):
         assert [r.trial_id for r in store.rows()] == [0, 1, 2] and store.rows()[0].role == "search"
         add(store, 3, genotypes(1)[0], Outcome("ok", 0.5, 0.5))
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert db.execute(f"SELECT {V1_COLUMNS} FROM trials ORDER BY rowid LIMIT 3").fetchall() == before
     assert db.execute("SELECT latency_ms, metrics, role FROM trials WHERE trial_id = 0").fetchone() == (
         None, "{}", "search")
@@ -213,3 +213,32 @@ def test_scores_round_trip_and_a_repeated_round_replaces_itself(tmp_path):
         store.add_scores(rows)
         store.add_scores(rows)  # a resumed search writes the same round again
         assert store.scores() == rows
+
+
+SCHEMA4_RUN = Path(__file__).parent / "fixtures" / "run_0.2.0"  # written at store schema 4
+
+
+def test_a_schema_4_store_migrates_to_5_with_its_rows_and_curves_unchanged(tmp_path):
+    path = tmp_path / "trials.db"
+    shutil.copy(SCHEMA4_RUN / "trials.db", path)
+    old = sqlite3.connect(path)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 4
+    columns = V1_COLUMNS + ", train_loss, latency_ms, metrics, role"
+    before = old.execute(f"SELECT rowid, {columns} FROM trials ORDER BY rowid").fetchall()
+    curves = old.execute("SELECT * FROM curves ORDER BY trial_id, epoch").fetchall()
+    old.close()
+    with TrialStore(path) as store:
+        assert [r.epochs for r in store.rows()] == [None] * len(before) and store.scheduler_reports() == []
+        g = genotypes(2)
+        stopped = store.add(90, g[0], EvalResult("ok", {"val_accuracy": 0.4}, 1.0, curve=CURVE[:1]), 0.4,
+                            status="stopped")
+        assert stopped.stopped and stopped.ok and stopped.epochs == 1
+        store.add(91, g[1], EvalResult("ok", {"val_accuracy": 0.3}, 1.0), 0.3)
+        assert store.best(1)[0].trial_id == 91 and not stopped.beats(store.best(1)[0])  # completed ranks first
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute(f"SELECT rowid, {columns} FROM trials ORDER BY rowid LIMIT {len(before)}").fetchall() == before
+    assert db.execute("SELECT trial_id, epoch, val_accuracy, train_loss, seconds, cpu_seconds FROM curves "
+                      "WHERE trial_id < 90 ORDER BY trial_id, epoch").fetchall() == curves
+    with pytest.raises(sqlite3.IntegrityError):  # the rebuilt table keeps its CHECK on the status
+        db.execute("UPDATE trials SET status = 'paused' WHERE trial_id = 90")

@@ -265,8 +265,9 @@ def trial_hparams(row: TrialRow, start: SearchStart) -> dict[str, Any]:
 
 
 def trial_metrics(row: TrialRow) -> dict[str, float]:
-    """A child's HParams metrics: its reward, every metric it measured, its training time."""
-    metrics = {"reward": row.reward, **row.metrics, "seconds": row.seconds}
+    """A child's HParams metrics: its reward, every metric it measured, its training time and epochs (fewer than a
+    whole child's for one stopped early: its ``status`` says ``stopped``)."""
+    metrics = {"reward": row.reward, **row.metrics, "seconds": row.seconds, "epochs": row.epochs}
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 

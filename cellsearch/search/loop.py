@@ -5,14 +5,15 @@ state (committed) before it is submitted; each result is committed to the trial 
 with the strategy's tell, in one transaction. So whenever the process dies, the run directory holds
 every finished child and the state of the strategy that learned from exactly those, and a rerun
 resumes: the proposals still pending are trained again under the same trial id, and the search
-stops once the store holds ``budget`` children.
+stops once the store holds ``budget`` children (or its ``epoch_budget`` of child-epochs is spent). With a
+scheduler, children train in segments and may be stopped early: :mod:`cellsearch.search.fidelity`.
 
 Files in the run directory: ``trials.db`` (the children and the strategy's state, see
 :mod:`cellsearch.search.store` and :mod:`cellsearch.search.strategy_state`),
 ``search_settings.yaml`` (what must not change on resume), ``run_config.yaml`` (the whole configuration,
 for ``resume=``; see :mod:`cellsearch.search.resume`), ``cellsearch_version.txt`` (the newest release
 that wrote it; see :mod:`cellsearch.search.settings`), ``device.txt`` (what evaluates, per start),
-``best_cell.yaml`` (kept up to date), ``tensorboard/`` (the live view, an observer: see
+``best_cell.yaml`` (kept up to date), ``checkpoints/`` (with a scheduler: children between segments), ``tensorboard/`` (the live view, an observer: see
 :mod:`cellsearch.search.events`), and at the end ``rewards.png``, ``best_cell.png`` and ``pareto.png``
 (accuracy against a cost metric; see :mod:`cellsearch.search.front`).
 """
@@ -27,6 +28,7 @@ from cellsearch.evaluators.base import EvalResult
 from cellsearch.search.executors import Executor
 from cellsearch.search.atomic import atomic_write
 from cellsearch.search.events import Observers, SearchObserver, SearchStart
+from cellsearch.search.fidelity import ChildSegments
 from cellsearch.space.genotype import Genotype
 from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.prejudge import PreJudger
@@ -51,7 +53,8 @@ class SearchLoop:
 
     def __init__(self, strategy: Strategy, executor: Executor, store: TrialStore, run_dir: "str | Path",
                  budget: int, objective: Objective | None = None, prejudge: PreJudger | None = None,
-                 rebuild_state: bool = False, observers: Sequence[SearchObserver] = ()) -> None:
+                 rebuild_state: bool = False, observers: Sequence[SearchObserver] = (),
+                 segments: ChildSegments | None = None) -> None:
         check_budget(budget)
         self.strategy = strategy
         self.prejudge = prejudge
@@ -64,6 +67,8 @@ class SearchLoop:
         self.state = StrategyState(store)
         self.best: TrialRow | None = None
         self.observers = Observers(observers)  # told what happens (cellsearch.search.events); never in the way
+        # early stopping and the epoch budget (None: every child trained in one go, no epoch budget)
+        self.segments = segments
 
     # --- one step at a time ---------------------------------------------------------------------
     def _save_state(self) -> None:
@@ -132,13 +137,23 @@ class SearchLoop:
     def _record(self, trial_id: int, genotype: Genotype, result: EvalResult) -> TrialRow:
         """Store the row, tell the strategy and store its state in one transaction; then update best_cell.yaml."""
         previous = [r.metrics for r in self.store.rows() if r.ok] if self.objective.uses_history else []
-        reward = self.objective.reward(result, previous) if result.ok else None
         audit = self.prejudge is not None and trial_id in self.prejudge.audit_ids
+        role = "audit" if audit else "search"
         with self.store.transaction():
-            row = self.store.add(trial_id, genotype, result, reward, role="audit" if audit else "search")
+            if self.segments is None:
+                reward = self.objective.reward(result, previous) if result.ok else None
+                row = self.store.add(trial_id, genotype, result, reward, role=role)
+            else:  # the objective's reward of what the scheduler makes of the child (its reward_rule)
+                end = self.segments.ending(trial_id, result)
+                reward = self.objective.reward(end.told, previous) if end.told.ok else None
+                row = self.store.add(trial_id, genotype, end.result, reward, role=role, status=end.status,
+                                     epochs=end.epochs, segmented=end.segmented)
+                self.store.add_points(trial_id, end.points, end.first_seq)  # its last segment's, with its row
             if not audit:  # an audited candidate was withdrawn: the strategy does not learn from it
                 self.strategy.tell(trial_id, row.reward if row.ok else None)
                 self._save_state()
+        if self.segments is not None:
+            self.segments.ended(row)
         if self.prejudge is not None:
             self.prejudge.recorded(self.store)
         if row.beats(self.best):
@@ -159,7 +174,21 @@ class SearchLoop:
         signals = dict(self.strategy.signals())
         if self.prejudge is not None:
             signals.update(self.prejudge.signals())
+        if self.segments is not None:
+            signals.update(self.segments.signals())
         return signals
+
+    def _submit(self, trial_id: int, genotype: Genotype) -> None:
+        """Submit a child's (first or resumed) segment; without a scheduler, the whole child as always."""
+        fidelity = self.segments.start(trial_id) if self.segments is not None else None
+        if fidelity is None:
+            self.executor.submit(trial_id, genotype)
+        else:
+            self.executor.submit(trial_id, genotype, fidelity)
+
+    def _room_for_new_child(self) -> bool:
+        """Whether the epoch budget leaves room for the next child's first segment."""
+        return self.segments is None or self.segments.room_for_child(self.strategy.num_asked)
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> SearchSummary:
@@ -182,15 +211,21 @@ class SearchLoop:
         if self.observers.active:
             self.observers.notify("search_started", self._started())
         in_flight: dict[int, Genotype] = {}
-        progress = Progress(self.budget, len(self.store), start)
+        progress = Progress(self.budget, len(self.store), start,
+                            self.segments.full_epochs if self.segments is not None else None)
         try:
             while True:
                 while (len(in_flight) < self.executor.capacity
                        and progress.num_done + len(in_flight) < self.budget):
                     if not queue:
+                        if not self._room_for_new_child():
+                            if not in_flight:
+                                log.info("search.epoch_budget reached: %d of %d child-epochs spent, no room for "
+                                         "another child", self.segments.spent, self.segments.epoch_budget)
+                            break
                         queue = self._propose(self.budget - progress.num_done - len(in_flight))
                     proposal = queue.pop(0)
-                    self.executor.submit(proposal.trial_id, proposal.genotype)
+                    self._submit(proposal.trial_id, proposal.genotype)
                     in_flight[proposal.trial_id] = proposal.genotype
                 if not in_flight:
                     break
@@ -200,6 +235,10 @@ class SearchLoop:
                 for trial_id, result in results:
                     if trial_id not in in_flight:
                         raise RuntimeError(f"the executor returned trial {trial_id}, which is not in flight")
+                    going_on = self.segments.returned(trial_id, result) if self.segments is not None else None
+                    if going_on is not None:  # its next segment, at once: nothing waits for a rung to fill
+                        self.executor.submit(trial_id, in_flight[trial_id], going_on)
+                        continue
                     row = self._record(trial_id, in_flight.pop(trial_id), result)
                     log.info(progress.record(row, self.best))
                     if self.observers.active:

@@ -48,8 +48,9 @@ def no_success_line(summary: SearchSummary) -> str | None:
 class Progress:
     """Counts finished children; one log line per child: count, reward, best so far, time per child, ETA."""
 
-    def __init__(self, budget: int, num_done: int, start: float) -> None:
+    def __init__(self, budget: int, num_done: int, start: float, max_epochs: int | None = None) -> None:
         self.budget = budget
+        self.max_epochs = max_epochs  # a whole child's epochs, when children may be stopped early
         self.num_done = num_done
         self.num_trained = 0
         self.start = start
@@ -61,6 +62,9 @@ class Progress:
         per_child = (time.perf_counter() - self.start) / self.num_trained
         outcome = f"reward {row.reward:.4f}" if row.ok and row.reward is not None else \
             f"FAILED ({row.error.splitlines()[0] if row.error else 'no reason given'})"
+        if row.stopped:
+            accuracy = "-" if row.val_accuracy is None else f"{row.val_accuracy:.4f}"
+            outcome = f"stopped at epoch {row.epochs} of {self.max_epochs}, val {accuracy}, {outcome}"
         best_text = f"best {best.reward:.4f} (trial {best.trial_id})" if best else "best -"
         eta = format_seconds(per_child * (self.budget - self.num_done))
         width = len(str(self.budget))
@@ -91,7 +95,9 @@ def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], ti
         front = front_rows(rows, metric)
         plot_pareto(rows, front, metric, published or {}, run_dir / PARETO_PLOT, title=title)
         front_text = front_lines(rows, metric, published or {}) + [f"front plot: {run_dir / PARETO_PLOT}"]
-    lines = [f"search done: {summary.num_trials}/{summary.budget} children ({sum(not r.ok for r in rows)} failed), "
+    stopped = sum(r.stopped for r in rows)
+    lines = [f"search done: {summary.num_trials}/{summary.budget} children ({sum(not r.ok for r in rows)} failed"
+             f"{f', {stopped} stopped early' if stopped else ''}), "
              f"{summary.num_trained} trained in this run in {format_seconds(summary.seconds)}"]
     if summary.best is not None:
         plot_genotype(summary.best.genotype, run_dir / BEST_CELL_PLOT,

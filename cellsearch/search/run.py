@@ -28,12 +28,14 @@ from cellsearch.search.atomic import write_failure
 from cellsearch.search.darts import run_darts
 from cellsearch.search.executors import LocalExecutor
 from cellsearch.search.export import export_cells, export_paths
+from cellsearch.search.fidelity import ChildSegments, check_epoch_budget
 from cellsearch.search.final import finish_oneshot_search
 from cellsearch.search.front import published_costs
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.live import search_observers
 from cellsearch.search.loop import SearchLoop, check_budget
 from cellsearch.search.report import report
+from cellsearch.search.schedulers import ASHA, scheduler_from_config
 from cellsearch.search.resume import write_run_config
 from cellsearch.search.settings import (RUN_OPTIONS, SETTINGS_FILE, check_settings, check_version,
                                         search_settings)
@@ -105,6 +107,7 @@ def _run_loop(cfg: DictConfig) -> Any:
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
     objective = build_from_config("objective", cfg.objective)
     objective.check(evaluator.metrics)
+    scheduler, full_epochs, epoch_budget = _early_stopping(cfg, evaluator, child.epochs)
     prejudge = build_from_config("prejudge", cfg.prejudge, child=child, data=data, seed=cfg.seed) \
         if cfg.get("prejudge") else None
     observers = search_observers(cfg, Path(cfg.run_dir), evaluator)  # live.*: checked before anything is written
@@ -134,9 +137,11 @@ def _run_loop(cfg: DictConfig) -> Any:
             record_device(evaluator, run_dir)
             log.info("search: %s on %s, budget %d children, %d in flight; run dir %s", name, data.name,
                      cfg.search.budget, executor.capacity, run_dir)
+            segments = ChildSegments(scheduler, full_epochs, epoch_budget, store, run_dir) \
+                if scheduler is not None or epoch_budget is not None else None
             summary = SearchLoop(strategy, executor, store, run_dir, cfg.search.budget, objective, prejudge,
                                  rebuild_state=bool(cfg.search.get("rebuild_state", False)),
-                                 observers=observers).run()
+                                 observers=observers, segments=segments).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
                 if metric else {}
@@ -149,6 +154,25 @@ def _run_loop(cfg: DictConfig) -> Any:
     if cfg.export.name:
         export_cells(run_dir, cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     return summary
+
+
+def _early_stopping(cfg: DictConfig, evaluator: Any, child_epochs: int) -> tuple[ASHA | None, int, int | None]:
+    """The scheduler (None: ``scheduler=none``), a whole child's epochs and ``search.epoch_budget``, checked against
+    the evaluator; ConfigError in one line."""
+    node = cfg.get("scheduler")
+    config = None if node is None else {str(k): v for k, v in node.items()}
+    max_epochs = getattr(evaluator, "max_epochs", None)
+    if config is not None and config.get("name", "none") != "none" and max_epochs is None:
+        raise ConfigError(f"scheduler={config.get('name')} trains children in segments, which the "
+                          f"{getattr(evaluator, 'name', type(evaluator).__name__)} evaluator cannot (its max_epochs is "
+                          f"None): use scheduler=none, or an evaluator that supports it (train: stand-alone training; "
+                          f"table with a table that has learning curves; landscape)")
+    full_epochs = max_epochs if max_epochs is not None else child_epochs
+    scheduler = scheduler_from_config(config, full_epochs)
+    first = scheduler.min_epochs if scheduler is not None else full_epochs
+    what = "scheduler.min_epochs" if scheduler is not None else "a whole child without a scheduler"
+    epoch_budget = check_epoch_budget(cfg.search.get("epoch_budget"), first, what)
+    return scheduler, full_epochs, epoch_budget
 
 
 def open_run_store(run_dir: Path) -> TrialStore:

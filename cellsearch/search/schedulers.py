@@ -57,7 +57,7 @@ class _Child:
     bracket: int
     curve: list[tuple[int, float]] = field(default_factory=list)
     status: str = "running"
-    rank_reward: float | None = None  # fixed when the child stops or completes
+    rank_reward: float | None = None  # its rank at its latest rung (at max_epochs once it completes)
 
 
 def _parse_report(trial_id: Any, epoch: Any, value: Any) -> tuple[int, int, float]:
@@ -128,13 +128,15 @@ class ASHA:
 
         Args:
             child_epochs: ``child.epochs``, the epochs of a child that is never stopped.
-            budget_epochs: the search's budget in child-epochs, if it has one; it must fit one whole child.
+            budget_epochs: the search's budget in child-epochs, if it has one; it must fit one child's first
+                segment (``min_epochs``).
         """
         if self.max_epochs != child_epochs:
             fail("scheduler.max_epochs", f"equal to child.epochs ({child_epochs})", self.max_epochs)
         if budget_epochs is not None and (isinstance(budget_epochs, bool) or not isinstance(budget_epochs, int)
-                                          or budget_epochs < child_epochs):
-            fail("search.budget_epochs", f"an integer >= child.epochs ({child_epochs})", budget_epochs)
+                                          or budget_epochs < self.min_epochs):
+            fail("search.epoch_budget", f"an integer >= one child's first segment (scheduler.min_epochs="
+                 f"{self.min_epochs} epochs)", budget_epochs)
 
     # --- the public interface -------------------------------------------------------------------
     def report(self, trial_id: int, epoch: int, value: float) -> bool:
@@ -161,12 +163,20 @@ class ASHA:
             return True
         recorded = self._recorded[child.bracket][epoch]  # kept sorted
         num_higher = len(recorded) - bisect.bisect_right(recorded, value)
-        rank_reward = self._record(child, epoch, value)
+        # its rank at its latest rung: the rank reward if it ends before the next one (stopped here or by stop())
+        child.rank_reward = self._record(child, epoch, value)
         if num_higher < max(1, len(recorded) // self.reduction_factor):
             return True
         child.status = "stopped"
-        child.rank_reward = rank_reward
         return False
+
+    def stop(self, trial_id: int) -> None:
+        """Stop a running trial from outside (a search whose compute budget ran out): its reward is then that
+        of its last report (``rank``: its rank at the last rung it reached). Other trials' decisions do not change."""
+        child = self._child(trial_id)
+        if child.status != "running":
+            raise ValueError(f"trial {trial_id} is already {child.status}")
+        child.status = "stopped"
 
     def reward(self, trial_id: int) -> float:
         """The value a strategy learns from for a stopped or completed trial, by ``reward_rule``."""
@@ -341,6 +351,10 @@ def scheduler_from_config(config: Mapping[str, Any] | None, child_epochs: int,
     values.setdefault("max_epochs", child_epochs)
     if "min_epochs" not in values:
         raise ConfigError("scheduler.min_epochs is missing (set scheduler.min_epochs=...)")
+    min_epochs = positive_int(values["min_epochs"], "scheduler.min_epochs")
+    if min_epochs > values["max_epochs"] == child_epochs:
+        fail("scheduler.min_epochs", f"<= the epochs of a whole child ({child_epochs}: child.epochs, or the "
+             f"evaluator's max_epochs)", min_epochs)
     scheduler = cls(**values)
     scheduler.check_against(child_epochs, budget_epochs)
     return scheduler

@@ -2,7 +2,7 @@
 
 A run directory records, in ``search_settings.yaml``, the settings that define what its rewards
 mean: the seed, the space, the strategy (``search.*`` but the loop's own options), the evaluator,
-the objective, the pre-judge, and the data and child settings except where things run and are
+the objective, the pre-judge, the scheduler (early stopping), and the data and child settings except where things run and are
 logged. Every start compares the settings it was given with the recorded ones and refuses a change
 (:class:`ResumeError`).
 
@@ -34,7 +34,7 @@ SETTINGS_FILE = "search_settings.yaml"
 # The newest cellsearch version that wrote to a run directory (absent: one from before 0.2.0).
 VERSION_FILE = "cellsearch_version.txt"
 # search.* keys for the loop, not the strategy (and free to change on resume).
-RUN_OPTIONS = ("budget", "rebuild_state")
+RUN_OPTIONS = ("budget", "epoch_budget", "rebuild_state")
 # Settings that may change when a search resumes: where things run and are logged, not what a reward means.
 RESUMABLE_CHANGES = {
     "data": ("root", "download", "num_workers", "loader"),
@@ -58,6 +58,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "prejudge": None,  # since dfc1a47: no pre-judging
     "child.repeats": 1,  # since 5699765: one training per child
     "child.ema_decay": 0.0,  # since 5699765: the raw weights are validated
+    "scheduler.name": "none",  # since fidelity-loop: every child trained in full
 }
 
 # Settings added to one option of a group, by that option's ``_target_``: filled only in a run whose group
@@ -80,7 +81,7 @@ def search_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings that define what a search's rewards mean (checked when it resumes)."""
     settings = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     chosen: dict[str, Any] = {"seed": settings["seed"], "space": settings["space"]}
-    for group in ("evaluator", "objective", "prejudge"):  # run dirs from before them: see ADDED_SETTINGS
+    for group in ("evaluator", "objective", "prejudge", "scheduler"):  # run dirs from before them: see ADDED_SETTINGS
         chosen[group] = settings.get(group)
     chosen["search"] = {k: v for k, v in settings["search"].items() if k not in RUN_OPTIONS}
     for group, free in RESUMABLE_CHANGES.items():

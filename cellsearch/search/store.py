@@ -24,6 +24,18 @@ when a run directory is opened, so old run directories resume with their rows un
 4. adds the ``curves`` table: a trained child's learning curve, one row per validated epoch
    (:class:`~cellsearch.evaluators.base.EpochPoint`), written with the child's row. Trials of older
    stores have no curve.
+5. early stopping (:mod:`cellsearch.search.fidelity`): ``trials.status`` may be ``stopped`` (a child a
+   scheduler, or the search's epoch budget, ended below its full epochs; it has metrics and a reward),
+   ``trials.epochs`` holds the epochs a child trained (NULL where unknown: older rows, evaluators without
+   a curve), and ``curves.seq`` numbers the points reported to the scheduler in the order it saw them
+   (NULL for points of children trained without one). A scheduled child's points are committed segment by
+   segment, before its row; replaying them by ``seq`` rebuilds the scheduler exactly. SQLite cannot change
+   a CHECK constraint, so the upgrade copies ``trials`` into a new table (same rowids: same order) and
+   renames it, in the one transaction of every upgrade.
+
+The best cell (:meth:`TrialStore.best`, :meth:`TrialRow.beats`) is the completed child (status ``ok``)
+with the highest reward; a stopped child's reward was measured after fewer epochs, so it is named only
+when no child completed.
 
 The curves can be read while a search runs, e.g. the best trial's::
 
@@ -50,9 +62,9 @@ from cellsearch.validation import ConfigError
 if TYPE_CHECKING:  # for type hints only
     from cellsearch.evaluators.base import EvalResult
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TRIALS_FILE = "trials.db"  # its name in a run directory
-STATUSES: tuple[str, ...] = ("ok", "failed")
+STATUSES: tuple[str, ...] = ("ok", "failed", "stopped")
 ROLES: tuple[str, ...] = ("search", "audit")
 # Standard metrics kept as columns (with their SQL types); any other metric goes into the JSON column.
 METRIC_COLUMNS: dict[str, str] = {"val_accuracy": "REAL", "train_loss": "REAL", "params": "INTEGER",
@@ -100,6 +112,28 @@ CREATE TABLE IF NOT EXISTS strategy_snapshots (
     state    BLOB    NOT NULL                     -- torch.save of the strategy's state without its trials
 )
 """
+# The trials table as schema 5 has it (what schema 1's table and migration 1 made, with ``stopped`` and ``epochs``).
+_TRIALS_V5 = """
+CREATE TABLE trials_v5 (
+    trial_id     INTEGER NOT NULL UNIQUE,
+    genotype     TEXT    NOT NULL,
+    reward       REAL,
+    val_accuracy REAL,
+    params       INTEGER,
+    mult_adds    INTEGER,
+    seconds      REAL    NOT NULL,
+    status       TEXT    NOT NULL CHECK (status IN ('ok', 'failed', 'stopped')),
+    error        TEXT    NOT NULL DEFAULT '',
+    created_at   TEXT    NOT NULL,
+    train_loss   REAL,
+    latency_ms   REAL,
+    metrics      TEXT    NOT NULL DEFAULT '{}',
+    role         TEXT    NOT NULL DEFAULT 'search' CHECK (role IN ('search', 'audit')),
+    epochs       INTEGER             -- epochs the child trained; NULL where unknown
+)
+"""
+_V4_COLUMNS = ("trial_id, genotype, reward, val_accuracy, params, mult_adds, seconds, status, error, created_at, "
+               "train_loss, latency_ms, metrics, role")
 _CURVES = """
 CREATE TABLE IF NOT EXISTS curves (
     trial_id     INTEGER NOT NULL,
@@ -120,11 +154,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         _SCORES),
     2: (_STRATEGY_EVENTS, _STRATEGY_SNAPSHOTS),  # then the state files beside trials.db are imported
     3: (_CURVES,),
+    4: (_TRIALS_V5,
+        f"INSERT INTO trials_v5 (rowid, {_V4_COLUMNS}) SELECT rowid, {_V4_COLUMNS} FROM trials",
+        "DROP TABLE trials",
+        "ALTER TABLE trials_v5 RENAME TO trials",
+        "ALTER TABLE curves ADD COLUMN seq INTEGER"),  # the scheduler's report order; NULL: not scheduled
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"  # the first bytes of every SQLite file
 _CURVE_COLUMNS = ("epoch", "val_accuracy", "train_loss", "seconds", "cpu_seconds")
 _COLUMNS = ("trial_id", "genotype", "reward", "val_accuracy", "params", "mult_adds", "seconds", "status",
-            "error", "created_at", "train_loss", "latency_ms", "metrics", "role")
+            "error", "created_at", "train_loss", "latency_ms", "metrics", "role", "epochs")
 
 
 @dataclass(frozen=True)
@@ -145,10 +184,17 @@ class TrialRow:
     latency_ms: float | None = None
     other_metrics: dict[str, float] = field(default_factory=dict)  # the ``metrics`` column
     role: str = "search"
+    epochs: int | None = None  # epochs it trained (None where unknown)
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        """Evaluated without failing: completed, or stopped early (it has metrics and a reward)."""
+        return self.status in ("ok", "stopped")
+
+    @property
+    def stopped(self) -> bool:
+        """Ended below its full epochs by early stopping (a scheduler, or the search's epoch budget)."""
+        return self.status == "stopped"
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -158,9 +204,11 @@ class TrialRow:
 
     def beats(self, best: "TrialRow | None") -> bool:
         """Whether this trial ranks above ``best`` (None: nothing yet), as :meth:`TrialStore.best` ranks
-        trials: a successful one with a higher reward, ties going to the earlier trial."""
-        return self.ok and self.reward is not None and (
-            best is None or (-self.reward, self.trial_id) < (-best.reward, best.trial_id))
+        trials: completed before stopped, then a higher reward, ties going to the earlier trial."""
+        return self.ok and self.reward is not None and (best is None or self._rank() < best._rank())
+
+    def _rank(self) -> tuple[bool, float, int]:
+        return self.stopped, -self.reward, self.trial_id
 
 
 @dataclass(frozen=True)
@@ -262,11 +310,19 @@ class TrialStore:
 
     # --- writing ----------------------------------------------------------------------------------
     def add(self, trial_id: int, genotype: Genotype, result: EvalResult, reward: float | None,
-            role: str = "search") -> TrialRow:
+            role: str = "search", status: str | None = None, epochs: int | None = None,
+            segmented: bool = False) -> TrialRow:
         """Commit the result of child ``trial_id`` (every metric and its learning curve, together) and its reward
-        (None when it failed); a trial is stored once (ValueError if it exists)."""
-        if result.status not in STATUSES:
-            raise ValueError(f"trial {trial_id}: status must be one of {list(STATUSES)}, got {result.status!r}")
+        (None when it failed); a trial is stored once (ValueError if it exists).
+
+        Args:
+            status: the row's status when it is not the result's (``stopped``).
+            epochs: the epochs it trained; None: its curve's last epoch (None without a curve).
+            segmented: its curve was committed segment by segment (:meth:`add_points`) and is kept as it is.
+        """
+        status = result.status if status is None else status
+        if status not in STATUSES:
+            raise ValueError(f"trial {trial_id}: status must be one of {list(STATUSES)}, got {status!r}")
         if role not in ROLES:
             raise ValueError(f"trial {trial_id}: role must be one of {list(ROLES)}, got {role!r}")
         standard = {name: result.metric(name) for name in METRIC_COLUMNS}
@@ -277,11 +333,12 @@ class TrialStore:
             genotype=genotype,
             reward=_float_or_none(reward),
             seconds=float(result.seconds),
-            status=result.status,
+            status=status,
             error=result.error or "",
             created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
             other_metrics={k: float(v) for k, v in result.metrics.items() if k not in METRIC_COLUMNS},
             role=role,
+            epochs=epochs if epochs is not None else (int(result.curve[-1].epoch) if result.curve else None),
             **standard,
         )
         values: list[Any] = [getattr(row, c) for c in _COLUMNS if c != "metrics"]
@@ -293,17 +350,33 @@ class TrialStore:
                                  f"({', '.join('?' * len(_COLUMNS))})", values)
             except sqlite3.IntegrityError:
                 raise ValueError(f"trial {trial_id} is already in {self.path}; a child is stored once") from None
-            # a curve left without its row (rows deleted by hand) is replaced with this child's
-            self._db.execute("DELETE FROM curves WHERE trial_id = ?", (row.trial_id,))
+            if not segmented:
+                # a curve left without its row (rows deleted by hand) is replaced with this child's
+                self._db.execute("DELETE FROM curves WHERE trial_id = ?", (row.trial_id,))
+                self._insert_points(row.trial_id, result.curve, None)
+        return row
+
+    def add_points(self, trial_id: int, points: list[EpochPoint], first_seq: int) -> None:
+        """Commit one segment's learning-curve points of a scheduled child, numbered ``first_seq``, ``first_seq + 1``
+        ... in the order its scheduler saw them (:meth:`scheduler_reports` replays them)."""
+        self._insert_points(int(trial_id), points, first_seq)
+
+    def _insert_points(self, trial_id: int, points: list[EpochPoint], first_seq: int | None) -> None:
+        with self.transaction():
             try:
-                self._db.executemany(f"INSERT INTO curves (trial_id, {', '.join(_CURVE_COLUMNS)}) VALUES "
-                                     f"(?, {', '.join('?' * len(_CURVE_COLUMNS))})",
-                                     [(row.trial_id, int(p.epoch), float(p.val_accuracy), _float_or_none(p.train_loss),
-                                       float(p.seconds), float(p.cpu_seconds)) for p in result.curve])
+                self._db.executemany(
+                    f"INSERT INTO curves (trial_id, {', '.join(_CURVE_COLUMNS)}, seq) VALUES "
+                    f"(?, {', '.join('?' * len(_CURVE_COLUMNS))}, ?)",
+                    [(trial_id, int(p.epoch), float(p.val_accuracy), _float_or_none(p.train_loss), float(p.seconds),
+                      float(p.cpu_seconds), None if first_seq is None else first_seq + i) for i, p in enumerate(points)])
             except sqlite3.IntegrityError:  # the row goes too: the transaction rolls back
                 raise ValueError(f"trial {trial_id}: its curve holds an epoch twice "
-                                 f"({[p.epoch for p in result.curve]})") from None
-        return row
+                                 f"({[p.epoch for p in points]})") from None
+
+    def scheduler_reports(self) -> list[tuple[int, int, float]]:
+        """Every ``(trial_id, epoch, val_accuracy)`` reported to the search's scheduler, in the order it saw them."""
+        cursor = self._db.execute("SELECT trial_id, epoch, val_accuracy FROM curves WHERE seq IS NOT NULL ORDER BY seq")
+        return [(int(t), int(e), float(v)) for t, e, v in cursor.fetchall()]
 
     # --- reading ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -322,9 +395,11 @@ class TrialStore:
         return self._select("ORDER BY rowid")
 
     def best(self, k: int = 1, distinct: bool = True) -> list[TrialRow]:
-        """The ``k`` successful trials with the highest reward (ties: earlier trial first); with
-        ``distinct`` a genotype evaluated several times counts once, with its best reward."""
-        ranked = self._select("WHERE status = 'ok' AND reward IS NOT NULL ORDER BY reward DESC, trial_id")
+        """The ``k`` successful trials with the highest reward (ties: earlier trial first), the completed ones before
+        the stopped ones (see the module's docstring); with ``distinct`` a genotype evaluated several times counts
+        once, with its best row."""
+        ranked = self._select("WHERE status IN ('ok', 'stopped') AND reward IS NOT NULL "
+                              "ORDER BY status = 'stopped', reward DESC, trial_id")
         if not distinct:
             return ranked[:k]
         seen: set[str] = set()

@@ -2,7 +2,10 @@
 
 All executors run one :class:`~cellsearch.evaluators.Evaluator` (stand-alone training by default) and
 share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
-``(trial_id, EvalResult)`` pairs that have finished, in the order they finish. A child that fails
+``(trial_id, EvalResult)`` pairs that have finished, in the order they finish. With early stopping,
+``submit(trial_id, genotype, fidelity)`` trains one segment of a child
+(``evaluator.evaluate(..., fidelity=...)``; the result carries the checkpoint to go on from); without a
+fidelity the evaluator is called exactly as before, and ``child_timeout`` applies to each segment. A child that fails
 comes back with ``status='failed'``; a child whose worker process (or Ray node) dies is run again,
 ``max_retries`` times at most, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
 process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local

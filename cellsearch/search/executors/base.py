@@ -7,11 +7,17 @@ from abc import ABC, abstractmethod
 
 
 from cellsearch.validation import ConfigError
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.space.genotype import Genotype
 
 
-
+def evaluate(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed: int,
+             fidelity: Fidelity | None) -> EvalResult:
+    """One evaluation (one segment of a child under a Fidelity): without a fidelity, exactly the call every
+    evaluator takes, so evaluators that cannot train in segments never see the keyword."""
+    if fidelity is None:
+        return evaluator.evaluate(genotype, trial_id=trial_id, seed=seed)
+    return evaluator.evaluate(genotype, trial_id=trial_id, seed=seed, fidelity=fidelity)
 
 
 def check_child_timeout(child_timeout: object) -> float | None:
@@ -62,8 +68,9 @@ class Executor(ABC):
         evaluator.check()  # configuration errors surface here, before any child trains
 
     @abstractmethod
-    def submit(self, trial_id: int, genotype: Genotype) -> None:
-        """Queue ``genotype`` for evaluation under ``trial_id``."""
+    def submit(self, trial_id: int, genotype: Genotype, fidelity: Fidelity | None = None) -> None:
+        """Queue ``genotype`` for evaluation under ``trial_id`` (with ``fidelity``: one segment of its training;
+        ``executor.child_timeout`` then applies to each segment)."""
 
     @abstractmethod
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:

@@ -16,12 +16,12 @@ from typing import Any, Iterator
 
 import torch
 
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.child import describe_error
 from cellsearch.search.placement import MB, MemoryPlan, memory_budgets, memory_estimate, worker_devices
 from cellsearch.space.genotype import Genotype
 from cellsearch.validation import ConfigError, integer
-from cellsearch.search.executors.base import (Executor, check_child_timeout, check_threads, owned_cores,
+from cellsearch.search.executors.base import (Executor, check_child_timeout, check_threads, evaluate, owned_cores,
                                               thread_settings, timed_out)
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _environment(settings: dict[str, str]) -> Iterator[None]:
 
 
 def _pool_worker(conn: Connection, evaluator: Evaluator, seed: int, threads: int) -> None:
-    """Worker process loop: receive ``(trial_id, genotype)``, send back ``(kind, trial_id, payload)``."""
+    """Worker process loop: receive ``(trial_id, genotype, fidelity)``, send back ``(kind, trial_id, payload)``."""
     os.setpgid(0, 0)  # its own process group: a child past its time limit is killed with its data-loader workers
     torch.set_num_threads(threads)
     # The imports are done: the collection evaluate_child runs after each child then skips the ~500,000
@@ -58,9 +58,9 @@ def _pool_worker(conn: Connection, evaluator: Evaluator, seed: int, threads: int
             return
         if task is None:
             return
-        trial_id, genotype = task
+        trial_id, genotype, fidelity = task
         try:
-            message = ("result", trial_id, evaluator.evaluate(genotype, trial_id=trial_id, seed=seed))
+            message = ("result", trial_id, evaluate(evaluator, genotype, trial_id, seed, fidelity))
         except ConfigError as err:
             message = ("config_error", trial_id, str(err))
         except Exception as err:  # evaluators record child failures; this is a last resort
@@ -76,6 +76,7 @@ class _Task:
     started: float = 0.0
     memory_estimate: float | None = None  # bytes, when children are packed by memory
     reserved: float = 0.0
+    fidelity: Fidelity | None = None  # the segment to train (None: the whole child, as evaluators without one)
 
 
 @dataclass
@@ -152,11 +153,11 @@ class PoolExecutor(Executor):
         return _Worker(process, parent_conn, gpu)
 
     # --- interface -----------------------------------------------------------------------------
-    def submit(self, trial_id: int, genotype: Genotype) -> None:
+    def submit(self, trial_id: int, genotype: Genotype, fidelity: Fidelity | None = None) -> None:
         if not self._finalizer.alive:
             raise RuntimeError("submit() on a closed PoolExecutor")
         estimate = memory_estimate(self.evaluator, genotype) if self.memory.budgets else None
-        self._queue.append(_Task(trial_id, genotype, memory_estimate=estimate))
+        self._queue.append(_Task(trial_id, genotype, memory_estimate=estimate, fidelity=fidelity))
         self._dispatch()
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
@@ -217,7 +218,7 @@ class PoolExecutor(Executor):
                 task.started = time.perf_counter()
                 worker.task = task
                 try:
-                    worker.conn.send((task.trial_id, task.genotype))
+                    worker.conn.send((task.trial_id, task.genotype, task.fidelity))
                 except (OSError, ValueError):  # died just now: wait() sees its sentinel
                     pass
 

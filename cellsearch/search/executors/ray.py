@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 import torch
 
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.space.genotype import Genotype
 from cellsearch.validation import ConfigError, integer, number_in, positive_int
-from cellsearch.search.executors.base import Executor, check_child_timeout, timed_out
+from cellsearch.search.executors.base import Executor, check_child_timeout, evaluate, timed_out
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,10 @@ def _import_ray() -> Any:
     return ray
 
 
-def _ray_evaluate(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed: int, threads: int) -> EvalResult:
+def _ray_evaluate(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed: int, threads: int,
+                  fidelity: Fidelity | None = None) -> EvalResult:
     torch.set_num_threads(threads)
-    return evaluator.evaluate(genotype, trial_id=trial_id, seed=seed)
+    return evaluate(evaluator, genotype, trial_id, seed, fidelity)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class _Child:
     genotype: Genotype
     started: float   # this attempt's submission (perf_counter)
     attempts: int = 1
+    fidelity: Fidelity | None = None  # the segment to train (None: the whole child)
 
 
 class RayExecutor(Executor):
@@ -110,13 +112,13 @@ class RayExecutor(Executor):
         exceptions = ray.exceptions
         self._died = (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError)
 
-    def submit(self, trial_id: int, genotype: Genotype) -> None:
-        self._submit(_Child(trial_id, genotype, time.perf_counter()))
+    def submit(self, trial_id: int, genotype: Genotype, fidelity: Fidelity | None = None) -> None:
+        self._submit(_Child(trial_id, genotype, time.perf_counter(), fidelity=fidelity))
 
     def _submit(self, child: _Child) -> None:
         # Named after the trial: `ray list tasks` and the worker's process title (ray::trial 7) say which child it is.
         ref = self._remote.options(**self._options, name=f"trial {child.trial_id}").remote(
-            self.evaluator, child.genotype, child.trial_id, self.seed, self.threads_per_child)
+            self.evaluator, child.genotype, child.trial_id, self.seed, self.threads_per_child, child.fidelity)
         self._pending[ref] = child
 
     def wait(self, timeout: float | None = None) -> list[tuple[int, EvalResult]]:
@@ -165,7 +167,7 @@ class RayExecutor(Executor):
                     f"{self.max_retries}); last: {why}", seconds)
             log.warning("trial %d: its Ray worker or node died (%s); running it again on a node with room "
                         "(retry %d of executor.max_retries=%d)", child.trial_id, why, child.attempts, self.max_retries)
-            self._submit(_Child(child.trial_id, child.genotype, time.perf_counter(), child.attempts + 1))
+            self._submit(_Child(child.trial_id, child.genotype, time.perf_counter(), child.attempts + 1, child.fidelity))
             return None
         except self._ray.exceptions.RayError as err:  # cancelled, unschedulable, a runtime env that failed, ...
             return child.trial_id, failed_result(f"{type(err).__name__}: {str(err).strip().splitlines()[0]}", seconds)
