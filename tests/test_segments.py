@@ -29,7 +29,7 @@ GENOTYPE = load_genotype("nasnet_a")
 
 def lightning_state(checkpoint: bytes) -> dict:
     envelope = torch.load(io.BytesIO(checkpoint), weights_only=True)
-    return torch.load(io.BytesIO(zlib.decompress(envelope["lightning"].numpy().tobytes())), weights_only=False)
+    return torch.load(io.BytesIO(zlib.decompress(envelope["lightning"][0].numpy().tobytes())), weights_only=False)
 
 
 def assert_same_training_state(a: dict, b: dict) -> None:
@@ -78,6 +78,17 @@ def test_segments_add_up_to_the_child_trained_in_one_go():
     assert [p.train_loss for p in second.curve] == [p.train_loss for p in straight.curve]
 
 
+def test_repeated_children_go_on_run_by_run():
+    child = replace(CHILD, epochs=2, repeats=2, ema_decay=0.0)
+    whole = evaluate_child(GENOTYPE, child, DATA, seed=5)
+    first = train_segment(GENOTYPE, child, DATA, Fidelity(1), seed=5)
+    last = train_segment(GENOTYPE, child, DATA, Fidelity(2, first.checkpoint), seed=5)
+    assert first.ok and last.ok and last.checkpoint is None, (first.error, last.error)
+    for key in ("val_accuracy", "val_accuracy_std", "train_loss", "repeats"):
+        assert last.metrics[key] == whole.metrics[key], key
+    assert [p.epoch for p in last.curve] == [1, 2]  # the mean of the runs' curves
+
+
 @pytest.fixture(scope="module")
 def after_one_epoch() -> bytes:
     result = train_segment(GENOTYPE, CHILD, DATA, Fidelity(1), seed=0)
@@ -97,7 +108,7 @@ def _repacked(checkpoint: bytes, **changes) -> bytes:
     (dict(fidelity=Fidelity(4)), r"Fidelity\(epochs=4\) is outside the child's 1 to 3 epochs \(child.epochs\)"),
     (dict(fidelity=Fidelity(0)), r"Fidelity\(epochs=0\) is outside"),
     (dict(epochs=1), r"Fidelity\(epochs=1\) is not above the 1 epochs its checkpoint has trained: ask for 2 to 3"),
-    (dict(child=replace(CHILD, repeats=2)), r"child.repeats=2 cannot be trained in segments"),
+    (dict(child=replace(CHILD, repeats=2)), r"other settings \(child.repeats=1, now 2\)"),
     (dict(child=replace(CHILD, lr=0.1)), r"other settings \(child.lr=0.05, now 0.1\)"),
     (dict(data=replace(DATA, cutout=0)), r"other settings \(data.cutout=2, now 0\)"),
     (dict(seed=1), r"other settings \(seed 0, now 1\)"),
@@ -106,7 +117,7 @@ def _repacked(checkpoint: bytes, **changes) -> bytes:
     (dict(corrupt=lambda blob: b"not a checkpoint"), r"not a cellsearch child checkpoint"),
     (dict(corrupt=lambda blob: _repacked(blob, version=SEGMENT_FORMAT + 1)),
      rf"has format {SEGMENT_FORMAT + 1} \(cellsearch .*\), this cellsearch reads format {SEGMENT_FORMAT}"),
-    (dict(corrupt=lambda blob: _repacked(blob, sha256="0" * 64)), r"corrupted \(its checksum does not match\)"),
+    (dict(corrupt=lambda blob: _repacked(blob, sha256=["0" * 64])), r"corrupted \(its checksum does not match\)"),
 ])
 def test_bad_fidelities_and_checkpoints_are_refused_in_one_line(after_one_epoch, change, message):
     checkpoint = change.get("corrupt", lambda blob: blob)(after_one_epoch)
@@ -124,6 +135,6 @@ def test_a_child_failing_in_a_later_segment_is_recorded_as_failed(after_one_epoc
     state["state_dict"][weight].fill_(float("nan"))
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    poisoned = pack_checkpoint(buffer.getvalue(), 1, segment_settings(GENOTYPE, CHILD, DATA, 0))
+    poisoned = pack_checkpoint([buffer.getvalue()], 1, segment_settings(GENOTYPE, CHILD, DATA, 0))
     result = train_segment(GENOTYPE, CHILD, DATA, Fidelity(2, poisoned), seed=0)
     assert result.status == "failed" and "diverged" in result.error and result.checkpoint is None

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
-    "build_trainer", "build_training", "check_config", "evaluate_child",
+    "build_trainer", "build_training", "check_config", "evaluate_child", "mean_of_repeats",
 ]
 
 _NONFINITE_CHECK_EVERY = 20  # steps between checks for a diverged loss (each check syncs the device)
@@ -393,10 +393,12 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
                                       run_name if repeat == 0 else f"{run_name}_repeat{repeat}", segment))
         if not runs[-1].ok:
             break
-    return runs[0] if len(runs) == 1 else _mean_of_repeats(runs)
+    return runs[0] if len(runs) == 1 else mean_of_repeats(runs)
 
 
-def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
+def mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
+    """One result of ``child.repeats`` runs (seeds seed, seed + 1, ...; the last may have failed), as
+    :func:`evaluate_child` reports it."""
     seconds = sum(run.seconds for run in runs)
     if not runs[-1].ok:
         return replace(runs[-1], error=f"repeat {len(runs) - 1} (seed + {len(runs) - 1}): {runs[-1].error}",

@@ -18,10 +18,11 @@ segment's last epoch. The checkpoint is Lightning's own checkpoint of that train
   with its wall and CPU clocks (``CurveRecorder``'s),
 
 compressed (zlib: the archive's padding around hundreds of small tensors halves) and wrapped in a small
-envelope: a format version, the settings the child trains with (genotype, child, data,
-seed), the epochs trained and a checksum, so that a checkpoint of another cell, other settings or another
-format is refused in one line. On the CPU the segments give the child trained in one go bit for bit
-(tests/test_segments.py); validating after every epoch changes nothing in the training.
+envelope (one Lightning checkpoint per run where ``child.repeats`` > 1): a format version, the settings the
+child trains with (genotype, child, data, seed), the epochs trained and checksums, so that a checkpoint of
+another cell, other settings or another format is refused in one line. On the CPU the segments give the
+child trained in one go bit for bit (tests/test_segments.py); validating after every epoch changes nothing
+in the training.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import torch
 import cellsearch
 from cellsearch.data import DataConfig, as_data_config
 from cellsearch.evaluators.base import EvalResult, Fidelity
-from cellsearch.evaluators.child import evaluate_child
+from cellsearch.evaluators.child import evaluate_child, mean_of_repeats
 from cellsearch.evaluators.child_config import ChildConfig, as_child_config
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.validation import ConfigError
@@ -67,25 +68,25 @@ def segment_settings(genotype: Genotype, child: ChildConfig, data: DataConfig, s
 
 # --- the checkpoint envelope --------------------------------------------------------------------------------
 
-def pack_checkpoint(lightning: bytes, epochs: int, settings: Mapping[str, Any]) -> bytes:
-    """The envelope around a Lightning checkpoint of a child after ``epochs`` epochs."""
-    # As a uint8 tensor: torch.save stores tensors raw (bytes would be pickled as text, half again larger).
-    compressed = torch.frombuffer(bytearray(zlib.compress(lightning, 1)), dtype=torch.uint8)
+def pack_checkpoint(runs: list[bytes], epochs: int, settings: Mapping[str, Any]) -> bytes:
+    """The envelope around the Lightning checkpoints of a child's runs (one per repeat) after ``epochs``."""
+    # As uint8 tensors: torch.save stores tensors raw (bytes would be pickled as text, half again larger).
+    compressed = [torch.frombuffer(bytearray(zlib.compress(run, 1)), dtype=torch.uint8) for run in runs]
     buffer = io.BytesIO()
     torch.save({"format": _MAGIC, "version": SEGMENT_FORMAT, "cellsearch": cellsearch.__version__,
-                "settings": dict(settings), "epochs": epochs, "sha256": hashlib.sha256(lightning).hexdigest(),
-                "lightning": compressed}, buffer)
+                "settings": dict(settings), "epochs": epochs,
+                "sha256": [hashlib.sha256(run).hexdigest() for run in runs], "lightning": compressed}, buffer)
     return buffer.getvalue()
 
 
-def read_checkpoint(blob: bytes, settings: Mapping[str, Any]) -> tuple[int, bytes]:
-    """The epochs trained and the Lightning checkpoint in ``blob``; ConfigError (one line) when it is not
+def read_checkpoint(blob: bytes, settings: Mapping[str, Any]) -> tuple[int, list[bytes]]:
+    """The epochs trained and the Lightning checkpoints (one per run) in ``blob``; ConfigError (one line) when it is not
     an intact checkpoint of this format trained with ``settings``."""
     try:
         envelope = torch.load(io.BytesIO(blob), weights_only=True)
         if not isinstance(envelope, dict) or envelope.get("format") != _MAGIC:
             raise ValueError("no cellsearch segment envelope")
-        lightning = zlib.decompress(envelope["lightning"].numpy().tobytes())
+        runs = [zlib.decompress(run.numpy().tobytes()) for run in envelope["lightning"]]
     except Exception as err:  # pickle, zip and type errors alike: the bytes are not a checkpoint
         raise ConfigError(f"the Fidelity's checkpoint is not a cellsearch child checkpoint (corrupted or "
                           f"truncated: {type(err).__name__}); train the child again from scratch "
@@ -94,14 +95,14 @@ def read_checkpoint(blob: bytes, settings: Mapping[str, Any]) -> tuple[int, byte
         raise ConfigError(f"the Fidelity's checkpoint has format {envelope['version']} (cellsearch "
                           f"{envelope['cellsearch']}), this cellsearch reads format {SEGMENT_FORMAT}: "
                           f"train the child again from scratch (Fidelity without a checkpoint)")
-    if hashlib.sha256(lightning).hexdigest() != envelope["sha256"]:
+    if [hashlib.sha256(run).hexdigest() for run in runs] != envelope["sha256"]:
         raise ConfigError("the Fidelity's checkpoint is corrupted (its checksum does not match): train the "
                           "child again from scratch (Fidelity without a checkpoint)")
     differences = _differences(envelope["settings"], settings)
     if differences:
         raise ConfigError(f"the Fidelity's checkpoint was trained with other settings ({'; '.join(differences)}):"
                           f" continue a child with the settings it started with, or train it from scratch")
-    return envelope["epochs"], lightning
+    return envelope["epochs"], runs
 
 
 def _differences(then: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -148,12 +149,11 @@ class SegmentControl(pl.Callback):
 
 @dataclass
 class Segment:
-    """One segment of a child's training, as :func:`~cellsearch.evaluators.child.evaluate_child` runs it:
-    its callback, the Lightning checkpoint to resume from, and how to pack the one to go on from."""
+    """One segment of one run of a child, as :func:`~cellsearch.evaluators.child.evaluate_child` trains it:
+    its callback, the Lightning checkpoint to resume from, and the one to go on from."""
 
     stop_epochs: int
     max_epochs: int
-    settings: dict[str, Any]
     workdir: Path  # a private scratch folder: Lightning reads and writes checkpoints as files
     resume: bytes | None = None
 
@@ -171,14 +171,14 @@ class Segment:
         return str(path)
 
     def checkpoint(self, trainer: pl.Trainer) -> bytes | None:
-        """After fitting: the checkpoint to go on from, or None when the child has trained all its epochs."""
+        """After fitting: the Lightning checkpoint to go on from, or None once all epochs are trained."""
         if trainer.current_epoch != self.stop_epochs:
             raise RuntimeError(f"training stopped after epoch {trainer.current_epoch}, before epoch {self.stop_epochs}")
         if self.stop_epochs >= self.max_epochs:
             return None
         path = self.workdir / "segment.ckpt"
         trainer.save_checkpoint(path)
-        return pack_checkpoint(path.read_bytes(), self.stop_epochs, self.settings)
+        return path.read_bytes()
 
 
 def train_segment(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
@@ -188,28 +188,39 @@ def train_segment(genotype: "Genotype | str", child: "ChildConfig | Mapping[str,
     ``fidelity.checkpoint`` (None: from scratch), validating after every epoch.
 
     Returns:
-        :func:`~cellsearch.evaluators.child.evaluate_child`'s result after that epoch: its ``curve`` from
-        epoch 1 on (seconds counted across segments), its ``seconds`` this segment's, and its ``checkpoint``
-        the state to go on from (None once ``child.epochs`` are trained). A child that fails in any segment
-        comes back ``status='failed'`` with the reason.
+        :func:`~cellsearch.evaluators.child.evaluate_child`'s result after that epoch (with ``child.repeats``
+        > 1 the mean of the runs, each going on from its own state): its ``curve`` from epoch 1 on (seconds
+        counted across segments), its ``seconds`` this segment's, and its ``checkpoint`` the state to go on
+        from (None once ``child.epochs`` are trained). A child that fails in any segment comes back
+        ``status='failed'`` with the reason.
 
     Raises:
-        ConfigError: a fidelity beyond ``child.epochs`` or not above the checkpoint's epochs, a checkpoint
-            that is corrupted, of another format, cell or settings, or ``child.repeats`` > 1.
+        ConfigError: a fidelity beyond ``child.epochs`` or not above the checkpoint's epochs, or a checkpoint
+            that is corrupted, of another format, cell or settings.
     """
     child, data, genotype = as_child_config(child), as_data_config(data), load_genotype(genotype)
-    if child.repeats > 1:
-        raise ConfigError(f"child.repeats={child.repeats} cannot be trained in segments (early stopping): set "
-                          f"child.repeats=1, or search without a scheduler")
     epochs = fidelity.epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= child.epochs:
         raise ConfigError(f"Fidelity(epochs={epochs!r}) is outside the child's 1 to {child.epochs} epochs "
                           f"(child.epochs)")
     settings = segment_settings(genotype, child, data, seed)
-    trained, lightning = read_checkpoint(fidelity.checkpoint, settings) if fidelity.checkpoint else (0, None)
+    trained, states = read_checkpoint(fidelity.checkpoint, settings) if fidelity.checkpoint \
+        else (0, [None] * child.repeats)
     if epochs <= trained:
         raise ConfigError(f"Fidelity(epochs={epochs}) is not above the {trained} epochs its checkpoint has "
                           f"trained: ask for {trained + 1} to {child.epochs}")
+    one_run = replace(child, repeats=1, val_every_n_epochs=1)
+    runs: list[EvalResult] = []
     with tempfile.TemporaryDirectory(prefix="cellsearch-segment-") as workdir:
-        segment = Segment(epochs, child.epochs, settings, Path(workdir), lightning)
-        return evaluate_child(genotype, replace(child, val_every_n_epochs=1), data, seed, run_name, segment=segment)
+        for repeat, state in enumerate(states):
+            folder = Path(workdir) / f"run{repeat}"
+            folder.mkdir()
+            runs.append(evaluate_child(genotype, one_run, data, seed + repeat,
+                                       run_name if repeat == 0 else f"{run_name}_repeat{repeat}",
+                                       segment=Segment(epochs, child.epochs, folder, state)))
+            if not runs[-1].ok:
+                break
+    result = runs[0] if len(runs) == 1 else mean_of_repeats(runs)
+    result.checkpoint = pack_checkpoint([run.checkpoint for run in runs], epochs, settings) \
+        if result.ok and epochs < child.epochs else None
+    return result
