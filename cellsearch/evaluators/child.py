@@ -381,12 +381,14 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     the k runs, and ``seconds`` their sum; the curve is the per-epoch mean of the k runs' curves
     (:func:`~cellsearch.evaluators.curve.mean_curve`). One failed run fails the child.
 
-    With ``segment`` (:func:`~cellsearch.evaluators.segments.train_segment` makes it) only that segment of
-    the child trains, and the result's ``checkpoint`` is where to go on from.
+    With ``segment`` (:func:`~cellsearch.evaluators.segments.train_segment` makes one per run) only that
+    segment of one run trains, and the result's ``checkpoint`` is where to go on from.
 
     Raises ConfigError for configuration problems (checked before training starts).
     """
     child = as_child_config(child)
+    if segment is not None and child.repeats > 1:
+        raise ValueError("a segment belongs to one run: train_segment trains each of child.repeats in turn")
     runs: list[EvalResult] = []
     for repeat in range(child.repeats):
         runs.append(_train_child_once(genotype, child, data, seed + repeat,
