@@ -142,6 +142,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = seed
         self.splits: DatasetSplits | None = None
         self._folder_sets: dict[str, Dataset] = {}
+        self._train_loader: Any = None  # the latest training loader, whose position state_dict reports
+        self._train_state: dict[str, Any] = {}  # a checkpoint's position, for the next training loader
 
     def prepare_data(self) -> None:
         prepare_dataset(self.config)
@@ -210,8 +212,29 @@ class ImageDataModule(pl.LightningDataModule):
                           generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> Any:
-        loader = self._loader("train")
+        loader = self._train_loader = self._loader("train")
+        state, self._train_state = self._train_state, {}
+        if isinstance(loader, TensorLoader) and "train_epoch" in state:
+            loader.epoch = state["train_epoch"]
+        elif isinstance(loader, DataLoader) and "train_generator" in state:
+            loader.generator.set_state(state["train_generator"])
         return MicroBatches(loader, self.micro_batches) if self.micro_batches > 1 else loader
+
+    # --- where the training data stands (Lightning keeps it in checkpoints and restores it on resume) ----
+    def state_dict(self) -> dict[str, Any]:
+        """The training loader's position: the passes the tensor loader made (each pass's order and
+        augmentation follow from the seed and the pass number), or the DataLoader's generator state
+        (its shuffles; exact with ``num_workers=0``, whose augmentation draws on the global RNG)."""
+        loader = self._train_loader
+        if isinstance(loader, TensorLoader):
+            return {"train_epoch": loader.epoch}
+        if isinstance(loader, DataLoader) and loader.generator is not None:
+            return {"train_generator": loader.generator.get_state()}
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from ``state_dict`` (:meth:`state_dict`'s): the next training loader starts there."""
+        self._train_state = dict(state_dict)
 
     def val_dataloader(self) -> Any:
         return self._loader("val")

@@ -22,7 +22,7 @@ import traceback
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -44,9 +44,12 @@ from cellsearch.evaluators.speed import use_channels_last, use_compile
 from cellsearch.progress import TrainingProgress
 from cellsearch.validation import ConfigError
 
+if TYPE_CHECKING:
+    from cellsearch.evaluators.segments import Segment
+
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
-    "build_trainer", "build_training", "check_config", "evaluate_child",
+    "build_trainer", "build_training", "check_config", "evaluate_child", "mean_of_repeats",
 ]
 
 _NONFINITE_CHECK_EVERY = 20  # steps between checks for a diverged loss (each check syncs the device)
@@ -365,7 +368,8 @@ def train_path_metrics(module: ChildModule) -> dict[str, float]:
 
 
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
-                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child") -> EvalResult:
+                   data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child",
+                   segment: "Segment | None" = None) -> EvalResult:
     """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``
     (and ``peak_memory_mb`` on a GPU), and its ``curve`` the validation after each epoch
     (:class:`~cellsearch.evaluators.curve.CurveRecorder`; a failed child has none). A failing child gives
@@ -377,19 +381,26 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     the k runs, and ``seconds`` their sum; the curve is the per-epoch mean of the k runs' curves
     (:func:`~cellsearch.evaluators.curve.mean_curve`). One failed run fails the child.
 
+    With ``segment`` (:func:`~cellsearch.evaluators.segments.train_segment` makes one per run) only that
+    segment of one run trains, and the result's ``checkpoint`` is where to go on from.
+
     Raises ConfigError for configuration problems (checked before training starts).
     """
     child = as_child_config(child)
+    if segment is not None and child.repeats > 1:
+        raise ValueError("a segment belongs to one run: train_segment trains each of child.repeats in turn")
     runs: list[EvalResult] = []
     for repeat in range(child.repeats):
         runs.append(_train_child_once(genotype, child, data, seed + repeat,
-                                      run_name if repeat == 0 else f"{run_name}_repeat{repeat}"))
+                                      run_name if repeat == 0 else f"{run_name}_repeat{repeat}", segment))
         if not runs[-1].ok:
             break
-    return runs[0] if len(runs) == 1 else _mean_of_repeats(runs)
+    return runs[0] if len(runs) == 1 else mean_of_repeats(runs)
 
 
-def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
+def mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
+    """One result of ``child.repeats`` runs (seeds seed, seed + 1, ...; the last may have failed), as
+    :func:`evaluate_child` reports it."""
     seconds = sum(run.seconds for run in runs)
     if not runs[-1].ok:
         return replace(runs[-1], error=f"repeat {len(runs) - 1} (seed + {len(runs) - 1}): {runs[-1].error}",
@@ -403,19 +414,19 @@ def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
 
 
 def _train_child_once(genotype: "Genotype | str", child: ChildConfig, data: "DataConfig | Mapping[str, Any]",
-                      seed: int, run_name: str) -> EvalResult:
-    result = _train_child(genotype, child, data, seed, run_name)
+                      seed: int, run_name: str, segment: "Segment | None") -> EvalResult:
+    result = _train_child(genotype, child, data, seed, run_name, segment)
     split = micro_batches_after_oom(child.batch_size, child.micro_batches)
     if not result.error.startswith(OOM_ERROR_PREFIX) or split is None:
         return result
-    retried = _train_child(genotype, replace(child, micro_batches=split), data, seed, run_name)
+    retried = _train_child(genotype, replace(child, micro_batches=split), data, seed, run_name, segment)
     retried.seconds += result.seconds
     retried.metrics["oom_retried"] = 1.0
     return retried
 
 
 def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConfig | Mapping[str, Any]",
-                 seed: int, run_name: str) -> EvalResult:
+                 seed: int, run_name: str, segment: "Segment | None" = None) -> EvalResult:
     start = time.perf_counter()
     data = as_data_config(data)
     info = describe_dataset(data)
@@ -424,7 +435,8 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
     try:
         with quiet_lightning():
             curve = CurveRecorder()
-            trainer = build_trainer(child, run_name=run_name, checkpointing=False, callbacks=[curve], quiet=True)
+            callbacks = [curve, *(segment.callbacks() if segment else ())]
+            trainer = build_trainer(child, run_name=run_name, checkpointing=False, callbacks=callbacks, quiet=True)
             pl.seed_everything(seed, workers=True, verbose=False)
             module = ChildModule.from_config(genotype, child, info, trainer.strategy.root_device)
             sizes["params"] = count_params(module.model)
@@ -432,7 +444,8 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
             datamodule = ImageDataModule(data, batch_size=child.batch_size, seed=seed,
                                          micro_batches=child.micro_batches)
             peak = PeakMemory(trainer.strategy.root_device)
-            trainer.fit(module, datamodule=datamodule)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=segment.resume_path if segment else None)
+            checkpoint = segment.checkpoint(trainer) if segment else None
         metric = trainer.callback_metrics.get("val_acc")  # set in this process under spawn-based strategies too
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
@@ -443,7 +456,7 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
         train_loss = trainer.callback_metrics.get("train_loss_epoch")
         if train_loss is not None:
             metrics["train_loss"] = float(train_loss)
-        return EvalResult("ok", metrics, time.perf_counter() - start, curve=curve.points)
+        return EvalResult("ok", metrics, time.perf_counter() - start, curve=curve.points, checkpoint=checkpoint)
     except ConfigError:
         raise
     except Exception as err:  # the child failed: record it, the search goes on

@@ -3,10 +3,13 @@
 :class:`CurveRecorder` is a Lightning callback that :func:`~cellsearch.evaluators.child.evaluate_child`
 adds to every child's trainer; it reads what the module already computed (no extra pass over any data),
 so it costs two clock reads an epoch. :func:`mean_curve` averages the curves of ``child.repeats`` runs.
+A child trained in segments (:mod:`cellsearch.evaluators.segments`) carries its curve and clocks in its
+checkpoint (the callback's ``state_dict``), so the next segment's curve goes on from there.
 """
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import pytorch_lightning as pl
@@ -20,18 +23,34 @@ class CurveRecorder(pl.Callback):
     """Collects an :class:`EpochPoint` at the end of each training epoch that was validated.
 
     The accuracy is the module's exact ``val_accuracy`` (the one the child's result reports), the loss
-    Lightning's epoch mean of ``train_loss``; the clocks start when fitting starts. An epoch without
-    validation (``child.check_val_every_n_epoch`` > 1) has no point.
+    Lightning's epoch mean of ``train_loss``; the clocks start when fitting starts (and go on from the
+    checkpoint's when it resumes from one). An epoch without validation (``child.check_val_every_n_epoch``
+    > 1) has no point.
     """
 
     def __init__(self) -> None:
         self.points: list[EpochPoint] = []
         self._validated: float | None = None  # this epoch's validation accuracy, until the epoch ends
         self._wall = self._cpu = 0.0
+        self._resumed: dict[str, Any] = {"points": [], "seconds": 0.0, "cpu_seconds": 0.0}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.points, self._validated = [], None
         self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After any checkpoint is restored (some strategies restore after on_fit_start): go on from it.
+        resumed = self._resumed
+        self.points = [EpochPoint(**point) for point in resumed["points"]]
+        self._wall -= resumed["seconds"]
+        self._cpu -= resumed["cpu_seconds"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"points": [asdict(point) for point in self.points], "seconds": time.perf_counter() - self._wall,
+                "cpu_seconds": time.process_time() - self._cpu}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed = dict(state_dict)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs after the module's own epoch-end hook, so its val_accuracy is this validation's.

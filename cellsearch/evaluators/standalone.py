@@ -5,9 +5,10 @@ import time
 from typing import Any, Mapping
 
 from cellsearch.data import DataConfig, as_data_config, describe_dataset
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error, evaluate_child
 from cellsearch.evaluators.latency import child_latency_ms, device_for, device_name
+from cellsearch.evaluators.segments import train_segment
 from cellsearch.space.genotype import Genotype
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import estimate_training_memory
@@ -24,7 +25,10 @@ def run_name(trial_id: int) -> str:
 class TrainEvaluator(Evaluator):
     """Trains each child with Lightning as ``child`` says, on ``data``; metrics ``val_accuracy``,
     ``train_loss``, ``params``, ``mult_adds``, and with ``latency`` the measured ``latency_ms`` (batch 1,
-    on the device the child trains on; see :mod:`cellsearch.evaluators.latency`)."""
+    on the device the child trains on; see :mod:`cellsearch.evaluators.latency`).
+
+    Under a :class:`~cellsearch.evaluators.base.Fidelity` it trains a child in segments that add up to the
+    child trained in one go (:mod:`cellsearch.evaluators.segments`); ``max_epochs`` is ``child.epochs``."""
 
     name = "train"
 
@@ -48,6 +52,10 @@ class TrainEvaluator(Evaluator):
     def accelerator(self) -> str:  # type: ignore[override]
         return self.child.accelerator
 
+    @property
+    def max_epochs(self) -> int:  # type: ignore[override]
+        return self.child.epochs
+
     def check(self) -> None:
         check_config(self.child, self.data)
 
@@ -56,8 +64,12 @@ class TrainEvaluator(Evaluator):
             raise ConfigError("a worker pool trains each child on one device; for one child on several devices "
                               "use the local executor with child.devices > 1 and a DDP strategy")
 
-    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
-        result = evaluate_child(genotype, self.child, self.data, seed, run_name=run_name(trial_id))
+    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
+                 fidelity: Fidelity | None = None) -> EvalResult:
+        if fidelity is None:
+            result = evaluate_child(genotype, self.child, self.data, seed, run_name=run_name(trial_id))
+        else:
+            result = train_segment(genotype, self.child, self.data, fidelity, seed, run_name=run_name(trial_id))
         if self.latency and result.ok:
             info = describe_dataset(self.data)
             start = time.perf_counter()
