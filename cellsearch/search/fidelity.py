@@ -245,9 +245,11 @@ class ChildSegments:
         if error or not result.ok:
             failed = failed_result(error, result.seconds) if error else result
             return Ending(failed, failed, "failed", reached, True)
+        points, first_seq = self._last_points.pop(trial_id)
+        if points:  # the row's time is the whole child's (its curve's clock runs on across segments), not one segment's
+            result = dataclasses.replace(result, seconds=max(result.seconds, points[-1].seconds))
         told = dataclasses.replace(result, metrics={**result.metrics, "val_accuracy": self.scheduler.reward(trial_id)})
         status = "ok" if reached == self.full_epochs else "stopped"
-        points, first_seq = self._last_points.pop(trial_id)
         return Ending(result, told, status, reached, True, points, first_seq)
 
     def ended(self, row: TrialRow) -> None:

@@ -73,14 +73,16 @@ class Progress:
 
 
 def summary_table(rows: list[TrialRow]) -> str:
-    """Ranked rows (the best cells) as a text table."""
+    """Ranked rows (the best cells) as a text table; with an ``epochs`` column when some were stopped early."""
+    with_epochs = any(r.stopped for r in rows)
     header = (f"{'rank':>4}  {'trial':>5}  {'reward':>7}  {'val_acc':>7}  {'params':>9}  {'mult-adds':>10}  "
-              f"{'train s':>7}")
+              f"{'train s':>7}" + (f"  {'epochs':>6}" if with_epochs else ""))
     lines = [header, "-" * len(header)]
     for rank, r in enumerate(rows, 1):
         accuracy = "-" if r.val_accuracy is None else f"{r.val_accuracy:.4f}"
+        epochs = f"  {'-' if r.epochs is None else r.epochs:>6}{' stopped' if r.stopped else ''}" if with_epochs else ""
         lines.append(f"{rank:>4}  {r.trial_id:>5}  {r.reward:>7.4f}  {accuracy:>7}  {format_count(r.params):>9}  "
-                     f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}")
+                     f"{format_count(r.mult_adds):>10}  {r.seconds:>7.1f}{epochs}")
     return "\n".join(lines)
 
 
