@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
 
     reports = {name: rank_report(values, truth.accuracy, args.resamples, args.seed)
                for name, (values, _) in track(list(estimates.items()), "bootstrap", units="estimators")}
-    ceiling = noise_ceiling([r.val_accuracy[:args.min_seeds] for r in truth.rows], seed=args.seed)
+    # The seed noise needs two seeds per cell: with --min-seeds 1 (every cell of a one-seed table) there is none.
+    ceiling = noise_ceiling([r.val_accuracy[:args.min_seeds] for r in truth.rows], seed=args.seed) \
+        if args.min_seeds >= 2 else None
     baseline = max(SIZE, key=lambda n: reports[n]["kendall_tau"].value)  # the better sign of the better size
     gains = {name: {stat: bootstrap_difference(RANK_STATISTICS[stat], estimates[name][0], estimates[baseline][0],
                                                truth.accuracy, args.resamples, seed=args.seed)
@@ -237,15 +239,19 @@ def main(argv: list[str] | None = None) -> None:
         gain = " | ".join(str(gains[name][s]) for s in ("kendall_tau", "junk_filter")) if name in gains \
             else "size | size"
         print(f"| {name} | {cells_text} | {statistics.median(estimates[name][1]):.4f} | {gain} |")
-    ceilings = " | ".join(f"{ceiling.ceilings[s]:.3f}" for s in RANK_STATISTICS)
-    print(f"| noise ceiling (a perfect estimate, simulated) | {ceilings} | | | |")
+    if ceiling is not None:
+        ceilings = " | ".join(f"{ceiling.ceilings[s]:.3f}" for s in RANK_STATISTICS)
+        print(f"| noise ceiling (a perfect estimate, simulated) | {ceilings} | | | |")
     beating = [name for name in gains if gains[name]["kendall_tau"].low > 0]
     print(f"\nbeat {baseline} (Kendall tau gain's interval above 0): {', '.join(beating) or 'none'}")
-    print(f"seed noise: {ceiling.seed_std:.4f} std within a cell over {ceiling.num_seeds} seeds; the cells' "
-          f"noise-free spread {ceiling.spread_std:.4f} std (estimated). Kendall tau of one seed vs the mean of the "
-          f"others: {ceiling.held_out:.3f} (averaged over the held-out seed); of seed 0 alone vs the mean of all: "
-          f"{kendall_tau([r.val_accuracy[0] for r in truth.rows], truth.accuracy):.3f}. The intervals resample "
-          f"cells; the truth's own seed noise is in the ceiling row, not in them.")
+    if ceiling is not None:
+        print(f"seed noise: {ceiling.seed_std:.4f} std within a cell over {ceiling.num_seeds} seeds; the cells' "
+              f"noise-free spread {ceiling.spread_std:.4f} std (estimated). Kendall tau of one seed vs the mean of "
+              f"the others: {ceiling.held_out:.3f} (averaged over the held-out seed); of seed 0 alone vs the mean of "
+              f"all: {kendall_tau([r.val_accuracy[0] for r in truth.rows], truth.accuracy):.3f}. The intervals "
+              f"resample cells; the truth's own seed noise is in the ceiling row, not in them.")
+    else:
+        print("one seed per cell: no noise ceiling (the truth's seed noise is unknown here)")
     if vote_check:
         print(f"vote chosen out of sample (2-fold): {vote_check}")
     print(fitting)
