@@ -10,8 +10,8 @@ table's data, as the pre-judger builds them:
   the better of the two signs);
 - each zero-cost score of :mod:`cellsearch.evaluators.zero_cost` (one fixed minibatch, fixed initial weights);
 - votes (:func:`cellsearch.evaluators.vote.mean_rank`): the configured one (conf/prejudge/vote.yaml) and the
-  best of every vote of two or three signed scores on these cells (chosen on the truth itself, so that row
-  is optimistic; the 2-fold check below the table says by how much);
+  best of every vote of two or three scores, each with either sign, on these cells (chosen on the truth
+  itself, so that row is optimistic; the 2-fold check below the table says by how much);
 - ``predictor@n`` (:class:`cellsearch.evaluators.predictor.LearnedPredictor`, the settings of
   conf/prejudge/predictor.yaml): 5-fold cross-validation; each fold's cells are scored by a predictor fitted
   to ``n`` cells drawn from the other folds (so n is at most 4/5 of the table), as a search that has
@@ -118,7 +118,10 @@ def vote_rows(truth: Truth, estimates: dict[str, Estimate], seed: int) -> tuple[
     """The configured vote, the best vote on all cells (optimistic), and a line on how that choice holds up
     out of sample (each half of the cells picks its best vote; its tau on the other half)."""
     configured = list(yaml.safe_load((CONF / "vote.yaml").read_text())["vote"])
-    combos = all_votes([n for n in estimates if n in SIZE or n in SCORES])
+    signed = dict(estimates)  # the zero-cost scores with either sign, as the size scores have (-naswot: lowest first)
+    signed.update({f"-{n}": ([-v for v in values], seconds) for n, (values, seconds) in estimates.items() if n in SCORES})
+    estimates = signed
+    combos = all_votes([n for n in estimates if n.lstrip("-") in SCORES])
     accuracy = np.asarray(truth.accuracy)
 
     def tau(combo: tuple[str, ...], cells: np.ndarray) -> float:
