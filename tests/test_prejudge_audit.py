@@ -1,6 +1,7 @@
 """The pre-judger's estimators beyond a single zero-cost score (a vote, a learned predictor), its in-run
 audit (statistics with intervals, the parameter count as the bar, the live view's signals) and unscored
 candidates; real tiny children and the testbed table, no mocks."""
+import dataclasses
 import logging
 import math
 import random
@@ -24,11 +25,19 @@ from test_search import SPACE, Crash, InlineExecutor
 PREDICTOR = {"members": 2, "hidden": 16, "epochs": 60, "min_children": 4}
 
 
-def search(run_dir, budget=12, crash=None, **settings):
+class SizeRanksExecutor(InlineExecutor):
+    """The same children, but the stored parameter count ranks them perfectly (params = accuracy x 10^6)."""
+
+    def wait(self, timeout=None):
+        return [(i, dataclasses.replace(r, metrics={**r.metrics, "params": int(r.metrics["val_accuracy"] * 1e6)})
+                 if r.ok else r) for i, r in super().wait(timeout)]
+
+
+def search(run_dir, budget=12, crash=None, executor=InlineExecutor, **settings):
     strategy = build_strategy("random", SPACE, seed=0)
     judge = PreJudger(CHILD, DATA, **{"candidates": 3, "batch_size": 8, **settings})
     with TrialStore(run_dir / "trials.db") as store:
-        loop = SearchLoop(strategy, InlineExecutor(**(crash or {})), store, run_dir, budget, prejudge=judge)
+        loop = SearchLoop(strategy, executor(**(crash or {})), store, run_dir, budget, prejudge=judge)
         loop.run()
         return judge, judge.summary(store), loop._signals()
 
@@ -72,8 +81,9 @@ def test_audit_statistics_intervals_and_the_parameter_count_bar():
     tau = report.stats["kendall_tau"]
     assert tau.low <= tau.value <= tau.high and tau.value == pytest.approx(kendall_tau([c.value for c in children],
                                                                                         accuracy))
-    # the parameter count ranks these children perfectly backwards: -params is the bar, and it is above the score
+    # the parameter count ranks these children perfectly backwards: -params is the bar, clearly above the score
     assert report.params_sign == "-params" and report.params_tau == 1.0 and report.below_params
+    assert report.params_gap.value == pytest.approx(tau.value - 1.0) and report.params_gap.high < 0
     assert "pre-judger naswot audit over 12 trained children (4 audits): Kendall tau" in report.line()
     signals = report.signals()
     assert {"prejudge/kendall_tau", "prejudge/kendall_tau_low", "prejudge/junk_filter_high",
@@ -82,15 +92,17 @@ def test_audit_statistics_intervals_and_the_parameter_count_bar():
 
 
 def test_a_prejudger_below_the_parameter_count_switches_itself_off(tmp_path, caplog):
-    # in this landscape the stored parameter count (1000 + trial id) rises with the search, and -params
-    # (the real count, smallest first) does not rank by the share of separable convolutions
+    # the stored parameter count ranks the trained children perfectly; naswot does not (min_tau -1: only the
+    # parameter count can switch it off)
     caplog.set_level(logging.INFO)
-    judge, text, _ = search(tmp_path, budget=16, score="-params", audit=4)
-    assert judge.last_audit.below_params and not judge.active
-    assert "switched off: Kendall tau" in caplog.text and "below the parameter count's (params:" in caplog.text
+    judge, text, _ = search(tmp_path, budget=16, score="naswot", audit=4, min_tau=-1.0, executor=SizeRanksExecutor)
+    assert judge.last_audit.below_params and judge.last_audit.params_gap.high < 0 and not judge.active
+    assert "switched off: Kendall tau" in caplog.text and "below the parameter count's (params: 1.000" in caplog.text
     assert "switched off after" in text
-    judge, _, _ = search(tmp_path, budget=16, score="-params", audit=4)  # read back on resume
-    assert not judge.active
+    judge, _, _ = search(tmp_path, budget=16, score="naswot", audit=4, min_tau=-1.0, executor=SizeRanksExecutor)
+    assert not judge.active  # read back on resume
+    judge, _, _ = search(tmp_path / "fair", budget=16, score="naswot", audit=4, min_tau=-1.0)
+    assert judge.active  # with the ordinary children it is not clearly worse than the parameter count
 
 
 def test_the_learned_predictor_prejudges_a_search_and_resumes_exactly(tmp_path, caplog):

@@ -5,8 +5,9 @@ Over every trained child the estimator scored (the chosen candidates and the aud
 share of the bottom quarter it would reject while keeping 95% of the top tenth; see
 :mod:`cellsearch.evaluators.ranking`) against trained accuracy, each with a 95% bootstrap interval over
 the children, and the Kendall tau of the parameter count on the same children with the sign that ranks
-them better (params or -params: a short child training can favour small cells). An estimator whose tau is
-below that is no better than counting parameters: :meth:`Audit.below_params`.
+them better (params or -params: a short child training can favour small cells), with the paired bootstrap
+interval of the difference. An estimator whose whole interval lies below 0 ranks worse than counting
+parameters: :attr:`Audit.below_params` (a point estimate below it, from ten noisy children, is not enough).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from cellsearch.evaluators.ranking import Interval, kendall_tau, rank_report, top_k_precision
+from cellsearch.evaluators.ranking import Interval, bootstrap_difference, kendall_tau, rank_report, top_k_precision
 
 __all__ = ["AUDIT_RESAMPLES", "Audit", "AuditedChild", "audit"]
 
@@ -45,6 +46,7 @@ class Audit:
     precision: float            # top-k precision (the k the estimator ranks first among the k best)
     params_sign: str            # "params" or "-params": the sign of the parameter count that ranks better
     params_tau: float           # its Kendall tau on the same children (NaN when unknown)
+    params_gap: Interval | None  # the estimator's tau minus that, with its paired bootstrap interval
 
     @property
     def tau(self) -> float:
@@ -53,7 +55,7 @@ class Audit:
     @property
     def below_params(self) -> bool:
         """Whether the estimator ranks the children worse than the parameter count (with its better sign)."""
-        return not math.isnan(self.tau) and not math.isnan(self.params_tau) and self.tau < self.params_tau
+        return self.params_gap is not None and self.params_gap.high < 0
 
     def line(self) -> str:
         """The audit in one log line."""
@@ -62,7 +64,7 @@ class Audit:
         stats = ", ".join(f"{SHORT[name]} {interval}" for name, interval in self.stats.items())
         return (f"pre-judger {self.score} audit over {self.num} trained children ({self.num_audits} audits): {stats} "
                 f"(95% bootstrap intervals); the parameter count ({self.params_sign}) has Kendall tau "
-                f"{self.params_tau:.3f}")
+                f"{self.params_tau:.3f}, {self.score}'s minus that {self.params_gap}")
 
     def signals(self) -> dict[str, float]:
         """The audit for the live view: each statistic with its interval, the parameter count's tau, the
@@ -82,8 +84,11 @@ def audit(score: str, children: Sequence[AuditedChild], top_k: int = 3, seed: in
     stats = rank_report(values, accuracies, AUDIT_RESAMPLES, seed) if len(children) >= 2 else {}
     sized = [c for c in children if c.params is not None]
     params_tau = kendall_tau([c.params for c in sized], [c.accuracy for c in sized]) if len(sized) >= 2 else math.nan
-    sign = "-params" if params_tau < 0 else "params"
+    sign = -1 if params_tau < 0 else 1
+    gap = None if math.isnan(params_tau) else bootstrap_difference(
+        kendall_tau, [c.value for c in sized], [sign * c.params for c in sized], [c.accuracy for c in sized],
+        AUDIT_RESAMPLES, seed=seed)
     k = min(top_k, len(children))
     precision = top_k_precision(values, accuracies, top_k) if children else math.nan
-    return Audit(score, len(children), sum(c.audit for c in children), stats, k, precision, sign,
-                 abs(params_tau))
+    return Audit(score, len(children), sum(c.audit for c in children), stats, k, precision,
+                 "-params" if sign < 0 else "params", abs(params_tau), gap)

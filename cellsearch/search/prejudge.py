@@ -23,7 +23,8 @@ learn from them). After every trained candidate it logs its audit (:mod:`cellsea
 tau, Spearman, top-10% recall and junk-filter rate with bootstrap intervals, and the parameter count's tau)
 and shows it in the live view (:meth:`PreJudger.signals`). Once at least ``MIN_FOR_TAU`` are in, it switches
 itself off, in one log line, when its tau is below ``min_tau`` or (``beat_params``) below the parameter
-count's on the same children; the search goes on unfiltered. Whether it is off is read back from the store
+count's on the same children (the bootstrap interval of the difference below 0); the search goes on
+unfiltered. Whether it is off is read back from the store
 on resume (the same rows give the same audit).
 """
 from __future__ import annotations
@@ -189,7 +190,8 @@ class PreJudger:
         if self.active and self._should_switch_off(report):
             self.active = False
             reason = (f"below prejudge.min_tau {self.min_tau:.3f}" if report.tau < self.min_tau else
-                      f"below the parameter count's ({report.params_sign}: {report.params_tau:.3f})")
+                      f"below the parameter count's ({report.params_sign}: {report.params_tau:.3f}; the difference "
+                      f"{report.params_gap} lies below 0)")
             log.warning("pre-judger %s switched off: Kendall tau %s is %s over %d trained children; the search goes "
                         "on unfiltered", self.score, report.stats["kendall_tau"], reason, report.num)
 
