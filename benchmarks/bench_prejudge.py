@@ -59,7 +59,7 @@ def main() -> None:
     for name in SCORES:
         scorer = ZeroCostScorer(name, child, data, seed=args.seed, batch_size=args.batch_size)
         scorer.minibatch()  # loading the data is not the score's cost
-        values, seconds = zip(*(scorer(g) for g in cells))
+        values, seconds, _ = zip(*(scorer(g) for g in cells))
         values = [float("-inf") if v is None else v for v in values]
         rows.append((name, spearman_rho(values, accuracies), kendall_tau(values, accuracies),
                      top_k_precision(values, accuracies, args.top_k), statistics.median(seconds)))

@@ -78,8 +78,20 @@ def test_a_score_below_min_tau_switches_the_prejudger_off(tmp_path, caplog):
 
 
 def test_bad_prejudge_settings_are_refused_in_one_line():
-    with pytest.raises(ConfigError, match=r"unknown zero-cost score 'jacob'; choose one of \['naswot'"):
+    with pytest.raises(ConfigError, match=r"unknown prejudge.score 'jacob'; choose one of \['naswot'.*vote.*predictor"):
         PreJudger(CHILD, DATA, score="jacob")
+    with pytest.raises(ConfigError, match="prejudge.score=vote needs prejudge.vote"):
+        PreJudger(CHILD, DATA, score="vote")
+    with pytest.raises(ConfigError, match="at least two zero-cost scores"):
+        PreJudger(CHILD, DATA, score="vote", vote=["naswot"])
+    with pytest.raises(ConfigError, match="unknown zero-cost score 'jacob'"):
+        PreJudger(CHILD, DATA, score="vote", vote=["naswot", "jacob"])
+    with pytest.raises(ConfigError, match=r"unknown prejudge.predictor setting\(s\) \['layers'\]"):
+        PreJudger(CHILD, DATA, score="predictor", predictor={"layers": 3})
+    with pytest.raises(ConfigError, match="prejudge.predictor.min_children must be an integer >= 2"):
+        PreJudger(CHILD, DATA, score="predictor", predictor={"min_children": 1})
+    with pytest.raises(ConfigError, match="beat_params must be true or false"):
+        PreJudger(CHILD, DATA, beat_params="yes")
     with pytest.raises(ConfigError, match="candidates must be an integer >= 1"):
         PreJudger(CHILD, DATA, candidates=0)
     with pytest.raises(ConfigError, match="min_tau"):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,8 @@ from torch import nn
 
 from cellsearch.data import DataConfig, ImageDataModule, as_data_config, describe_dataset
 from cellsearch.evaluators.child import ChildConfig, as_child_config
-from cellsearch.space.genotype import Genotype
+from cellsearch.evaluators.estimator import SCORING_ERRORS, Scored, error_text
+from cellsearch.space.genotype import Genotype, SearchSpace
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision  # noqa: F401  (re-exported)
@@ -152,8 +153,9 @@ class ZeroCostScorer:
             self._batch = (x.float().cpu().contiguous(), y.cpu())
         return self._batch
 
-    def __call__(self, genotype: Genotype) -> tuple[float | None, float]:
-        """(score, seconds); the score is None when the network cannot be scored (NaN, a failing op)."""
+    def __call__(self, genotype: Genotype) -> Scored:
+        """The cell's score; unscored (value None, with the reason) when the network cannot be scored (a NaN
+        score, a failing op)."""
         start = time.perf_counter()
         x, y = self.minibatch()
         info = describe_dataset(self.data)
@@ -164,11 +166,15 @@ class ZeroCostScorer:
             model.train()
             base, sign = split_score(self.score)
             value = sign * SCORES[base](model, x, y)
-        except (RuntimeError, ValueError):  # a candidate that cannot be scored is ranked last, not fatal
-            value = None
-        if value is not None and math.isnan(value):
-            value = None
-        return value, time.perf_counter() - start
+        except SCORING_ERRORS as err:  # a candidate that cannot be scored is ranked last, not fatal
+            return Scored(None, time.perf_counter() - start, error_text(err))
+        if math.isnan(value):
+            return Scored(None, time.perf_counter() - start, "the score is NaN")
+        return Scored(value, time.perf_counter() - start)
+
+    def prepare(self, space: SearchSpace, trained: Sequence[tuple[Genotype, float]]) -> str:
+        """Nothing to prepare: a zero-cost score needs neither the space nor trained children."""
+        return ""
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_batch": None}

@@ -70,6 +70,7 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "search.imitation_topk": 5,
     },
     "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
+    "cellsearch.search.prejudge.PreJudger": {"prejudge.beat_params": False},  # never compared with params before
 }
 
 
