@@ -11,6 +11,7 @@ import torch
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators import OneShotEvaluator
+from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.search.darts import ArchitectureWeights, check_relaxable
 from cellsearch.search.final import rank_agreement
 from cellsearch.search.run import run_search
@@ -145,3 +146,44 @@ def test_quick_cpu_preset_composes_as_documented(tmp_path, compose):
     assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
     assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
     assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"
+
+
+def test_a_path_with_nan_logits_is_unscored_in_one_line_and_others_still_score():
+    ev = evaluator(warmup_epochs=1)
+    rng = random.Random(1)
+    uses_conv = next(g for g in (SPACE.sample(rng) for _ in range(200))
+                     if "conv_3x3" in g.normal.blocks[0].ops and "conv_3x3" not in g.reduce.blocks[0].ops)
+    clean = next(g for g in (SPACE.sample(rng) for _ in range(500))
+                 if all("conv_3x3" not in b.ops for c in (g.normal, g.reduce) for b in c.blocks))
+    ev.train_until(1)
+    with torch.no_grad():  # the normal cells' conv_3x3 of block 0 diverged
+        for cell in ev._runtime["trainer"].supernet.cells:
+            for position in cell.ops[0]:
+                for key, module in position.items():
+                    if key.startswith("conv_3x3"):
+                        for p in module.parameters():
+                            p.fill_(float("nan"))
+    bad = ev.evaluate(uses_conv, trial_id=1)
+    assert not bad.ok and "NaN" in bad.error and "\n" not in bad.error
+    assert bad.metric("supernet_steps") == 6  # still marked as the supernet's (un)estimate
+    good = ev.evaluate(clean, trial_id=2)
+    assert good.ok and 0 <= good.metric("val_accuracy") <= 1
+
+
+def test_one_shot_lines_say_estimate_and_unscored_not_reward_and_failed(tmp_path):
+    from cellsearch.search.report import Progress, summary_table
+    from cellsearch.search.store import TrialStore
+
+    genotype = SPACE.sample(random.Random(0))
+    with TrialStore(tmp_path / "trials.db") as store:
+        scored = store.add(0, genotype, EvalResult("ok", {"val_accuracy": 0.21, "supernet_steps": 6.0}, 0.1), 0.21)
+        unscored = store.add(1, genotype, failed_result("UnscoredPath: NaN logits", 0.1, supernet_steps=6.0), None)
+        trained = store.add(2, genotype, EvalResult("ok", {"val_accuracy": 0.5}, 3.0), 0.5)
+    progress = Progress(budget=3, num_done=0, start=0.0)
+    line = progress.record(scored, scored)
+    assert line.startswith("cell 1/3") and "one-shot estimate 0.2100" in line and "reward" not in line
+    line = progress.record(unscored, scored)
+    assert "unscored (UnscoredPath: NaN logits)" in line and "FAILED" not in line
+    line = progress.record(trained, trained)
+    assert line.startswith("child 3/3") and "reward 0.5000" in line  # a trained child reads as before
+    assert summary_table([scored]).split()[:4] == ["rank", "trial", "estimate", "est_acc"]

@@ -37,12 +37,14 @@ from cellsearch.data import DataConfig, ImageDataModule, as_data_config, datacla
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
 from cellsearch.progress import track
+from cellsearch.search.estimates import SUPERNET_STEPS  # marks the reward as an estimate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 from cellsearch.space.supernet import SuperNet
 from cellsearch.strategies.base import as_search_space
 from cellsearch.validation import ConfigError
 
-__all__ = ["OneShotConfig", "OneShotEvaluator", "SupernetTrainer", "endless_batches", "score_path"]
+__all__ = ["OneShotConfig", "OneShotEvaluator", "SupernetTrainer", "UnscoredPath", "endless_batches",
+           "score_path"]
 
 SUPERNET_FILE = "supernet.pt"
 PATH_SAMPLERS = ("uniform", "proposals")
@@ -117,6 +119,10 @@ def endless_batches(loader: Any, device: torch.device) -> Iterator[tuple[torch.T
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
+class UnscoredPath(ArithmeticError):
+    """A path whose logits came out NaN or infinite: the supernet cannot score that cell."""
+
+
 @torch.no_grad()
 def score_path(supernet: SuperNet, genotype: Genotype, bn_batches: list[torch.Tensor],
                val_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -133,12 +139,19 @@ def score_path(supernet: SuperNet, genotype: Genotype, bn_batches: list[torch.Te
         for bn in bns:  # only batch norm behaves differently in evaluation: toggling it alone is cheaper
             bn.train(False)
     correct = seen = 0
-    for x, y in val_batches:
-        correct += int((supernet(x, genotype).argmax(dim=1) == y).sum())
-        seen += len(y)
-    for bn in bns:
-        bn.momentum = 0.1
-        bn.train(True)
+    finite = True
+    try:
+        for x, y in val_batches:
+            logits = supernet(x, genotype)
+            finite = finite and bool(torch.isfinite(logits).all())
+            correct += int((logits.argmax(dim=1) == y).sum())
+            seen += len(y)
+    finally:
+        for bn in bns:
+            bn.momentum = 0.1
+            bn.train(True)
+    if not finite:  # argmax of NaN logits would pass for a (poor) accuracy
+        raise UnscoredPath("the path's logits are NaN or infinite on the validation images")
     return correct / max(1, seen)
 
 
@@ -191,7 +204,7 @@ class OneShotEvaluator(Evaluator):
     final step trains; ``space`` the search space the supernet covers."""
 
     name = "oneshot"
-    metrics = ("val_accuracy", "supernet_steps")
+    metrics = ("val_accuracy", SUPERNET_STEPS)
     needs_in_process_executor = True  # the supernet lives in this process
     trains_finalists = True
 
@@ -343,6 +356,9 @@ class OneShotEvaluator(Evaluator):
         gc.collect()
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
+        """The one-shot estimate of ``genotype`` (training the supernet first when a phase is due). A path that
+        fails or scores NaN leaves the cell unscored: a failed result with the reason in one line, and the
+        search goes on."""
         start = time.perf_counter()
         try:
             runtime = self._setup(seed)
@@ -352,7 +368,8 @@ class OneShotEvaluator(Evaluator):
             accuracy = self.score(genotype, seed)
         except (ConfigError, GenotypeError):
             raise
-        except Exception as err:  # the path failed (out of memory, a diverged supernet): record it
-            return failed_result(describe_error(err), time.perf_counter() - start)
-        return EvalResult("ok", {"val_accuracy": accuracy, "supernet_steps": float(runtime["trainer"].step)},
+        except Exception as err:  # the path failed (out of memory, NaN logits, a diverged supernet): record it
+            steps = float(self._runtime["trainer"].step) if self._runtime is not None else 0.0
+            return failed_result(describe_error(err), time.perf_counter() - start, **{SUPERNET_STEPS: steps})
+        return EvalResult("ok", {"val_accuracy": accuracy, SUPERNET_STEPS: float(runtime["trainer"].step)},
                           time.perf_counter() - start)
