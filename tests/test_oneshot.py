@@ -187,3 +187,33 @@ def test_one_shot_lines_say_estimate_and_unscored_not_reward_and_failed(tmp_path
     line = progress.record(trained, trained)
     assert line.startswith("child 3/3") and "reward 0.5000" in line  # a trained child reads as before
     assert summary_table([scored]).split()[:4] == ["rank", "trial", "estimate", "est_acc"]
+
+
+def test_a_path_is_fine_tuned_on_a_copy_that_is_put_back():
+    from cellsearch.evaluators.path_tuning import finetuned_path
+    from cellsearch.space.supernet import SuperNet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE, cells_per_stage=1, channels=4, num_classes=10, in_chans=1)
+    genotype = SPACE.sample(random.Random(0))
+    batches = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    before = {name: p.detach().clone() for name, p in supernet.named_parameters()}
+    with finetuned_path(supernet, genotype, batches, lr=0.1) as tuned:
+        changed = {name for name, p in tuned.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and "stem.0.weight" in changed  # the path moved
+    assert len(changed) < len(before) // 2  # ops off the path did not
+    assert all(torch.equal(p, before[name]) for name, p in supernet.named_parameters())  # and all is put back
+    assert all(p.grad is None for p in supernet.parameters())
+
+
+def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(tmp_path):
+    ev = evaluator(tmp_path, warmup_epochs=0.5)
+    genotype = SPACE.sample(random.Random(0))
+    ev.train_until(1)
+    state = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    for key in ("finetune_steps", "finetune_lr"):  # as a release before them wrote it
+        del state["settings"]["config"][key]
+    torch.save(state, tmp_path / "supernet.pt")
+    assert evaluator(tmp_path, warmup_epochs=0.5).score(genotype) == ev.score(genotype)
+    with pytest.raises(ConfigError, match="other settings"):
+        evaluator(tmp_path, warmup_epochs=0.5, finetune_steps=2).score(genotype)

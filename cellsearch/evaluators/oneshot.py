@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from cellsearch.data import DataConfig, ImageDataModule, as_data_config, dataclass_from_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
+from cellsearch.evaluators.path_tuning import finetuned_path
 from cellsearch.progress import track
 from cellsearch.search.estimates import SUPERNET_STEPS  # marks the reward as an estimate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
@@ -79,6 +80,8 @@ class OneShotConfig(SupernetTraining):
     path_sampler: str = "uniform"    # uniform | proposals (the cells the strategy proposed: ENAS)
     bn_batches: int = 2              # training batches that recompute BN statistics for a path (0: batch stats)
     val_batches: int = 1             # validation batches per score (ENAS: one minibatch)
+    finetune_steps: int = 0          # SGD steps on the path alone before it is scored, on a copy (0: none)
+    finetune_lr: float = 0.02        # their constant learning rate
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "phase_epochs"):
@@ -93,12 +96,14 @@ class OneShotConfig(SupernetTraining):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"evaluator.{name} must be a positive integer, got {value!r}")
-        for name in ("max_phases", "bn_batches"):
+        for name in ("max_phases", "bn_batches", "finetune_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"evaluator.{name} must be an integer >= 0, got {value!r}")
         if self.path_sampler not in PATH_SAMPLERS:
             raise ConfigError(f"evaluator.path_sampler must be one of {list(PATH_SAMPLERS)}, got {self.path_sampler!r}")
+        if isinstance(self.finetune_lr, bool) or not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
+            raise ConfigError(f"evaluator.finetune_lr must be a positive number, got {self.finetune_lr!r}")
         if self.lr <= 0 or self.lr_min < 0 or self.lr_min > self.lr:
             raise ConfigError(f"evaluator.lr must be positive and lr_min in [0, lr]; got {self.lr}, {self.lr_min}")
         if self.final_top_k > self.final_candidates:
@@ -198,6 +203,16 @@ class SupernetTrainer:
         self.step = int(state["step"])
 
 
+def _with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """The settings a ``supernet.pt`` recorded, with those added since at the values that reproduce what it
+    did before them (the run's search_settings.yaml reads them the same way: ADDED_OPTION_SETTINGS)."""
+    from cellsearch.search.settings import ADDED_OPTION_SETTINGS  # the one list of them
+
+    added = ADDED_OPTION_SETTINGS[f"{OneShotEvaluator.__module__.rsplit('.', 1)[0]}.{OneShotEvaluator.__name__}"]
+    config = {key.split(".", 1)[1]: value for key, value in added.items()}
+    return {**saved, "config": {**config, **saved["config"]}}
+
+
 class OneShotEvaluator(Evaluator):
     """Scores each genotype by its path's validation accuracy in a supernet trained in phases
     (metric ``val_accuracy``, the one-shot estimate). ``child`` is the stand-alone child that the
@@ -274,7 +289,8 @@ class OneShotEvaluator(Evaluator):
                 break
         train = endless_batches(train_loader, device)
         bn = [next(train)[0] for _ in range(c.bn_batches)]
-        runtime = {"trainer": trainer, "train": train, "bn": bn, "val": val, "warmup": warmup,
+        finetune = [next(train) for _ in range(c.finetune_steps)]  # fixed too: every path tunes on the same images
+        runtime = {"trainer": trainer, "train": train, "bn": bn, "val": val, "finetune": finetune, "warmup": warmup,
                    "phase": phase, "phases_done": -1, "recent": [], "rng": random.Random(seed)}
         self._runtime = runtime
         self._load(runtime)
@@ -300,7 +316,7 @@ class OneShotEvaluator(Evaluator):
             return
         state = torch.load(self.state_path, map_location=runtime["trainer"].supernet.classifier_bias.device,
                            weights_only=True)
-        if state["settings"] != self.settings():
+        if _with_added_settings(state["settings"]) != self.settings():
             raise ConfigError(f"{self.state_path} holds a supernet trained with other settings; resume with those "
                               f"settings or start a new run directory")
         runtime["trainer"].load_state_dict(state["trainer"])
@@ -346,9 +362,12 @@ class OneShotEvaluator(Evaluator):
             self._train_phase(runtime)
 
     def score(self, genotype: Genotype, seed: int = 0) -> float:
-        """The one-shot estimate of ``genotype`` with the supernet as it is now."""
-        runtime = self._setup(seed)
-        return score_path(runtime["trainer"].supernet, genotype, runtime["bn"], runtime["val"])
+        """The one-shot estimate of ``genotype`` with the supernet as it is now (its path fine-tuned first on
+        a copy when ``finetune_steps`` asks for it)."""
+        runtime, c = self._setup(seed), self.config
+        with finetuned_path(runtime["trainer"].supernet, genotype, runtime["finetune"], c.finetune_lr, c.momentum,
+                            c.weight_decay, c.grad_clip) as supernet:
+            return score_path(supernet, genotype, runtime["bn"], runtime["val"])
 
     def release(self) -> None:
         """Drop the supernet, its optimiser and data from memory (it is saved at every phase end)."""

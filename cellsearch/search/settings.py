@@ -69,6 +69,10 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "search.imitation_topk": 5,
     },
     "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
+    "cellsearch.evaluators.OneShotEvaluator": {  # since issue 22: paths scored as the shared weights left them
+        "evaluator.finetune_steps": 0,
+        "evaluator.finetune_lr": 0.02,
+    },
 }
 
 
