@@ -4,6 +4,7 @@ Everything is tiny (digits, 300 training images, N=1, F=4, 2 blocks of cheap ops
 """
 import pickle
 import random
+import sys
 
 import pytest
 import timm
@@ -207,13 +208,40 @@ def test_a_path_is_fine_tuned_on_a_copy_that_is_put_back():
 
 
 def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(tmp_path):
-    ev = evaluator(tmp_path, warmup_epochs=0.5)
+    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02)  # as ADDED_OPTION_SETTINGS reads an old run
+    ev = evaluator(tmp_path, **old)
     genotype = SPACE.sample(random.Random(0))
     ev.train_until(1)
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
     for key in ("finetune_steps", "finetune_lr"):  # as a release before them wrote it
         del state["settings"]["config"][key]
     torch.save(state, tmp_path / "supernet.pt")
-    assert evaluator(tmp_path, warmup_epochs=0.5).score(genotype) == ev.score(genotype)
+    assert evaluator(tmp_path, **old).score(genotype) == ev.score(genotype)
     with pytest.raises(ConfigError, match="other settings"):
-        evaluator(tmp_path, warmup_epochs=0.5, finetune_steps=2).score(genotype)
+        evaluator(tmp_path, **{**old, "finetune_steps": 2}).score(genotype)
+
+
+def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_oneshot.py"
+    spec = importlib.util.spec_from_file_location("bench_oneshot", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_oneshot", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    rng = random.Random(0)
+    cells = [SPACE.sample(rng) for _ in range(6)]
+    truth = [0.1 * i for i in range(6)]
+    recipes = [bench.Recipe("1x", 1), bench.Recipe("1x + fine-tune", 1, {"finetune_steps": 1})]
+    rows = bench.oneshot_rows(cells, truth, {**CHILD, "epochs": 1}, DATA, SPACE, seeds=(0,), recipes=recipes,
+                              resamples=20, child_seconds=1.0)
+    assert [r["estimator"] for r in rows] == ["one-shot 1x", "one-shot 1x + decision smoothing", "one-shot 1x + fine-tune",
+                                              "one-shot 1x + fine-tune + decision smoothing"]
+    for row in rows:
+        assert -1 <= row["kendall_tau"].value <= 1 and row["kendall_tau"].low <= row["kendall_tau"].high
+        assert len(row["estimates"]) == 6 and row["cpu_seconds"] > 0 and row["children"] == row["cpu_seconds"]
+    assert rows[0]["estimates"] != rows[2]["estimates"]  # the fine-tune changed the scores
+    same = cells[:3] * 2  # a cell's smoothed estimate pools the scores of every cell with its choices
+    smoothed = bench.decision_smoothed([0.1, 0.2, 0.3, 0.3, 0.4, 0.5], same, SPACE, penalty=1e-6)
+    assert smoothed == pytest.approx([0.2, 0.3, 0.4] * 2, abs=1e-3)
