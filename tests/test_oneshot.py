@@ -208,12 +208,12 @@ def test_a_path_is_fine_tuned_on_a_copy_that_is_put_back():
 
 
 def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(tmp_path):
-    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02)  # as ADDED_OPTION_SETTINGS reads an old run
+    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02, estimate="accuracy")  # as ADDED_OPTION_SETTINGS reads an old run
     ev = evaluator(tmp_path, **old)
     genotype = SPACE.sample(random.Random(0))
     ev.train_until(1)
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
-    for key in ("finetune_steps", "finetune_lr"):  # as a release before them wrote it
+    for key in ("finetune_steps", "finetune_lr", "estimate"):  # as a release before them wrote it
         del state["settings"]["config"][key]
     torch.save(state, tmp_path / "supernet.pt")
     assert evaluator(tmp_path, **old).score(genotype) == ev.score(genotype)
@@ -245,3 +245,18 @@ def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
     same = cells[:3] * 2  # a cell's smoothed estimate pools the scores of every cell with its choices
     smoothed = bench.decision_smoothed([0.1, 0.2, 0.3, 0.3, 0.4, 0.5], same, SPACE, penalty=1e-6)
     assert smoothed == pytest.approx([0.2, 0.3, 0.4] * 2, abs=1e-3)
+
+
+def test_the_likelihood_estimate_is_exp_of_minus_the_paths_cross_entropy():
+    from cellsearch.evaluators.oneshot import score_path
+    from cellsearch.space.supernet import SuperNet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE, cells_per_stage=1, channels=4, num_classes=10, in_chans=1)
+    genotype = SPACE.sample(random.Random(0))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        expected = torch.exp(-torch.nn.functional.cross_entropy(supernet(x, genotype), y)).item()
+    assert score_path(supernet, genotype, [], [(x, y)], "likelihood") == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="evaluator.estimate must be one of"):
+        evaluator(estimate="loss")

@@ -52,6 +52,7 @@ __all__ = ["OneShotConfig", "OneShotEvaluator", "SupernetTrainer", "UnscoredPath
 
 SUPERNET_FILE = "supernet.pt"
 PATH_SAMPLERS = ("uniform", "proposals")
+ESTIMATES = ("accuracy", "likelihood")
 
 
 @dataclass
@@ -83,8 +84,9 @@ class OneShotConfig(SupernetTraining):
     path_sampler: str = "uniform"    # uniform | proposals (the cells the strategy proposed: ENAS)
     bn_batches: int = 2              # training batches that recompute BN statistics for a path (0: batch stats)
     val_batches: int = 1             # validation batches per score (ENAS: one minibatch)
-    finetune_steps: int = 5          # SGD steps on the path alone before it is scored, on a copy (0: none)
-    finetune_lr: float = 0.01        # their constant learning rate
+    finetune_steps: int = 20         # SGD steps on the path alone before it is scored, on a copy (0: none)
+    finetune_lr: float = 0.05        # their constant learning rate
+    estimate: str = "likelihood"     # accuracy | likelihood (exp(-cross-entropy): ranks cells better, issue 22)
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "phase_epochs"):
@@ -103,6 +105,8 @@ class OneShotConfig(SupernetTraining):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"evaluator.{name} must be an integer >= 0, got {value!r}")
+        if self.estimate not in ESTIMATES:
+            raise ConfigError(f"evaluator.estimate must be one of {list(ESTIMATES)}, got {self.estimate!r}")
         if self.path_sampler not in PATH_SAMPLERS:
             raise ConfigError(f"evaluator.path_sampler must be one of {list(PATH_SAMPLERS)}, got {self.path_sampler!r}")
         if isinstance(self.finetune_lr, bool) or not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
@@ -133,10 +137,11 @@ class UnscoredPath(ArithmeticError):
 
 @torch.no_grad()
 def score_path(supernet: SuperNet, genotype: Genotype, bn_batches: list[torch.Tensor],
-               val_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Validation accuracy of the path ``genotype``, with its BN statistics recomputed on the training
-    images ``bn_batches`` first (none: each validation batch normalised by its own statistics). The
-    same images for every cell, so scores compare. The supernet stays in training mode."""
+               val_batches: list[tuple[torch.Tensor, torch.Tensor]], measure: str = "accuracy") -> float:
+    """Validation accuracy of the path ``genotype`` (``measure="likelihood"``: exp of minus its mean
+    cross-entropy, the geometric mean of the probability it gives the true class), with its BN statistics
+    recomputed on the training images ``bn_batches`` first (none: each validation batch normalised by its
+    own statistics). The same images for every cell, so scores compare. The supernet stays in training mode."""
     bns = supernet.batch_norms()
     if bn_batches:
         for bn in bns:
@@ -147,12 +152,13 @@ def score_path(supernet: SuperNet, genotype: Genotype, bn_batches: list[torch.Te
         for bn in bns:  # only batch norm behaves differently in evaluation: toggling it alone is cheaper
             bn.train(False)
     correct = seen = 0
-    finite = True
+    loss, finite = 0.0, True
     try:
         for x, y in val_batches:
             logits = supernet(x, genotype)
             finite = finite and bool(torch.isfinite(logits).all())
             correct += int((logits.argmax(dim=1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
             seen += len(y)
     finally:
         for bn in bns:
@@ -160,6 +166,8 @@ def score_path(supernet: SuperNet, genotype: Genotype, bn_batches: list[torch.Te
             bn.train(True)
     if not finite:  # argmax of NaN logits would pass for a (poor) accuracy
         raise UnscoredPath("the path's logits are NaN or infinite on the validation images")
+    if measure == "likelihood":
+        return math.exp(-loss / max(1, seen))
     return correct / max(1, seen)
 
 
@@ -218,7 +226,8 @@ def _with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
 
 class OneShotEvaluator(Evaluator):
     """Scores each genotype by its path's validation accuracy in a supernet trained in phases
-    (metric ``val_accuracy``, the one-shot estimate). ``child`` is the stand-alone child that the
+    (metric ``val_accuracy``, the one-shot estimate; with ``estimate: likelihood``, the default, it holds
+    exp(-validation cross-entropy) of the path instead, which ranks cells better than its accuracy). ``child`` is the stand-alone child that the
     final step trains; ``space`` the search space the supernet covers."""
 
     name = "oneshot"
@@ -370,7 +379,7 @@ class OneShotEvaluator(Evaluator):
         runtime, c = self._setup(seed), self.config
         with finetuned_path(runtime["trainer"].supernet, genotype, runtime["finetune"], c.finetune_lr, c.momentum,
                             c.weight_decay, c.grad_clip) as supernet:
-            return score_path(supernet, genotype, runtime["bn"], runtime["val"])
+            return score_path(supernet, genotype, runtime["bn"], runtime["val"], c.estimate)
 
     def release(self) -> None:
         """Drop the supernet, its optimiser and data from memory (it is saved at every phase end)."""

@@ -72,6 +72,7 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
     "cellsearch.evaluators.OneShotEvaluator": {  # since issue 22: paths scored as the shared weights left them
         "evaluator.finetune_steps": 0,
         "evaluator.finetune_lr": 0.02,
+        "evaluator.estimate": "accuracy",
     },
 }
 
