@@ -2,6 +2,8 @@
 
     python benchmarks/bench_oneshot.py step       # memory and time of one step at proxy size
     python benchmarks/bench_oneshot.py ranking    # Kendall tau / Spearman over stand-alone trained cells
+    OMP_NUM_THREADS=1 python benchmarks/bench_oneshot.py estimators --table testbed_curves --seeds 0 1
+                                                  # issue 22: one-shot recipes against the testbed truth
 
 ``step``: NASNet's proxy size (N=2, F=16, CIFAR-sized 32x32 images, batch 64, the full 13-op space
 with add and concat). A single-path step (one path of the supernet), a first-order DARTS step (an
@@ -14,22 +16,35 @@ supernet), counted with saved-tensor hooks; weights are the parameter bytes.
 (the reference), and scored on supernets trained for 1x, 3x and 10x ``--base-epochs`` epochs with
 uniform paths; Kendall tau and Spearman rho between the one-shot estimates and stand-alone
 accuracy, top-k precision, and the cost of each.
+
+``estimators``: the one-shot rows of the estimator table (:func:`oneshot_rows`, which
+``bench_estimators.py`` calls too): every recipe of :data:`RECIPES` trains a supernet at the table's
+child size on the table's data, scores every truth cell, and is ranked against the table's mean
+accuracy (Kendall tau, Spearman, top-10% recall, junk-filter rate, each with a bootstrap interval), with
+its cost in CPU seconds of one torch thread (supernet training and every cell's score, data loading
+included) and that cost in stand-alone children (the table's median ``train_seconds``).
 """
 from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cellsearch.evaluators.child import evaluate_child
-from cellsearch.evaluators.oneshot import OneShotConfig, OneShotEvaluator, SupernetTrainer
+from cellsearch.evaluators.oneshot import OneShotConfig, OneShotEvaluator, SupernetTrainer, UnscoredPath
+from cellsearch.evaluators.ranking import Interval, rank_report
+from cellsearch.evaluators.table import ground_truth, load_table
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr, track
 from cellsearch.search.darts import ArchitectureWeights
 from cellsearch.search.final import rank_agreement
-from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.genotype import Genotype, SearchSpace
 from cellsearch.space.network import CellNetCifar
 from cellsearch.space.supernet import SuperNet
 
@@ -159,20 +174,148 @@ def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
               f"{a['kendall_tau']:>12.3f} {a['spearman_rho']:>9.3f} {a['top_k_precision']:>11.2f}")
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A one-shot estimator: OneShotEvaluator settings, with ``warmup_epochs`` as a multiple of the child's."""
+
+    name: str
+    child_epochs: float                  # supernet training, in epochs of the stand-alone child
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+# Scores on 2 fixed validation batches of 256 images, BN recomputed on 2 training batches; the plain
+# recipes score the shared weights as they are, by accuracy (the evaluator before issue 22).
+BASE_SETTINGS = {"batch_size": 64, "eval_batch_size": 256, "val_batches": 2, "bn_batches": 2, "finetune_steps": 0,
+                 "estimate": "accuracy"}
+FINETUNE_5 = {"finetune_steps": 5, "finetune_lr": 0.01}
+FINETUNE_20 = {"finetune_steps": 20, "finetune_lr": 0.05}
+RECIPES = (
+    Recipe("1x", 1), Recipe("3x", 3), Recipe("10x", 10),
+    Recipe("3x + path fine-tune 5 steps", 3, FINETUNE_5),
+    Recipe("3x + path fine-tune 5 steps, likelihood", 3, {**FINETUNE_5, "estimate": "likelihood"}),
+    Recipe("1x + path fine-tune 20 steps", 1, FINETUNE_20),
+    Recipe("1x + path fine-tune 20 steps, likelihood (the default)", 1, {**FINETUNE_20, "estimate": "likelihood"}),
+)
+
+
+def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: dict[str, Any], space: SearchSpace,
+                      recipe: Recipe, seed: int = 0) -> tuple[list[float], float]:
+    """Train a supernet as ``recipe`` says and score every cell on it.
+
+    Returns:
+        The estimates (a cell whose path cannot be scored ranks last, at -inf) and the CPU seconds of this
+        process that it all took, data loading included.
+    """
+    start = time.process_time()
+    settings = {**BASE_SETTINGS, **recipe.settings, "warmup_epochs": recipe.child_epochs * child["epochs"]}
+    evaluator = OneShotEvaluator(child, {**data, "num_workers": 0}, space, **settings)  # loading counts too
+    evaluator.train_until(1, seed)
+    values = []
+    for genotype in track(cells, f"one-shot {recipe.name}: scoring", units="cells", heartbeat=INTERVAL):
+        try:
+            values.append(evaluator.score(genotype, seed))
+        except UnscoredPath:
+            values.append(float("-inf"))
+    evaluator.release()
+    return values, time.process_time() - start
+
+
+def decision_features(genotype: Genotype, space: SearchSpace) -> list[float]:
+    """One-hot of every decision of the cell, then per cell type how many of its block inputs use each op."""
+    actions = space.encode(genotype)
+    features = [float(a == choice) for a, n in zip(actions, space.layout.num_choices_list) for choice in range(n)]
+    for cell in (genotype.normal, genotype.reduce):
+        used = [op for block in cell.blocks for op in block.ops]
+        features += [float(used.count(op)) for op in space.ops]
+    return features
+
+
+def decision_smoothed(values: Sequence[float], cells: Sequence[Genotype], space: SearchSpace,
+                      penalty: float = 30.0) -> list[float]:
+    """The estimates as a ridge regression on the cells' decisions (:func:`decision_features`) fits them: a
+    cell's estimate pooled with those of the cells that share its choices, which averages out the noise of
+    one path's score. Uses the estimates only (no truth); unscored cells (-inf) are left out of the fit."""
+    x = np.array([decision_features(g, space) for g in cells])
+    y = np.asarray(values, dtype=float)
+    scored = np.isfinite(y)
+    mean_x, mean_y = x[scored].mean(axis=0), y[scored].mean()
+    xc = x[scored] - mean_x
+    weights = np.linalg.solve(xc.T @ xc + penalty * np.eye(x.shape[1]), xc.T @ (y[scored] - mean_y))
+    return list((x - mean_x) @ weights + mean_y)
+
+
+def oneshot_rows(cells: Sequence[Genotype], truth: Sequence[float], child: dict[str, Any], data: dict[str, Any],
+                 space: SearchSpace, seeds: Sequence[int] = (0,), recipes: Sequence[Recipe] = RECIPES,
+                 resamples: int = 1000, child_seconds: float | None = None) -> list[dict[str, Any]]:
+    """The one-shot rows of the estimator table: per recipe and supernet seed, each statistic of
+    :data:`cellsearch.evaluators.ranking.RANK_STATISTICS` against ``truth`` with its 95% bootstrap interval.
+
+    Args:
+        cells: the truth's cells, scored in this order.
+        truth: their stand-alone accuracy (the mean over training seeds).
+        child, data, space: the stand-alone child, data and space the truth was trained with.
+        seeds: supernet seeds (weights, path order, fixed batches); one row each.
+        recipes: the estimators to measure.
+        resamples: bootstrap resamples of the cells.
+        child_seconds: CPU seconds of one stand-alone child, to state each cost in children (None: left out).
+
+    Returns:
+        Two dicts per (recipe, seed), the raw estimates and them smoothed (:func:`decision_smoothed`, which
+        costs nothing more): ``estimator``, ``seed``, the statistics (:class:`Interval`), ``cpu_seconds``,
+        ``children`` (the cost in stand-alone children, or None) and ``estimates`` (per cell, for plots).
+    """
+    rows = []
+    for recipe in recipes:
+        for seed in seeds:
+            values, seconds = oneshot_estimates(cells, child, data, space, recipe, seed)
+            for name, estimates in ((recipe.name, values),
+                                    (f"{recipe.name} + decision smoothing", decision_smoothed(values, cells, space))):
+                report: dict[str, Interval] = rank_report(estimates, truth, resamples, seed)
+                rows.append({"estimator": f"one-shot {name}", "seed": seed, **report, "cpu_seconds": seconds,
+                             "children": seconds / child_seconds if child_seconds else None, "estimates": estimates})
+    return rows
+
+
+def bench_estimators(table_name: str, seeds: Sequence[int], resamples: int, names: Sequence[str]) -> None:
+    table = load_table(table_name)
+    truth_cells = ground_truth(table_name, 3)
+    cells, truth = [g for g, _ in truth_cells], [r.mean_accuracy for _, r in truth_cells]
+    child = {**table.child, "accelerator": "cpu", "logger": None, "enable_progress_bar": False}
+    child_seconds = statistics.median(r.train_seconds for _, r in truth_cells) or None  # mean over seeds, per cell
+    recipes = [r for r in RECIPES if not names or r.name in names]
+    rows = oneshot_rows(cells, truth, child, dict(table.data), table.space, seeds, recipes, resamples, child_seconds)
+    print(f"{len(cells)} cells of table {table.name!r} with 3 seeds (mean accuracy {min(truth):.3f}..{max(truth):.3f}); "
+          f"one-shot at the child's size (N={child['cells_per_stage']}, F={child['channels']}); {resamples} bootstrap "
+          f"resamples, 95% intervals; a stand-alone child: {child_seconds or float('nan'):.1f} CPU s (median); "
+          f"{torch.get_num_threads()} thread")
+    print("| estimator | seed | Kendall tau | Spearman | top-10% recall | junk filter | CPU s | children |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        children = "-" if row["children"] is None else f"{row['children']:.1f}"
+        print(f"| {row['estimator']} | {row['seed']} | {row['kendall_tau']} | {row['spearman_rho']} | "
+              f"{row['top10_recall']} | {row['junk_filter']} | {row['cpu_seconds']:.0f} | {children} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("step", "ranking"))
+    parser.add_argument("part", choices=("step", "ranking", "estimators"))
     parser.add_argument("--repeats", type=int, default=3, help="paths timed per step kind")
     parser.add_argument("--darts-batch", type=int, default=8, help="batch of the measured DARTS step")
     parser.add_argument("--cells", type=int, default=30)
     parser.add_argument("--base-epochs", type=float, default=2.0, help="supernet epochs of the 1x length")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", default="testbed_curves", help="estimators: the truth's table")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="estimators: supernet seeds")
+    parser.add_argument("--resamples", type=int, default=1000, help="estimators: bootstrap resamples")
+    parser.add_argument("--recipes", nargs="*", default=[], help="estimators: recipe names (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.part == "step":
         bench_step(args.repeats, args.darts_batch)
+    elif args.part == "estimators":
+        bench_estimators(args.table, args.seeds, args.resamples, args.recipes)
     else:
         bench_ranking(args.cells, args.base_epochs, args.seed)
 

@@ -4,6 +4,7 @@ Everything is tiny (digits, 300 training images, N=1, F=4, 2 blocks of cheap ops
 """
 import pickle
 import random
+import sys
 
 import pytest
 import timm
@@ -11,6 +12,7 @@ import torch
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators import OneShotEvaluator
+from cellsearch.evaluators.base import EvalResult, failed_result
 from cellsearch.search.darts import ArchitectureWeights, check_relaxable
 from cellsearch.search.final import rank_agreement
 from cellsearch.search.run import run_search
@@ -145,3 +147,116 @@ def test_quick_cpu_preset_composes_as_documented(tmp_path, compose):
     assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
     assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
     assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"
+
+
+def test_a_path_with_nan_logits_is_unscored_in_one_line_and_others_still_score():
+    ev = evaluator(warmup_epochs=1)
+    rng = random.Random(1)
+    uses_conv = next(g for g in (SPACE.sample(rng) for _ in range(200))
+                     if "conv_3x3" in g.normal.blocks[0].ops and "conv_3x3" not in g.reduce.blocks[0].ops)
+    clean = next(g for g in (SPACE.sample(rng) for _ in range(500))
+                 if all("conv_3x3" not in b.ops for c in (g.normal, g.reduce) for b in c.blocks))
+    ev.train_until(1)
+    with torch.no_grad():  # the normal cells' conv_3x3 of block 0 diverged
+        for cell in ev._runtime["trainer"].supernet.cells:
+            for position in cell.ops[0]:
+                for key, module in position.items():
+                    if key.startswith("conv_3x3"):
+                        for p in module.parameters():
+                            p.fill_(float("nan"))
+    bad = ev.evaluate(uses_conv, trial_id=1)
+    assert not bad.ok and "NaN" in bad.error and "\n" not in bad.error
+    assert bad.metric("supernet_steps") == 6  # still marked as the supernet's (un)estimate
+    good = ev.evaluate(clean, trial_id=2)
+    assert good.ok and 0 <= good.metric("val_accuracy") <= 1
+
+
+def test_one_shot_lines_say_estimate_and_unscored_not_reward_and_failed(tmp_path):
+    from cellsearch.search.report import Progress, summary_table
+    from cellsearch.search.store import TrialStore
+
+    genotype = SPACE.sample(random.Random(0))
+    with TrialStore(tmp_path / "trials.db") as store:
+        scored = store.add(0, genotype, EvalResult("ok", {"val_accuracy": 0.21, "supernet_steps": 6.0}, 0.1), 0.21)
+        unscored = store.add(1, genotype, failed_result("UnscoredPath: NaN logits", 0.1, supernet_steps=6.0), None)
+        trained = store.add(2, genotype, EvalResult("ok", {"val_accuracy": 0.5}, 3.0), 0.5)
+    progress = Progress(budget=3, num_done=0, start=0.0)
+    line = progress.record(scored, scored)
+    assert line.startswith("cell 1/3") and "one-shot estimate 0.2100" in line and "reward" not in line
+    line = progress.record(unscored, scored)
+    assert "unscored (UnscoredPath: NaN logits)" in line and "FAILED" not in line
+    line = progress.record(trained, trained)
+    assert line.startswith("child 3/3") and "reward 0.5000" in line  # a trained child reads as before
+    assert summary_table([scored]).split()[:4] == ["rank", "trial", "estimate", "est_acc"]
+
+
+def test_a_path_is_fine_tuned_on_a_copy_that_is_put_back():
+    from cellsearch.evaluators.path_tuning import finetuned_path
+    from cellsearch.space.supernet import SuperNet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE, cells_per_stage=1, channels=4, num_classes=10, in_chans=1)
+    genotype = SPACE.sample(random.Random(0))
+    batches = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    before = {name: p.detach().clone() for name, p in supernet.named_parameters()}
+    with finetuned_path(supernet, genotype, batches, lr=0.1) as tuned:
+        changed = {name for name, p in tuned.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and "stem.0.weight" in changed  # the path moved
+    assert len(changed) < len(before) // 2  # ops off the path did not
+    assert all(torch.equal(p, before[name]) for name, p in supernet.named_parameters())  # and all is put back
+    assert all(p.grad is None for p in supernet.parameters())
+
+
+def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(tmp_path):
+    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02, estimate="accuracy")  # as ADDED_OPTION_SETTINGS reads an old run
+    ev = evaluator(tmp_path, **old)
+    genotype = SPACE.sample(random.Random(0))
+    ev.train_until(1)
+    state = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    for key in ("finetune_steps", "finetune_lr", "estimate"):  # as a release before them wrote it
+        del state["settings"]["config"][key]
+    torch.save(state, tmp_path / "supernet.pt")
+    assert evaluator(tmp_path, **old).score(genotype) == ev.score(genotype)
+    with pytest.raises(ConfigError, match="other settings"):
+        evaluator(tmp_path, **{**old, "finetune_steps": 2}).score(genotype)
+
+
+def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_oneshot.py"
+    spec = importlib.util.spec_from_file_location("bench_oneshot", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_oneshot", bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    rng = random.Random(0)
+    cells = [SPACE.sample(rng) for _ in range(6)]
+    truth = [0.1 * i for i in range(6)]
+    recipes = [bench.Recipe("1x", 1), bench.Recipe("1x + fine-tune", 1, {"finetune_steps": 1})]
+    rows = bench.oneshot_rows(cells, truth, {**CHILD, "epochs": 1}, DATA, SPACE, seeds=(0,), recipes=recipes,
+                              resamples=20, child_seconds=1.0)
+    assert [r["estimator"] for r in rows] == ["one-shot 1x", "one-shot 1x + decision smoothing", "one-shot 1x + fine-tune",
+                                              "one-shot 1x + fine-tune + decision smoothing"]
+    for row in rows:
+        assert -1 <= row["kendall_tau"].value <= 1 and row["kendall_tau"].low <= row["kendall_tau"].high
+        assert len(row["estimates"]) == 6 and row["cpu_seconds"] > 0 and row["children"] == row["cpu_seconds"]
+    assert rows[0]["estimates"] != rows[2]["estimates"]  # the fine-tune changed the scores
+    same = cells[:3] * 2  # a cell's smoothed estimate pools the scores of every cell with its choices
+    smoothed = bench.decision_smoothed([0.1, 0.2, 0.3, 0.3, 0.4, 0.5], same, SPACE, penalty=1e-6)
+    assert smoothed == pytest.approx([0.2, 0.3, 0.4] * 2, abs=1e-3)
+
+
+def test_the_likelihood_estimate_is_exp_of_minus_the_paths_cross_entropy():
+    from cellsearch.evaluators.oneshot import score_path
+    from cellsearch.space.supernet import SuperNet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE, cells_per_stage=1, channels=4, num_classes=10, in_chans=1)
+    genotype = SPACE.sample(random.Random(0))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    with torch.no_grad():
+        expected = torch.exp(-torch.nn.functional.cross_entropy(supernet(x, genotype), y)).item()
+    assert score_path(supernet, genotype, [], [(x, y)], "likelihood") == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ConfigError, match="evaluator.estimate must be one of"):
+        evaluator(estimate="loss")

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 from cellsearch.space.genotype import Genotype, save_genotype
+from cellsearch.search.estimates import reward_text
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.resume import RUN_CONFIG_FILE
 from cellsearch.search.settings import SETTINGS_FILE
@@ -65,6 +66,6 @@ def export_cells(run_dir: "str | Path", name: str, top_k: int = 1, out_dir: "str
     with lock_run_dir(out_dir, "export"):  # one writer per folder of cells (a search exporting: its own lock)
         for rank, (row, path) in enumerate(zip(best, paths), 1):
             source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, "
-                      f"trial {row.trial_id}, reward {row.reward:.4f}")
+                      f"trial {row.trial_id}, {reward_text(row)}")
             save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
     return paths[:len(best)]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cellsearch.evaluators.latency import child_latency_ms
+from cellsearch.search.estimates import reward_text
 from cellsearch.search.objectives import pareto_front
 from cellsearch.search.store import TrialRow
 from cellsearch.space.genotype import load_genotype
@@ -76,7 +77,7 @@ def front_lines(rows: list[TrialRow], metric: str, published: dict[str, float]) 
     front = front_rows(rows, metric)
     lines = [f"Pareto front over val_accuracy and {metric} ({len(front)} of {sum(r.ok for r in rows)} trials):"]
     lines += [f"  trial {r.trial_id:>4}  val_accuracy {r.val_accuracy:.4f}  "
-              f"{metric} {_format(metric, r.metrics[metric])}  reward {r.reward:.4f}" for r in front]
+              f"{metric} {_format(metric, r.metrics[metric])}  {reward_text(r)}" for r in front]
     if published:
         lines.append("  published cells at this child size: " + ", ".join(
             f"{name} {_format(metric, value)}" for name, value in published.items()))

@@ -34,6 +34,7 @@ from cellsearch.search.objectives import AccuracyObjective, Objective
 from cellsearch.search.prejudge import PreJudger
 from cellsearch.search.report import (  # noqa: F401  (the plot names are re-exported for callers)
     BEST_CELL_FILE, BEST_CELL_PLOT, PARETO_PLOT, REWARDS_PLOT, Progress, SearchSummary)
+from cellsearch.search.estimates import reward_text
 from cellsearch.search.settings import ResumeError
 from cellsearch.search.store import TrialRow, TrialStore
 from cellsearch.search.strategy_state import StrategyState, StrategyStateError
@@ -254,7 +255,7 @@ class SearchLoop:
 def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
     """Write the best cell so far to ``run_dir/best_cell.yaml`` (atomically)."""
     genotype = Genotype(row.genotype.normal, row.genotype.reduce, name="",
-                        source=f"cellsearch search in {run_dir}: trial {row.trial_id}, reward {row.reward:.4f}")
+                        source=f"cellsearch search in {run_dir}: trial {row.trial_id}, {reward_text(row)}")
     path = run_dir / BEST_CELL_FILE
     atomic_write(path, lambda tmp: tmp.write_text(genotype.to_yaml()))
     return path

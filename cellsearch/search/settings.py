@@ -71,6 +71,11 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
     },
     "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
     "cellsearch.search.prejudge.PreJudger": {"prejudge.beat_params": False},  # never compared with params before
+    "cellsearch.evaluators.OneShotEvaluator": {  # since issue 22: paths scored as the shared weights left them
+        "evaluator.finetune_steps": 0,
+        "evaluator.finetune_lr": 0.02,
+        "evaluator.estimate": "accuracy",
+    },
 }
 
 

@@ -1,0 +1,60 @@
+"""A short fine-tune of one supernet path before it is scored, on a copy of that path's weights.
+
+Shared weights are a compromise between every path trained through them, and a path's accuracy with
+them says as much about how well the compromise suits it as about the cell. A few SGD steps on the
+path alone (the same fixed training batches for every cell, so that scores compare) move its weights
+towards what the cell would learn by itself; the path is scored, then its weights are put back, so
+the supernet and every other cell's score are as they were. Only the path's weights are copied (those
+that received a gradient), a small share of the supernet's.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from cellsearch.space.genotype import Genotype
+from cellsearch.space.supernet import SuperNet
+
+__all__ = ["finetuned_path"]
+
+
+@contextmanager
+def finetuned_path(supernet: SuperNet, genotype: Genotype, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                   lr: float, momentum: float = 0.9, weight_decay: float = 3e-4,
+                   grad_clip: float = 5.0) -> Iterator[SuperNet]:
+    """The supernet with the path ``genotype`` fine-tuned by one SGD step (Nesterov momentum) per batch of
+    ``batches``; on leaving the block the path's weights are restored exactly. No batches: unchanged.
+
+    Args:
+        supernet: the shared-weight network (in training mode).
+        genotype: the path to fine-tune.
+        batches: (images, labels) training batches, one step each.
+        lr: the constant learning rate of the fine-tune.
+        momentum: SGD momentum (Nesterov when positive).
+        weight_decay: L2 penalty on the path's weights.
+        grad_clip: gradient-norm clip over the path's weights (0: none).
+    """
+    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.enable_grad():
+            optimizer = None
+            for x, y in batches:
+                supernet.zero_grad(set_to_none=True)
+                F.cross_entropy(supernet(x, genotype), y).backward()
+                if optimizer is None:  # the path's weights are those the first step reached
+                    params = [p for p in supernet.parameters() if p.grad is not None]
+                    saved = [(p, p.detach().clone()) for p in params]
+                    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0,
+                                                weight_decay=weight_decay)
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                optimizer.step()
+            supernet.zero_grad(set_to_none=True)
+        yield supernet
+    finally:
+        with torch.no_grad():
+            for p, copy in saved:
+                p.copy_(copy)
