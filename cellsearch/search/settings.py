@@ -69,6 +69,9 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "search.imitation_topk": 5,
     },
     "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
+    "cellsearch.evaluators.table.TableEvaluator": {"evaluator.runs": "mean"},  # since issue 21: seed means
+    "cellsearch.evaluators.LandscapeEvaluator": {"evaluator.curve": "saturating",  # since issue 21: no curves
+                                                 "evaluator.epochs": None},
 }
 
 
