@@ -13,7 +13,8 @@ table's mean over seeds of the final accuracy, or the landscape's noise-free rew
 problem and method it prints, over ``--seeds`` seeds (mean +- sd): that reward at ``--budget``
 child-epochs, its difference to the default search without a scheduler (seed-paired), the regret to
 the table's best cell, and the child-epochs needed to reach the target: the reward full-fidelity
-random search names with 10x the budget (same seed), searched up to ``--cap`` child-epochs.
+random search names with 10x the budget (same seed); a search past the budget goes on until it reaches
+the target or has spent ``--cap`` child-epochs.
 ``--rules`` also compares what a strategy learns from a stopped child (the scheduler's
 ``reward_rule``) for every strategy, at ``--budget``.
 
@@ -152,12 +153,14 @@ def train_child(evaluator: Evaluator, genotype: Genotype, trial_id: int, seed: i
 
 
 def run_search(problem: Problem, strategy_name: str, settings: dict, scheduler_name: str, rule: str, seed: int,
-               cap: int) -> Trace:
-    """One search of ``cap`` child-epochs (the last child may end past it; :meth:`Trace.at` leaves it out)."""
+               budget: int, cap: int | None = None, target: float | None = None) -> Trace:
+    """One search: to ``budget`` child-epochs, then on until the named cell reaches ``target`` or ``cap`` is spent
+    (the last child may end past either; :meth:`Trace.at` leaves it out)."""
     strategy = build_strategy(strategy_name, problem.space, seed=seed, **settings)
     scheduler = make_scheduler(scheduler_name, rule)
     trace, spent, named_value, named_truth = Trace(), 0, -math.inf, math.nan
-    while spent < cap:
+    cap = max(budget, cap or budget)
+    while spent < budget or (spent < cap and target is not None and not named_truth >= target - 1e-12):
         proposal = strategy.ask()
         value, trained, final = train_child(problem.evaluator, proposal.genotype, proposal.trial_id, seed, scheduler)
         spent += trained
@@ -191,19 +194,19 @@ def mean_sd(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} +- {sd:.3f}"
 
 
-def quality_table(problem: Problem, runs: dict[tuple[str, str], list[Trace]], targets: list[float], budget: int,
-                  cap: int) -> list[str]:
+def quality_table(name: str, best: float | None, runs: dict[tuple[str, str], list[Trace]], targets: list[float],
+                  budget: int, cap: int) -> list[str]:
     """Markdown rows: reward at the budget, paired difference to the default without a scheduler, regret, and
     the compute to reach the 10x random target."""
     base = [t.at(budget) for t in runs[DEFAULT_STRATEGY, "none"]]
-    lines = [f"| {problem.name} | scheduler | reward at {budget} | - {DEFAULT_STRATEGY}/none (paired) | regret | "
+    lines = [f"| {name} | scheduler | reward at {budget} | - {DEFAULT_STRATEGY}/none (paired) | regret | "
              f"reached target | child-epochs to target (median) | children at {budget} |",
              "|---|---|---|---|---|---|---|---|"]
     for (strategy, scheduler), traces in runs.items():
         at = [t.at(budget) for t in traces]
-        regret = mean_sd([problem.best - v for v in at]) if problem.best is not None else "-"
+        regret = mean_sd([best - v for v in at]) if best is not None else "-"
         reached = [t.reach(target) for t, target in zip(traces, targets)]
-        hits = sorted(r for r in reached if r is not None)
+        hits = sorted(r for r in reached if r is not None and r <= cap)
         median = statistics.median(hits + [math.inf] * (len(reached) - len(hits)))
         children = statistics.fmean(sum(1 for c in t.compute if c <= budget) for t in traces)
         lines.append(f"| {strategy} | {scheduler} | {mean_sd(at)} | {mean_sd([a - b for a, b in zip(at, base)])} | "
@@ -213,22 +216,24 @@ def quality_table(problem: Problem, runs: dict[tuple[str, str], list[Trace]], ta
     return lines
 
 
-def plot(curves: dict[str, dict[tuple[str, str], list[Trace]]], cap: int, budget: int, path: Path) -> None:
-    """Best-so-far (the named cell's truth) against child-epochs, mean over seeds, one panel per problem."""
+def plot(curves: dict[str, dict[tuple[str, str], list[Trace]]], targets: dict[str, list[float]], budget: int,
+         path: Path) -> None:
+    """Best-so-far (the named cell's truth) against child-epochs up to the budget, mean over seeds, one panel per
+    problem; the dashed grey line is the target (full-fidelity random search with 10x the budget)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    grid = list(range(EPOCHS, cap + 1, EPOCHS))
+    grid = list(range(EPOCHS, budget + 1, EPOCHS))
     for ax, (problem, runs) in zip(axes[0], curves.items()):
         for (strategy, scheduler), traces in runs.items():
             values = [[t.at(c) for t in traces] for c in grid]
             mean = [statistics.fmean(v) if not any(math.isnan(x) for x in v) else math.nan for v in values]
             ax.plot(grid, mean, lw=1.2, label=f"{strategy}/{scheduler}",
                     ls={"none": ":", "asha": "-", "hyperband": "--"}[scheduler])
-        ax.axvline(budget, color="grey", lw=0.6)
+        ax.axhline(statistics.fmean(targets[problem]), color="grey", lw=0.8, ls="--")
         ax.set_title(problem, fontsize=9)
         ax.set_xlabel("child-epochs", fontsize=8)
         ax.set_ylabel("reward of the named cell (truth)", fontsize=8)
@@ -239,9 +244,9 @@ def plot(curves: dict[str, dict[tuple[str, str], list[Trace]]], cap: int, budget
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", nargs="+", default=["table", "additive:saturating", "rugged:saturating",
+    parser.add_argument("--problems", nargs="*", default=["table", "additive:saturating",
                                                           "additive:crossing"],
                         help=f"'table' ({TABLE}) or <family>:<curve>, family in {sorted(FAMILIES)}, "
                              f"curve saturating | crossing")
@@ -249,18 +254,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=100 * EPOCHS, help="child-epochs (default: 100 full children)")
     parser.add_argument("--cap", type=int, default=None,
-                        help="child-epochs each search runs to, for the compute to the target (default: a third of "
-                             "10x the budget)")
+                        help="child-epochs a search may go on past the budget until it reaches the target (default: "
+                             "a third of 10x the budget)")
     parser.add_argument("--rules", nargs="+", default=["table", "additive:saturating", "additive:crossing"],
                         help="problems on which to compare reward rules for every strategy (with asha); 'none': skip")
-    parser.add_argument("--rule-seeds", type=int, default=None, help="seeds of the rule comparison (default --seeds)")
+    parser.add_argument("--rule-seeds", type=int, default=5, help="seeds of the rule comparison")
     parser.add_argument("--plot", type=lambda v: Path(v) if v else None, default=Path("/tmp/bench_fidelity.png"),
                         help="best-so-far curves to this PNG; '' for none")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cap = args.cap or math.ceil(10 * args.budget / 3)
     rule_problems = [] if args.rules == ["none"] else args.rules
-    rule_seeds = args.rule_seeds or args.seeds
+    rule_seeds = args.rule_seeds
     print(f"budget {args.budget} child-epochs ({args.budget // EPOCHS} full children of {EPOCHS} epochs); searches run "
           f"to {cap}; target: full-fidelity random search's reward at {10 * args.budget}; {args.seeds} seeds; "
           f"ASHA and Hyperband with rungs {ASHA(MIN_EPOCHS, EPOCHS, ETA).rungs()} (eta {ETA}), reward_rule last")
@@ -269,39 +274,41 @@ def main() -> None:
     progress = StepProgress("bench_fidelity", total, units="searches", heartbeat=INTERVAL)
     cpu = time.process_time()
     curves: dict[str, dict[tuple[str, str], list[Trace]]] = {}
+    all_targets: dict[str, list[float]] = {}
     for name in args.problems:
         runs: dict[tuple[str, str], list[Trace]] = {(s, k): [] for s in args.strategies for k in SCHEDULERS}
         targets, best = [], None
         for seed in range(args.seeds):
             problem = make_problem(name, seed)
             best = problem.best
+            # full-fidelity random search with 10x the budget: the target, and random/none's curve in one search
+            long = run_search(problem, "random", preset("random"), "none", "last", seed, 10 * args.budget)
+            targets.append(long.at(10 * args.budget))
             for strategy, scheduler in runs:
-                # full-fidelity random search runs on to 10x the budget: its target and its curve in one search
-                long = strategy == "random" and scheduler == "none"
-                trace = run_search(problem, strategy, preset(strategy), scheduler, "last", seed,
-                                   10 * args.budget if long else cap)
+                trace = long if (strategy, scheduler) == ("random", "none") else \
+                    run_search(problem, strategy, preset(strategy), scheduler, "last", seed, args.budget, cap,
+                               targets[-1])
                 runs[strategy, scheduler].append(trace)
-                if long:
-                    targets.append(trace.at(10 * args.budget))
                 progress.update(note=f"{name}, seed {seed}, {strategy}/{scheduler}")
-        curves[name] = runs
-        print("\n" + "\n".join(quality_table(Problem(name, None, None, None, best), runs, targets, args.budget, cap)),
+        curves[name], all_targets[name] = runs, targets
+        print("\n" + "\n".join(quality_table(name, best, runs, targets, args.budget, cap)),
               flush=True)
     for name in rule_problems:
+        problems = [make_problem(name, seed) for seed in range(rule_seeds)]
         print(f"\n| {name}: asha, reward at {args.budget} | " + " | ".join(RULES) + " | best rule |")
         print("|---|" + "---|" * (len(RULES) + 1))
         for strategy in STRATEGIES:
             rewards = {}
             for rule in RULES:
-                rewards[rule] = [run_search(make_problem(name, seed), strategy, preset(strategy), "asha", rule, seed,
-                                            args.budget).at(args.budget) for seed in range(rule_seeds)]
+                rewards[rule] = [run_search(problem, strategy, preset(strategy), "asha", rule, seed,
+                                            args.budget).at(args.budget) for seed, problem in enumerate(problems)]
                 progress.update(len(rewards[rule]), note=f"rules: {name}, {strategy}/{rule}")
             means = {r: statistics.fmean(v) for r, v in rewards.items() if not any(math.isnan(x) for x in v)}
             print(f"| {strategy} | " + " | ".join(mean_sd(rewards[r]) for r in RULES) + f" | "
                   f"{max(means, key=means.get) if means else '-'} |", flush=True)
     print(f"\nCPU seconds: {time.process_time() - cpu:.0f}")
-    if args.plot:
-        plot(curves, cap, args.budget, args.plot)
+    if args.plot and curves:
+        plot(curves, all_targets, args.budget, args.plot)
         print(f"curves: {args.plot}")
 
 
