@@ -65,12 +65,12 @@ class Problem:
     best: float | None = None  # the best truth there is, where known (the table's best cell)
 
 
-def make_problem(name: str, seed: int) -> Problem:
-    """``table`` (testbed_curves: one training run per trial, truth = seed mean) or ``<family>:<curve>``."""
+def make_problem(name: str, seed: int, table_name: str = TABLE) -> Problem:
+    """``table`` (a table with curves: one training run per trial, truth = seed mean) or ``<family>:<curve>``."""
     if name == "table":
-        table = load_table(TABLE)
-        truth = TableEvaluator(TABLE, runs="mean")
-        return Problem(name, table.space, TableEvaluator(TABLE, runs="one"),
+        table = load_table(table_name)
+        truth = TableEvaluator(table_name, runs="mean")
+        return Problem(name, table.space, TableEvaluator(table_name, runs="one"),
                        lambda g: truth.evaluate(g).metrics["val_accuracy"], max(r.mean_accuracy for r in table.rows))
     family, _, curve = name.partition(":")
     space = SearchSpace()
@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                                                           "additive:crossing"],
                         help=f"'table' ({TABLE}) or <family>:<curve>, family in {sorted(FAMILIES)}, "
                              f"curve saturating | crossing")
+    parser.add_argument("--table", default=TABLE, help="the table of problem 'table': a shipped name or a path")
     parser.add_argument("--strategies", nargs="+", default=[DEFAULT_STRATEGY, "random"])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budget", type=int, default=100 * EPOCHS, help="child-epochs (default: 100 full children)")
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     cap = args.cap or math.ceil(10 * args.budget / 3)
     rule_problems = [] if args.rules == ["none"] else args.rules
     rule_seeds = args.rule_seeds
+    if "table" in args.problems + rule_problems:
+        table = load_table(args.table)
+        print(f"table {table.name}: {len(table)} cells, {sum(len(r.seeds) for r in table.rows)} training runs")
     print(f"budget {args.budget} child-epochs ({args.budget // EPOCHS} full children of {EPOCHS} epochs); searches run "
           f"to {cap}; target: full-fidelity random search's reward at {10 * args.budget}; {args.seeds} seeds; "
           f"ASHA and Hyperband with rungs {ASHA(MIN_EPOCHS, EPOCHS, ETA).rungs()} (eta {ETA}), reward_rule last")
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         runs: dict[tuple[str, str], list[Trace]] = {(s, k): [] for s in args.strategies for k in SCHEDULERS}
         targets, best = [], None
         for seed in range(args.seeds):
-            problem = make_problem(name, seed)
+            problem = make_problem(name, seed, args.table)
             best = problem.best
             # full-fidelity random search with 10x the budget: the target, and random/none's curve in one search
             long = run_search(problem, "random", preset("random"), "none", "last", seed, 10 * args.budget)
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + "\n".join(quality_table(name, best, runs, targets, args.budget, cap)),
               flush=True)
     for name in rule_problems:
-        problems = [make_problem(name, seed) for seed in range(rule_seeds)]
+        problems = [make_problem(name, seed, args.table) for seed in range(rule_seeds)]
         print(f"\n| {name}: asha, reward at {args.budget} | " + " | ".join(RULES) + " | best rule |")
         print("|---|" + "---|" * (len(RULES) + 1))
         for strategy in STRATEGIES:
