@@ -52,6 +52,9 @@ def test_format_2_round_trips_with_its_curves_and_format_1_still_loads(curves_ta
     saved = CellTable.from_dict(shipped.to_dict()).save(tmp_path / "testbed.json.gz")  # written as format 1, unchanged
     assert saved.read_bytes() == table_path("testbed").read_bytes()
     assert TableEvaluator("testbed").max_epochs is None and TableEvaluator(str(curves_table)).max_epochs == EPOCHS
+    row = next(r for r in shipped.rows if len(r.seeds) == 3)  # runs=one reads one seed of a format-1 table too
+    one = TableEvaluator("testbed", lookup="exact", runs="one").evaluate(shipped.space.decode(row.actions), 5, 0)
+    assert one.metrics["val_accuracy"] in row.val_accuracy and not one.curve
 
 
 def test_a_table_with_curves_for_some_rows_only_is_refused(curves_table):
