@@ -18,7 +18,7 @@ the target or has spent ``--cap`` child-epochs.
 ``--rules`` also compares what a strategy learns from a stopped child (the scheduler's
 ``reward_rule``) for every strategy, at ``--budget``.
 
-    python benchmarks/bench_fidelity.py                                # the results in the docs (~10 CPU min)
+    python benchmarks/bench_fidelity.py                                # the results in the docs (~6 CPU min)
     python benchmarks/bench_fidelity.py --problems table --seeds 3 --cap 900 --rules none   # a quick look
 """
 from __future__ import annotations
