@@ -19,6 +19,14 @@ Usage (the shipped table)::
 
     OMP_NUM_THREADS=1 python benchmarks/build_testbed_table.py --rows testbed_rows.jsonl --workers 2
     python benchmarks/build_testbed_table.py --rows testbed_rows.jsonl --pack
+
+The table with learning curves (``testbed_curves``: 100 of the same uniform cells, 3 seeds, 9 epochs,
+validated after each)::
+
+    OMP_NUM_THREADS=1 python benchmarks/build_testbed_table.py --rows curves_rows.jsonl --random 100 \\
+        --rounds 0 --seeds 0,1,2 --epochs 9 --name testbed_curves --workers 2
+    python benchmarks/build_testbed_table.py --rows curves_rows.jsonl --random 100 --rounds 0 --seeds 0,1,2 \\
+        --epochs 9 --name testbed_curves --pack
 """
 from __future__ import annotations
 
@@ -167,8 +175,9 @@ def _report(path: Path, row: dict[str, Any]) -> None:
 
 
 def pack(rows_path: Path, out: Path, space: SearchSpace, child: dict[str, Any], data: dict[str, Any],
-         sampling: str) -> CellTable:
-    """Group the rows by cell (one accuracy per seed) and write the table."""
+         sampling: str, name: str = TABLE_NAME) -> CellTable:
+    """Group the rows by cell (one accuracy per seed; and one learning curve per seed where the rows have
+    them: a table of format 2) and write the table."""
     cells: dict[tuple[int, ...], list[dict[str, Any]]] = {}
     for row in read_rows(rows_path):
         if row["status"] == "ok":
@@ -176,10 +185,12 @@ def pack(rows_path: Path, out: Path, space: SearchSpace, child: dict[str, Any], 
     table_rows = []
     for actions, runs in cells.items():
         runs = sorted({r["seed"]: r for r in runs}.values(), key=lambda r: r["seed"])
+        curves = (tuple(tuple(r["curve"]) for r in runs), tuple(tuple(r["curve_cpu_seconds"]) for r in runs)) \
+            if "curve" in runs[0] else ((), ())
         table_rows.append(TableRow(actions, tuple(r["val_accuracy"] for r in runs), tuple(r["seed"] for r in runs),
                                    int(runs[0]["params"]), int(runs[0]["mult_adds"]),
-                                   sum(r["train_seconds"] for r in runs) / len(runs), runs[0]["origin"]))
-    table = CellTable(TABLE_NAME, space, table_rows, child, data, sampling)
+                                   sum(r["train_seconds"] for r in runs) / len(runs), runs[0]["origin"], *curves))
+    table = CellTable(name, space, table_rows, child, data, sampling)
     table.save(out)
     return table
 
@@ -224,7 +235,7 @@ def main() -> None:
             run_jobs(space, mutants, origins[k], args.rows, args.seeds, args.workers, child, data)
         if args.reseed_top:
             reseed_best(space, args.rows, args.reseed_top, args.workers, child, data)
-    table = pack(args.rows, args.out, space, child, data, sampling)
+    table = pack(args.rows, args.out, space, child, data, sampling, args.name)
     print(f"wrote {args.out}: {len(table)} cells")
 
 

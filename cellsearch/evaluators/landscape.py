@@ -1,29 +1,50 @@
-"""Evaluate cells on a synthetic reward landscape: a whole search in seconds, for comparing strategies."""
+"""Evaluate cells on a synthetic reward landscape: a whole search in seconds, for comparing strategies.
+
+With ``epochs`` set (the config sets it to ``child.epochs``) every cell also has a learning curve of shape
+``curve`` (:mod:`cellsearch.evaluators.landscape_curves`) ending at its reward, and the evaluator honours a
+:class:`~cellsearch.evaluators.base.Fidelity`: ``evaluate(..., fidelity=Fidelity(epochs=e))`` returns the
+curve up to epoch ``e`` and a checkpoint to go on from, so early stopping can be tried in seconds.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from typing import Any, Mapping
 
 from cellsearch.validation import ConfigError
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
+from cellsearch.evaluators.landscape_curves import CURVES, LandscapeCurves
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 
 __all__ = ["LandscapeEvaluator"]
 
 
+def _digest(genotype: Genotype) -> str:
+    """A short name of the cell, for checkpoints."""
+    return hashlib.sha1(genotype.key().encode()).hexdigest()[:16]
+
+
 class LandscapeEvaluator(Evaluator):
     """``val_accuracy`` of a cell = a seeded landscape's reward (see ``landscapes.py``), with noise
-    drawn from the search seed and the trial id, so a rerun of a trial gives the same number."""
+    drawn from the search seed and the trial id, so a rerun of a trial gives the same number; with
+    ``epochs``, also its learning curve of shape ``curve`` (``saturating`` or ``crossing``)."""
 
     name = "landscape"
     metrics = ("val_accuracy",)
 
     def __init__(self, space: "SearchSpace | Mapping[str, Any]", family: str = "additive", seed: int = 0,
-                 noise: float = 0.2) -> None:
+                 noise: float = 0.2, curve: str = "saturating", epochs: int | None = None) -> None:
         self.space = space if isinstance(space, SearchSpace) else SearchSpace(**dict(space))
         self.family, self.seed, self.noise = family, int(seed), float(noise)
-        self._landscape: Landscape | None = None  # built where it evaluates (keeps the evaluator small to pickle)
+        self.curve, self.epochs = curve, epochs
+        self._curves: LandscapeCurves | None = None  # built where it evaluates (keeps the evaluator small to pickle)
+
+    @property
+    def max_epochs(self) -> int | None:  # type: ignore[override]
+        """``epochs``: the curves' length, when the evaluator has curves (fidelity supported)."""
+        return self.epochs
 
     def check(self) -> None:
         if self.family not in FAMILIES:
@@ -31,20 +52,67 @@ class LandscapeEvaluator(Evaluator):
                               f"choose one of {sorted(FAMILIES)}")
         if not self.noise >= 0:
             raise ConfigError(f"evaluator.noise: must be non-negative, got {self.noise}")
+        if self.curve not in CURVES:
+            raise ConfigError(f"evaluator.curve: unknown curve shape {self.curve!r}; choose one of {list(CURVES)}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ConfigError(f"evaluator.epochs: must be an integer >= 1 or null (no curves), got {self.epochs!r}")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_landscape": None}
+        return {**self.__dict__, "_curves": None}
 
-    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
+    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
+                 fidelity: Fidelity | None = None) -> EvalResult:
+        """The cell's reward; with ``fidelity``, its accuracy after ``fidelity.epochs`` epochs.
+
+        Raises:
+            ConfigError: a fidelity without ``epochs`` set, beyond ``epochs``, or with another cell's checkpoint.
+        """
         start = time.perf_counter()
-        if self._landscape is None:
+        if self._curves is None:
             self.check()
-            self._landscape = Landscape(self.space, self.family, self.seed, self.noise)
+            landscape = Landscape(self.space, self.family, self.seed, self.noise)
+            self._curves = LandscapeCurves(landscape, self.curve, self.epochs or 1)
+        epoch = self._check_fidelity(genotype, fidelity)
+        noise_seed = (seed, trial_id)
         try:
-            reward = self._landscape(genotype, noise_seed=(seed, trial_id))
+            if self.epochs is None:
+                reward = self._curves.landscape(genotype, noise_seed=noise_seed)
+                return EvalResult("ok", {"val_accuracy": reward}, time.perf_counter() - start)
+            curve = self._curves.curve(genotype, noise_seed)
         except GenotypeError as err:
             return failed_result(f"GenotypeError: {err}", time.perf_counter() - start)
-        return EvalResult("ok", {"val_accuracy": reward}, time.perf_counter() - start)
+        # The clock of a landscape child is its epochs: one "second" per epoch, so compute adds up as in training.
+        points = [EpochPoint(e + 1, value, None, float(e + 1), float(e + 1)) for e, value in enumerate(curve[:epoch])]
+        checkpoint = json.dumps({"cell": _digest(genotype), "epoch": epoch}).encode() if epoch < self.epochs else None
+        return EvalResult("ok", {"val_accuracy": curve[epoch - 1]}, time.perf_counter() - start, curve=points,
+                          checkpoint=checkpoint)
+
+    def _check_fidelity(self, genotype: Genotype, fidelity: Fidelity | None) -> int:
+        """The epoch to evaluate at (``epochs`` without a fidelity), checked."""
+        if fidelity is None:
+            return self.epochs or 1
+        if self.epochs is None:
+            raise ConfigError("this landscape evaluator has no learning curves, so it cannot be evaluated at a "
+                              "fidelity; set evaluator.epochs (e.g. to child.epochs)")
+        if isinstance(fidelity.epochs, bool) or not isinstance(fidelity.epochs, int) \
+                or not 1 <= fidelity.epochs <= self.epochs:
+            raise ConfigError(f"Fidelity(epochs={fidelity.epochs!r}) is outside the landscape's curves of "
+                              f"1..{self.epochs} epochs (evaluator.epochs)")
+        if fidelity.checkpoint is not None:
+            try:
+                state = json.loads(fidelity.checkpoint)
+                mine, last = state["cell"] == _digest(genotype), int(state["epoch"])
+            except (ValueError, KeyError, TypeError):
+                mine, last = False, 0
+            if not mine:
+                raise ConfigError(f"the checkpoint given with Fidelity(epochs={fidelity.epochs}) is not one this "
+                                  f"landscape returned for this cell; pass the last segment's, or None")
+            if fidelity.epochs <= last:
+                raise ConfigError(f"Fidelity(epochs={fidelity.epochs}) does not go past its checkpoint's epoch "
+                                  f"{last}")
+        return fidelity.epochs
 
     def describe(self) -> str:
-        return f"the {self.family} reward landscape (seed {self.seed}, noise {self.noise})"
+        curves = f", {self.curve} curves of {self.epochs} epochs" if self.epochs else ""
+        return f"the {self.family} reward landscape (seed {self.seed}, noise {self.noise}{curves})"

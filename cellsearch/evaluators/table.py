@@ -24,16 +24,37 @@ Lookup:
 The cell's output list is not part of the action encoding: searched cells always use the
 loose-ends rule, which is what the table's cells use.
 
-File format (``.json.gz``): ``{"format": 1, "name", "space": {ops, num_blocks, combines}, "child",
+Learning curves and fidelity: a table of format 2 (the shipped ``testbed_curves``) also holds, per cell
+and training seed, the validation accuracy after every epoch and the CPU seconds it took to get there.
+Its evaluator then has ``max_epochs`` (the table's ``child.epochs``) and answers
+``evaluate(..., fidelity=Fidelity(epochs=e))`` with the curve up to epoch ``e`` (``val_accuracy`` is the
+value at ``e``), and a few bytes of ``checkpoint`` naming the cell, the run and the epoch, so that
+``Fidelity(epochs=E, checkpoint=...)`` goes on along the same curve: a multi-fidelity search over the
+table runs in seconds. Which curve a lookup returns is ``runs``:
+
+- ``mean`` (the default; what format-1 tables give): the mean over the cell's training seeds (and over
+  tied nearest cells), a curve smoother than any one training run.
+- ``one``: one training run, as a search that trains the child once sees it: among the tied nearest
+  cells and their seeds, one picked from the search seed and the trial id (the same trial gets the same
+  run again; its checkpoint keeps it). Seed noise is part of what early stopping must cope with, so
+  ``experiment=testbed_curves`` uses it. The truth to judge a search by stays the seed mean.
+
+``surrogate`` lookups fit one ridge model per epoch to the mean curves (``runs`` does not apply).
+
+File format (``.json.gz``): ``{"format": 1 or 2, "name", "space": {ops, num_blocks, combines}, "child",
 "data", "sampling", "columns": [...], "rows": [[...], ...]}`` with the columns ``actions`` (the
 canonical encoding), ``val_accuracy`` (a list, one per training seed), ``seeds``, ``params``,
-``mult_adds``, ``train_seconds`` and ``origin`` (how the cell was sampled).
+``mult_adds``, ``train_seconds`` and ``origin`` (how the cell was sampled); format 2 adds ``curves``
+(per seed, the accuracy after each of the child's epochs) and ``curve_cpu_seconds`` (per seed, the CPU
+seconds from the start of training to the end of each epoch).
 """
 from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,24 +63,26 @@ from typing import Any, Sequence
 import numpy as np
 
 from cellsearch.validation import ConfigError
-from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
+from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 
-__all__ = ["CellTable", "LOOKUPS", "SURROGATE_COLUMNS", "TABLE_COLUMNS", "TableEvaluator", "TableRow", "ground_truth",
-           "load_table", "table_path"]
+__all__ = ["CellTable", "LOOKUPS", "RUNS", "SURROGATE_COLUMNS", "TABLE_COLUMNS", "TableEvaluator", "TableRow",
+           "ground_truth", "load_table", "table_path"]
 
 TABLES_DIR = Path(__file__).with_name("tables")
-TABLE_FORMAT = 1
+TABLE_FORMATS = (1, 2)  # 2: with learning curves
 LOOKUPS: tuple[str, ...] = ("nearest", "exact", "surrogate")
+RUNS: tuple[str, ...] = ("mean", "one")
 SURROGATE_COLUMNS: tuple[str, ...] = ("val_accuracy", "params", "mult_adds", "train_seconds")
 TABLE_COLUMNS: tuple[str, ...] = ("actions", "val_accuracy", "seeds", "params", "mult_adds", "train_seconds",
                                   "origin")
+CURVE_COLUMNS: tuple[str, ...] = ("curves", "curve_cpu_seconds")
 
 
 @dataclass(frozen=True)
 class TableRow:
-    """One trained cell: its canonical action encoding and what training measured."""
+    """One trained cell: its canonical action encoding and what training measured (per seed where it varies)."""
 
     actions: tuple[int, ...]
     val_accuracy: tuple[float, ...]  # one per seed
@@ -68,14 +91,25 @@ class TableRow:
     mult_adds: int
     train_seconds: float  # mean over seeds
     origin: str = "random"
+    curves: tuple[tuple[float, ...], ...] = ()  # per seed, the accuracy after each epoch (format 2)
+    curve_cpu_seconds: tuple[tuple[float, ...], ...] = ()  # per seed, CPU seconds to the end of each epoch
 
     @property
     def mean_accuracy(self) -> float:
         return float(np.mean(self.val_accuracy))
 
+    @property
+    def mean_curve(self) -> np.ndarray:
+        """The accuracy after each epoch, averaged over seeds (format 2 only)."""
+        return np.mean(np.array(self.curves, dtype=float), axis=0)
+
     def to_list(self) -> list[Any]:
-        return [list(self.actions), [round(a, 6) for a in self.val_accuracy], list(self.seeds), self.params,
-                self.mult_adds, round(self.train_seconds, 2), self.origin]
+        values = [list(self.actions), [round(a, 6) for a in self.val_accuracy], list(self.seeds), self.params,
+                  self.mult_adds, round(self.train_seconds, 2), self.origin]
+        if self.curves:
+            values += [[[round(a, 6) for a in c] for c in self.curves],
+                       [[round(t, 2) for t in c] for c in self.curve_cpu_seconds]]
+        return values
 
 
 def canonical_actions(genotype: Genotype, space: SearchSpace) -> tuple[int, ...]:
@@ -97,9 +131,26 @@ class CellTable:
     def __post_init__(self) -> None:
         self._matrix = np.array([r.actions for r in self.rows], dtype=np.int16).reshape(len(self.rows), -1)
         self._by_key = {self.space.decode(r.actions).key(): i for i, r in enumerate(self.rows)}
+        with_curves = sum(bool(r.curves) for r in self.rows)
+        if with_curves and with_curves < len(self.rows):
+            raise ValueError(f"{len(self.rows) - with_curves} of {len(self.rows)} rows have no learning curves "
+                             f"(a table has curves for every row or for none)")
+        if with_curves:
+            epochs = self.child.get("epochs")
+            for row in self.rows:
+                lengths = {len(c) for c in (*row.curves, *row.curve_cpu_seconds)}
+                if len(row.curves) != len(row.seeds) or len(row.curve_cpu_seconds) != len(row.seeds) \
+                        or lengths != {epochs}:
+                    raise ValueError(f"row {list(row.actions)}: one curve of child.epochs={epochs} accuracies and "
+                                     f"one of CPU seconds per seed {list(row.seeds)} expected")
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def curve_epochs(self) -> int | None:
+        """Epochs of the table's learning curves (its ``child.epochs``); None for a table without curves."""
+        return int(self.child["epochs"]) if self.rows and self.rows[0].curves else None
 
     def encode(self, genotype: Genotype) -> tuple[int, ...]:
         """The canonical encoding; GenotypeError names what lies outside the table's space."""
@@ -126,10 +177,20 @@ class CellTable:
         best = int(distances.min())
         return [self.rows[i] for i in np.flatnonzero(distances == best)], best
 
+    def index(self, row: TableRow) -> int:
+        """The position of ``row`` in the table."""
+        return self._by_key[self.space.decode(row.actions).key()]
+
     @functools.cached_property
     def surrogate(self) -> RidgeSurrogate:
         """The ridge model of SURROGATE_COLUMNS, fitted to every row (once, on first use)."""
         targets = np.array([[r.mean_accuracy, r.params, r.mult_adds, r.train_seconds] for r in self.rows])
+        return RidgeSurrogate.fit(self._matrix, targets, tuple(self.space.layout.num_choices_list))
+
+    @functools.cached_property
+    def curve_surrogate(self) -> RidgeSurrogate:
+        """One ridge model per epoch of the mean curves (format 2 only; once, on first use)."""
+        targets = np.array([r.mean_curve for r in self.rows])
         return RidgeSurrogate.fit(self._matrix, targets, tuple(self.space.layout.num_choices_list))
 
     def predict(self, genotype: Genotype) -> dict[str, float]:
@@ -140,8 +201,11 @@ class CellTable:
     def to_dict(self) -> dict[str, Any]:
         space = {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
                  "combines": list(self.space.combines)}
-        return {"format": TABLE_FORMAT, "name": self.name, "space": space, "child": self.child, "data": self.data,
-                "sampling": self.sampling, "columns": list(TABLE_COLUMNS), "rows": [r.to_list() for r in self.rows]}
+        curves = self.curve_epochs is not None
+        return {"format": 2 if curves else 1, "name": self.name, "space": space, "child": self.child,
+                "data": self.data, "sampling": self.sampling,
+                "columns": list(TABLE_COLUMNS + (CURVE_COLUMNS if curves else ())),
+                "rows": [r.to_list() for r in self.rows]}
 
     def save(self, path: "str | Path") -> Path:
         """Write the table as gzipped JSON (``mtime=0``: the same rows give the same bytes)."""
@@ -152,11 +216,17 @@ class CellTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CellTable":
-        if data.get("format") != TABLE_FORMAT or list(data.get("columns", [])) != list(TABLE_COLUMNS):
-            raise ConfigError(f"not a cellsearch table of format {TABLE_FORMAT} with columns {list(TABLE_COLUMNS)}")
+        version = data.get("format")
+        columns = {1: TABLE_COLUMNS, 2: TABLE_COLUMNS + CURVE_COLUMNS}.get(version)
+        if columns is None or list(data.get("columns", [])) != list(columns):
+            raise ConfigError(f"not a cellsearch table of format 1 (columns {list(TABLE_COLUMNS)}) or 2 (those "
+                              f"and {list(CURVE_COLUMNS)})")
         space = SearchSpace(**data["space"])
-        rows = [TableRow(tuple(a), tuple(acc), tuple(seeds), int(p), int(m), float(s), str(o))
-                for a, acc, seeds, p, m, s, o in data["rows"]]
+        rows = []
+        for values in data["rows"]:
+            a, acc, seeds, p, m, s, o = values[:7]
+            curves = tuple(tuple(map(tuple, c)) for c in values[7:9]) if version == 2 else ((), ())
+            rows.append(TableRow(tuple(a), tuple(acc), tuple(seeds), int(p), int(m), float(s), str(o), *curves))
         return cls(data["name"], space, rows, data.get("child", {}), data.get("data", {}), data.get("sampling", ""))
 
 
@@ -168,6 +238,11 @@ def table_path(name_or_path: "str | Path") -> Path:
     return TABLES_DIR / f"{name_or_path}.json.gz"
 
 
+def shipped_tables() -> list[str]:
+    """The names of the tables under tables/."""
+    return sorted(p.name.removesuffix(".json.gz") for p in TABLES_DIR.glob("*.json.gz"))
+
+
 @functools.lru_cache(maxsize=4)
 def _load(path: Path) -> CellTable:
     try:
@@ -177,6 +252,8 @@ def _load(path: Path) -> CellTable:
     try:
         return CellTable.from_dict(data)
     except (KeyError, TypeError, ValueError, GenotypeError) as err:
+        if isinstance(err, ConfigError):
+            raise ConfigError(f"{path}: {err}") from None
         raise ConfigError(f"{path} is not a valid cellsearch table: {err}") from None
 
 
@@ -184,8 +261,7 @@ def load_table(name_or_path: "str | Path" = "testbed") -> CellTable:
     """Load a table by shipped name or path (cached); ConfigError if it is missing or malformed."""
     path = table_path(name_or_path)
     if not path.is_file():
-        shipped = sorted(p.name.removesuffix(".json.gz") for p in TABLES_DIR.glob("*.json.gz"))
-        raise ConfigError(f"table {str(name_or_path)!r} not found ({path}); shipped tables: {shipped}")
+        raise ConfigError(f"table {str(name_or_path)!r} not found ({path}); shipped tables: {shipped_tables()}")
     return _load(path.resolve())
 
 
@@ -204,28 +280,63 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values))
 
 
+def _cell_digest(genotype: Genotype) -> str:
+    """A short name of the canonical cell, for checkpoints."""
+    return hashlib.sha1(genotype.key().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a lookup is on the table's curves: the rows it reads (an index each) and which seed of each
+    (None: the mean over seeds); what a checkpoint holds."""
+
+    rows: tuple[int, ...]
+    seed_index: int | None
+
+    def encode(self, table: str, genotype: Genotype, epoch: int) -> bytes:
+        return json.dumps({"table": table, "cell": _cell_digest(genotype), "rows": list(self.rows), "seed_index": self.seed_index,
+                           "epoch": epoch}, separators=(",", ":")).encode()
+
+
 class TableEvaluator(Evaluator):
     """Looks each genotype up in a table (``lookup``: ``nearest``, ``exact`` or ``surrogate``); metrics
     ``val_accuracy``, ``params``, ``mult_adds``, ``train_seconds`` (what training it took) and
-    ``table_distance``."""
+    ``table_distance``. On a table with learning curves it returns the curve too, and honours a
+    :class:`Fidelity` (``runs``: ``mean`` or ``one``, see the module docstring)."""
 
     name = "table"
     metrics = ("val_accuracy", "params", "mult_adds", "train_seconds", "table_distance")
 
-    def __init__(self, table: str = "testbed", lookup: str = "nearest", max_distance: int | None = None) -> None:
+    def __init__(self, table: str = "testbed", lookup: str = "nearest", max_distance: int | None = None,
+                 runs: str = "mean") -> None:
         if lookup not in LOOKUPS:
             raise ConfigError(f"unknown evaluator.lookup {lookup!r}; choose one of {list(LOOKUPS)}")
         if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, int)
                                          or max_distance < 0):
             raise ConfigError(f"evaluator.max_distance must be an integer >= 0 or null, got {max_distance!r}")
-        self.table, self.lookup, self.max_distance = str(table), lookup, max_distance
+        if runs not in RUNS:
+            raise ConfigError(f"unknown evaluator.runs {runs!r}; choose one of {list(RUNS)}")
+        self.table, self.lookup, self.max_distance, self.runs = str(table), lookup, max_distance, runs
+
+    @property
+    def max_epochs(self) -> int | None:  # type: ignore[override]
+        """The table's child epochs when it has learning curves (fidelity supported); None otherwise."""
+        return load_table(self.table).curve_epochs
 
     def check(self) -> None:
         load_table(self.table)
 
-    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0) -> EvalResult:
+    def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
+                 fidelity: Fidelity | None = None) -> EvalResult:
+        """The table's metrics of ``genotype``; with ``fidelity``, those after ``fidelity.epochs`` epochs.
+
+        Raises:
+            ConfigError: a fidelity asked of a table without curves, beyond the table's epochs, or with a
+                checkpoint that is not this table's for this cell.
+        """
         start = time.perf_counter()
         table = load_table(self.table)
+        epoch = self._check_fidelity(table, fidelity)
         try:
             if self.lookup == "exact":
                 row = table.exact(genotype)
@@ -244,15 +355,85 @@ class TableEvaluator(Evaluator):
                                  table_distance=float(distance))
         if self.lookup == "surrogate":
             metrics = {**table.predict(genotype), "table_distance": float(distance)}
-            return EvalResult("ok", metrics, time.perf_counter() - start)
-        metrics = {
-            "val_accuracy": _mean([r.mean_accuracy for r in rows]),
-            "params": _mean([r.params for r in rows]),
-            "mult_adds": _mean([r.mult_adds for r in rows]),
-            "train_seconds": _mean([r.train_seconds for r in rows]),
-            "table_distance": float(distance),
-        }
-        return EvalResult("ok", metrics, time.perf_counter() - start)
+            if table.curve_epochs is None:
+                return EvalResult("ok", metrics, time.perf_counter() - start)
+            curve = table.curve_surrogate.predict(table.encode(genotype))[0]
+            seconds = metrics["train_seconds"] * np.arange(1, len(curve) + 1) / len(curve)
+            place = _Place((), None)
+        else:
+            place = self._place(table, genotype, rows, fidelity, trial_id, seed)
+            picked = [table.rows[i] for i in place.rows]
+            metrics = {
+                "val_accuracy": _mean([self._final(r, place.seed_index) for r in picked]),
+                "params": _mean([r.params for r in picked]),
+                "mult_adds": _mean([r.mult_adds for r in picked]),
+                "train_seconds": _mean([r.train_seconds for r in picked]),  # a whole child's (mean over seeds)
+                "table_distance": float(distance),
+            }
+            if table.curve_epochs is None:
+                return EvalResult("ok", metrics, time.perf_counter() - start)
+            curve = np.mean([self._curve(r.curves, place.seed_index) for r in picked], axis=0)
+            seconds = np.mean([self._curve(r.curve_cpu_seconds, place.seed_index) for r in picked], axis=0)
+        if epoch is None:
+            epoch = len(curve)
+        else:  # the child after ``epoch`` epochs: its accuracy then, and the CPU seconds it has cost so far
+            metrics.update(val_accuracy=float(curve[epoch - 1]), train_seconds=float(seconds[epoch - 1]))
+        points = [EpochPoint(k + 1, float(curve[k]), None, float(seconds[k]), float(seconds[k])) for k in range(epoch)]
+        checkpoint = place.encode(table.name, genotype, epoch) if epoch < len(curve) else None
+        return EvalResult("ok", metrics, time.perf_counter() - start, curve=points, checkpoint=checkpoint)
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _check_fidelity(self, table: CellTable, fidelity: Fidelity | None) -> int | None:
+        """The epoch a fidelity asks for (None: the whole child), checked against the table."""
+        if fidelity is None:
+            return None
+        if table.curve_epochs is None:
+            with_curves = [n for n in shipped_tables() if load_table(n).curve_epochs is not None]
+            raise ConfigError(f"table {table.name!r} has no learning curves, so it cannot be evaluated at a "
+                              f"fidelity (early stopping); use a table with curves: {with_curves}")
+        if isinstance(fidelity.epochs, bool) or not isinstance(fidelity.epochs, int) \
+                or not 1 <= fidelity.epochs <= table.curve_epochs:
+            raise ConfigError(f"Fidelity(epochs={fidelity.epochs!r}) is outside table {table.name!r}'s curves "
+                              f"of 1..{table.curve_epochs} epochs (its child.epochs)")
+        return fidelity.epochs
+
+    def _place(self, table: CellTable, genotype: Genotype, rows: list[TableRow], fidelity: Fidelity | None,
+               trial_id: int, seed: int) -> _Place:
+        """Which rows and seed to read: the checkpoint's, else by ``runs`` (one run picked from seed and trial)."""
+        if fidelity is not None and fidelity.checkpoint is not None:
+            return self._resume(table, genotype, fidelity)
+        if self.runs == "mean":
+            return _Place(tuple(table.index(r) for r in rows), None)
+        pick = random.Random(f"table-run:{table.name}:{seed}:{trial_id}")
+        row = rows[pick.randrange(len(rows))]
+        return _Place((table.index(row),), pick.randrange(len(row.seeds)))
+
+    def _resume(self, table: CellTable, genotype: Genotype, fidelity: Fidelity) -> _Place:
+        try:
+            state = json.loads(fidelity.checkpoint)
+            place = _Place(tuple(int(i) for i in state["rows"]), state["seed_index"])
+            mine = state["table"] == table.name and state["cell"] == _cell_digest(genotype) and \
+                all(0 <= i < len(table) for i in place.rows)
+            epoch = int(state["epoch"])
+        except (ValueError, KeyError, TypeError):
+            mine, epoch = False, 0
+        if not mine:
+            raise ConfigError(f"the checkpoint given with Fidelity(epochs={fidelity.epochs}) is not one table "
+                              f"{table.name!r} returned for this cell; pass the EvalResult.checkpoint of its last "
+                              f"segment, or None to start the child again")
+        if fidelity.epochs <= epoch:
+            raise ConfigError(f"Fidelity(epochs={fidelity.epochs}) does not go past its checkpoint's epoch {epoch}")
+        return place
+
+    @staticmethod
+    def _final(row: TableRow, seed_index: int | None) -> float:
+        return row.mean_accuracy if seed_index is None else row.val_accuracy[seed_index]
+
+    @staticmethod
+    def _curve(per_seed: tuple[tuple[float, ...], ...], seed_index: int | None) -> np.ndarray:
+        values = np.array(per_seed, dtype=float)
+        return values.mean(axis=0) if seed_index is None else values[seed_index]
 
     def describe(self) -> str:
-        return f"{self.lookup} lookup in table {self.table}"
+        return f"{self.lookup} lookup in table {self.table}" + (", one training run per trial" if self.runs == "one"
+                                                               else "")

@@ -76,6 +76,9 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "evaluator.finetune_lr": 0.02,
         "evaluator.estimate": "accuracy",
     },
+    "cellsearch.evaluators.table.TableEvaluator": {"evaluator.runs": "mean"},  # since issue 21: seed means
+    "cellsearch.evaluators.LandscapeEvaluator": {"evaluator.curve": "saturating",  # since issue 21: no curves
+                                                 "evaluator.epochs": None},
 }
 
 
