@@ -16,7 +16,9 @@ table's data, as the pre-judger builds them:
   conf/prejudge/predictor.yaml): 5-fold cross-validation; each fold's cells are scored by a predictor fitted
   to ``n`` cells drawn from the other folds (so n is at most 4/5 of the table), as a search that has
   trained n children would;
-- the rows of :func:`oneshot_rows` (one-shot estimates: the hook for the supernet's rows).
+- one-shot estimates (:func:`oneshot_rows`): a supernet trained by each recipe of ``--oneshot``
+  (``benchmarks/bench_oneshot.py``'s ``RECIPES``; default: 1x, 3x, 10x the compute of a child and the
+  default recipe), every cell scored on it; its CPU seconds are shared out over the cells.
 
 Per estimator: Kendall tau, Spearman, top-10% recall and the junk-filter rate (the share of the truth's
 bottom quarter rejected at the threshold that keeps 95% of its top tenth), each with a 95% percentile
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import statistics
 import time
 from dataclasses import dataclass
@@ -59,6 +62,10 @@ LABELS = {"kendall_tau": "Kendall tau", "spearman_rho": "Spearman", "top10_recal
           "junk_filter": "bottom 25% rejected (95% of top 10% kept)"}
 SIZE = ("params", "-params", "mult_adds", "-mult_adds")
 FOLDS = 5
+# The one-shot rows by default: the supernet trained as long as 1, 3 and 10 children, and the default recipe
+# (1x with each path fine-tuned and scored by likelihood); bench_oneshot.py has the others.
+ONESHOT_RECIPES = ("1x", "3x", "10x", "1x + path fine-tune 20 steps, likelihood (the default)")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_oneshot, imported by oneshot_rows
 
 
 @dataclass
@@ -73,10 +80,25 @@ class Truth:
     data: Any
 
 
-def oneshot_rows(truth: Truth) -> dict[str, Estimate]:
-    """One-shot estimates of ``truth.cells`` (one row per supernet setting): name -> (value per cell, CPU
-    seconds per cell), in ``truth.cells``' order. The hook for the one-shot engineer: none yet."""
-    return {}
+def oneshot_rows(truth: Truth, recipes: list[str], seed: int) -> dict[str, Estimate]:
+    """One-shot estimates of ``truth.cells``, one row per supernet recipe of ``bench_oneshot.RECIPES`` named in
+    ``recipes``: name -> (value per cell, CPU seconds per cell: the supernet's training and scoring, shared out
+    over the cells), in ``truth.cells``' order."""
+    if not recipes:
+        return {}
+    import bench_oneshot  # beside this file; heavy (the supernet), so only when one-shot rows are asked for
+
+    known = {recipe.name: recipe for recipe in bench_oneshot.RECIPES}
+    unknown = [name for name in recipes if name not in known]
+    if unknown:
+        raise SystemExit(f"--oneshot: no recipe {unknown}; the recipes are {list(known)}")
+    child = {**truth.table.child, "accelerator": "cpu", "logger": None, "enable_progress_bar": False}
+    rows = {}
+    for name in recipes:
+        values, seconds = bench_oneshot.oneshot_estimates(truth.cells, child, dict(truth.table.data),
+                                                         truth.table.space, known[name], seed)
+        rows[f"one-shot {name}"] = (values, [seconds / len(truth.cells)] * len(truth.cells))
+    return rows
 
 
 def score_cells(label: str, cells: list[Genotype], fn: Callable[[Genotype], float | None]) -> Estimate:
@@ -199,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--children", type=int, nargs="+", default=[20, 50, 80],
                         help="the learned predictor's rows: trained children it learns from")
     parser.add_argument("--plot", type=Path, default=None, help="write estimate against truth for the best two here")
+    parser.add_argument("--oneshot", nargs="*", default=list(ONESHOT_RECIPES),
+                        help="one-shot rows: recipes of bench_oneshot.RECIPES (none: --oneshot with no names)")
     args = parser.parse_args(argv)
     progress_to_stderr()  # progress lines on stderr: the table on stdout stays clean
     torch.set_num_threads(1)
@@ -214,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     mismatched = [n for n in ("params", "mult_adds") if estimates[n][0] != [float(getattr(r, n)) for r in truth.rows]]
     votes, vote_check = vote_rows(truth, estimates, args.seed) if len(args.scores) > 1 else ({}, "")
     predictors, fitting = predictor_rows(truth, args.children, args.seed)
-    estimates.update({**votes, **predictors, **oneshot_rows(truth)})
+    estimates.update({**votes, **predictors, **oneshot_rows(truth, args.oneshot, args.seed)})
 
     reports = {name: rank_report(values, truth.accuracy, args.resamples, args.seed)
                for name, (values, _) in track(list(estimates.items()), "bootstrap", units="estimators")}

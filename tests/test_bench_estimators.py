@@ -26,7 +26,7 @@ def test_the_table_has_a_row_per_estimator_with_intervals_and_a_plot(tmp_path, c
     path = CellTable("small", shipped.space, rows, shipped.child, shipped.data).save(tmp_path / "small.json.gz")
     bench = _bench()
     bench.main(["--table", str(path), "--resamples", "20", "--scores", "naswot", "snip", "--children", "6", "20",
-                "--plot", str(tmp_path / "plot.png")])
+                "--plot", str(tmp_path / "plot.png"), "--oneshot"])
     out = capsys.readouterr().out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     names = [line.split(" | ")[0][2:] for line in table[1:]]
@@ -36,4 +36,4 @@ def test_the_table_has_a_row_per_estimator_with_intervals_and_a_plot(tmp_path, c
     assert names[-1].startswith("noise ceiling")
     assert all(line.count("[") >= 4 for line in table[1:-1])  # every statistic with its interval
     assert "beat " in out and "vote chosen out of sample" in out and (tmp_path / "plot.png").stat().st_size > 0
-    assert bench.oneshot_rows(None) == {}  # the hook the one-shot rows go into
+    assert not any(name.startswith("one-shot") for name in names)  # --oneshot with no recipe: none
