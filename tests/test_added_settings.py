@@ -31,9 +31,13 @@ def lacking_defaults(recorded_flat: dict, current_flat: dict) -> list[str]:
     in groups set to the same option (same ``_target_``) in both; and keys the run holds that are gone now."""
     old = fill_added_settings(recorded_flat)
 
+    def option(flat: dict, group: str) -> object:
+        # The scheduler group's options are named, not built from a _target_ (scheduler_from_config)
+        return flat.get(f"{group}.name") if group == "scheduler" else flat.get(f"{group}._target_")
+
     def same_option(key: str) -> bool:
         group = key.split(".")[0]
-        return current_flat.get(f"{group}._target_") == old.get(f"{group}._target_")
+        return option(current_flat, group) == option(old, group)
 
     added = [f"{k} (add it to ADDED_SETTINGS (ADDED_OPTION_SETTINGS for one option) in cellsearch/search/settings.py "
              f"with the value that reproduces the behaviour from before it existed)"
