@@ -1,19 +1,10 @@
 """benchmarks/bench_deploy.py's smoke mode measures every runtime it is given and writes its table."""
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_deploy", ROOT / "benchmarks" / "bench_deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_modules import load_benchmark
 
 
 @pytest.mark.slow
@@ -21,7 +12,7 @@ def test_quick_run_writes_a_row_per_runtime_and_batch_with_ratios_against_eager(
     out = tmp_path / "bench.md"
     # inductor left out: its ahead-of-time C++ compile takes minutes even for a tiny network
     cpus = os.sched_getaffinity(0)
-    _bench().main(["--quick", "--networks", "found", "--inductor", "--threads", "1", "--pin", str(min(cpus)),
+    load_benchmark("bench_deploy").main(["--quick", "--networks", "found", "--inductor", "--threads", "1", "--pin", str(min(cpus)),
                    "--out", str(out)])
     assert os.sched_getaffinity(0) == cpus  # pinned for the timings only
     table = out.read_text()
@@ -38,7 +29,7 @@ def test_quick_run_writes_a_row_per_runtime_and_batch_with_ratios_against_eager(
 
 
 def test_a_runtime_that_disagrees_with_eager_is_not_timed():
-    bench = _bench()
+    bench = load_benchmark("bench_deploy")
     x = torch.ones(2, 3)
     kept, notes = bench.check({"eager": lambda t: t * 2, "TorchScript": lambda t: t * 2 + 1e-3}, x)
     assert list(kept) == ["eager"] and notes["TorchScript"] == "max diff 1e-03 > 2e-04"  # 1e-4 x the largest logit
@@ -47,7 +38,7 @@ def test_a_runtime_that_disagrees_with_eager_is_not_timed():
 
 
 def test_a_runtime_that_fails_on_a_batch_says_so_and_the_rest_are_timed():
-    bench = _bench()
+    bench = load_benchmark("bench_deploy")
     x = torch.ones(2, 3)
 
     def broken(t):

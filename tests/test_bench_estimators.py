@@ -1,22 +1,10 @@
 """benchmarks/bench_estimators.py on a small table: one row per estimator (sizes, zero-cost scores, votes, the
 learned predictor), intervals, the beats-the-parameter-count columns, the hook for one-shot rows, the plot."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 
 from cellsearch.evaluators.table import CellTable, load_table
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_estimators", ROOT / "benchmarks" / "bench_estimators.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmark_modules import load_benchmark
 
 
 @pytest.mark.slow  # a minute on a loaded 2-core machine: scores 16 cells four ways and fits five predictors
@@ -24,7 +12,7 @@ def test_the_table_has_a_row_per_estimator_with_intervals_and_a_plot(tmp_path, c
     shipped = load_table("testbed")
     rows = [r for r in shipped.rows if len(r.val_accuracy) >= 3][:16]
     path = CellTable("small", shipped.space, rows, shipped.child, shipped.data).save(tmp_path / "small.json.gz")
-    bench = _bench()
+    bench = load_benchmark("bench_estimators")
     bench.main(["--table", str(path), "--resamples", "20", "--scores", "naswot", "snip", "--children", "6", "20",
                 "--plot", str(tmp_path / "plot.png"), "--oneshot"])
     out = capsys.readouterr().out

@@ -1,24 +1,16 @@
 """benchmarks/bench_fidelity.py's driver: a child trains rung by rung until the scheduler stops it, compute is
 counted in child-epochs, the named cell is the best complete child, and a tiny run prints every table."""
-import importlib.util
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
 from cellsearch.search.schedulers import ASHA
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_fidelity", ROOT / "benchmarks" / "bench_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_fidelity")
 
 
 @pytest.mark.parametrize("problem", ["table", "additive:crossing"])

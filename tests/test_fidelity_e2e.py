@@ -1,8 +1,6 @@
 """Early stopping end to end: ``python train.py`` with a scheduler over the table with learning curves (seconds,
 no training) makes the decisions the benchmark's driver makes, and a real Lightning search with ASHA stops
 children, keeps their curves and resumes to a larger budget without touching what it stored."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,16 +9,7 @@ from cellsearch.search.schedulers import ASHA
 from cellsearch.search.store import TrialStore
 from cellsearch.strategies import build_strategy
 from test_train import cli
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench_fidelity():
-    spec = importlib.util.spec_from_file_location("bench_fidelity", ROOT / "benchmarks" / "bench_fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmark_modules import load_benchmark
 
 
 def _rows(run_dir):
@@ -38,7 +27,7 @@ def test_a_table_search_with_asha_decides_as_the_benchmark_driver_does(tmp_path)
     assert "stopped early" in result.stdout
     rows, curves = _rows(tmp_path / "run")
 
-    bench = _bench_fidelity()  # one worker: propose, train rung by rung, tell what the scheduler says
+    bench = load_benchmark("bench_fidelity")  # one worker: propose, train rung by rung, tell what the scheduler says
     problem = bench.make_problem("table", seed)
     strategy = build_strategy("random", problem.space, seed=seed, **bench.preset("random"))
     scheduler = ASHA(min_epochs=1, max_epochs=9, reduction_factor=3)
