@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cellsearch.search.legacy_state import LEGACY_STATE_FILE, encode_record, record_crc
-from cellsearch.search.store import _TRIALS_V1, MIGRATIONS, SCHEMA_VERSION, TrialStore
+from cellsearch.search.store import TrialStore
+from cellsearch.search.store_schema import MIGRATIONS, SCHEMA_VERSION, TRIALS_V1
 from cellsearch.search.strategy_state import StrategyState, StrategyStateError
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.strategies import build_strategy
@@ -179,7 +180,7 @@ def schema2_run(run_dir, snapshot: bytes, journal: bytes):
     """A run directory as the release before schema 3 left it (no children stored: only the state matters)."""
     run_dir.mkdir()
     db = sqlite3.connect(run_dir / "trials.db")
-    for statement in (_TRIALS_V1, *MIGRATIONS[1], "PRAGMA user_version = 2"):
+    for statement in (TRIALS_V1, *MIGRATIONS[1], "PRAGMA user_version = 2"):
         db.execute(statement)
     db.close()
     (run_dir / LEGACY_STATE_FILE).write_bytes(snapshot)
