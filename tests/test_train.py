@@ -292,7 +292,7 @@ BAD_INPUT_TO_THE_TINY_SEARCH = {  # each added to the tiny search's overrides, w
     "bad strategy setting": (["search.lr=-1"], "search.lr must be a number > 0, got -1 (set search.lr=...)"),
     "unknown strategy setting": (["+search.foo=1"], "search.foo is not a setting of PPO; it takes ['baseline_decay'"),
     "unknown score": (["prejudge=naswot", "prejudge.score=jacob"],
-                      "unknown zero-cost score 'jacob'; choose one of ['naswot', 'synflow'"),
+                      "unknown prejudge.score 'jacob'; choose one of ['naswot', 'synflow'"),
     "no candidates": (["prejudge=snip", "prejudge.candidates=0"], "prejudge.candidates must be an integer >= 1"),
     "target 0": (["objective=constrained", "objective.target=0"], "objective.target must be a positive"),
     "unmeasured metric": (["objective=pareto", "objective.metric=latency_ms"],
