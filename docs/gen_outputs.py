@@ -180,6 +180,10 @@ def table(s: Session) -> None:
     s.run("python train.py experiment=testbed_table search=evolution hydra.run.dir=runs/table", select=summary_only)
 
 
+def curves(s: Session) -> None:
+    s.run("python train.py experiment=testbed_curves scheduler=asha hydra.run.dir=runs/curves", select=summary_only)
+
+
 def landscape(s: Session) -> None:
     s.run("python train.py evaluator=landscape evaluator.family=epistatic search.budget=300 "
           "hydra.run.dir=runs/landscape", keep=(2, 12))
@@ -236,7 +240,7 @@ SNIPPETS: dict[str, Callable[[Session], None]] = {
     "help": help_, "paper": paper, "quick": quick, "table": table, "landscape": landscape, "models": models,
     "ask_tell": ask_tell, "genotypes": genotypes, "describe": describe, "export": export, "deploy": deploy,
     "errors": errors, "validation": validation, "resume": resume, "sweep": sweep, "retrain": retrain,
-    "constrained": constrained, "prejudge": prejudge, "oneshot": oneshot,
+    "constrained": constrained, "prejudge": prejudge, "oneshot": oneshot, "curves": curves,
 }
 NEEDS = {"export": ["quick"], "retrain": ["quick", "export"], "deploy": ["quick"]}
 NEED_DIRS = {"quick": "runs/quick", "export": "runs/export/quick_digits.yaml"}
