@@ -72,3 +72,18 @@ def test_wiring_family_ignores_size_and_op_mix():
     assert landscape.z(other) == pytest.approx(landscape.z(genotype))
     with pytest.raises(ValueError, match="unknown structure family"):
         StructureLandscape(SPACE, "structure_ops")
+
+
+def test_the_landscape_evaluator_serves_the_structure_families_with_curves():
+    from cellsearch.evaluators.base import Fidelity
+    from cellsearch.evaluators.landscape import LandscapeEvaluator
+
+    genotype = SPACE.sample(random.Random(5))
+    evaluator = LandscapeEvaluator(SPACE, "structure", seed=1, epochs=9)
+    full = evaluator.evaluate(genotype, trial_id=4, seed=2)
+    assert full.metrics["val_accuracy"] == pytest.approx(
+        StructureLandscape(SPACE, "structure", seed=1).reward(genotype, noise_seed=(2, 4)))
+    first = evaluator.evaluate(genotype, trial_id=4, seed=2, fidelity=Fidelity(3))
+    assert [p.epoch for p in first.curve] == [1, 2, 3] and first.checkpoint is not None
+    rest = evaluator.evaluate(genotype, trial_id=4, seed=2, fidelity=Fidelity(9, first.checkpoint))
+    assert rest.metrics["val_accuracy"] == pytest.approx(full.metrics["val_accuracy"])

@@ -16,6 +16,7 @@ from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.landscape_curves import CURVES, LandscapeCurves
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
+from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 
 __all__ = ["LandscapeEvaluator"]
@@ -47,9 +48,9 @@ class LandscapeEvaluator(Evaluator):
         return self.epochs
 
     def check(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in FAMILIES and self.family not in STRUCTURE_FAMILIES:
             raise ConfigError(f"evaluator.family: unknown landscape family {self.family!r}; "
-                              f"choose one of {sorted(FAMILIES)}")
+                              f"choose one of {sorted(FAMILIES) + sorted(STRUCTURE_FAMILIES)}")
         if not self.noise >= 0:
             raise ConfigError(f"evaluator.noise: must be non-negative, got {self.noise}")
         if self.curve not in CURVES:
@@ -71,7 +72,8 @@ class LandscapeEvaluator(Evaluator):
         start = time.perf_counter()
         if self._curves is None:
             self.check()
-            landscape = Landscape(self.space, self.family, self.seed, self.noise)
+            landscape = (StructureLandscape if self.family in STRUCTURE_FAMILIES else Landscape)(
+                self.space, self.family, self.seed, self.noise)
             self._curves = LandscapeCurves(landscape, self.curve, self.epochs or 1)
         epoch = self._check_fidelity(genotype, fidelity)
         noise_seed = (seed, trial_id)

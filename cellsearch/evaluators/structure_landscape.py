@@ -32,6 +32,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from cellsearch.evaluators.landscapes import LandscapeSpec
 from cellsearch.space.genotype import Cell, Genotype, SearchSpace
 from cellsearch.space.layout import NUM_CELL_INPUTS
 
@@ -122,6 +123,7 @@ class StructureLandscape:
         if not noise >= 0:
             raise ValueError(f"noise must be non-negative, got {noise}")
         self.space, self.family, self.seed, self.noise = space, family, int(seed), float(noise)
+        self.spec = LandscapeSpec(family, self.seed, self.noise)  # what learning curves are drawn from
         self.shapes = {op: op_shape(op) for op in space.ops}
         counted, (q_low, q_high) = STRUCTURE_FAMILIES[family]
         self.counted = [f in counted for f in FEATURES]
