@@ -20,8 +20,9 @@ stand-alone accuracy from 0.10-0.15 to 0.44 at 8-10 stand-alone children of comp
 count reaches 0.20 (benchmarks/bench_oneshot.py estimators).
 
 The supernet, its optimiser and the sampler state are saved atomically to ``run_dir/supernet.pt`` at the
-end of every phase; a run resumes from there, and refuses a file written with other supernet settings. :meth:`OneShotEvaluator.report_phases` hands each phase's training
-loss and accuracy to the live view (``<run dir>/tensorboard/supernet``).
+end of every phase; a run resumes from there, and refuses a file written with other supernet settings.
+:meth:`OneShotEvaluator.report_phases` hands each phase's training loss and accuracy to the live view
+(``<run dir>/tensorboard/supernet``).
 
 The supernet lives in this process: one-shot searches use ``executor=local``.
 """
@@ -230,8 +231,8 @@ def _with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
 class OneShotEvaluator(Evaluator):
     """Scores each genotype by its path's validation accuracy in a supernet trained in phases
     (metric ``val_accuracy``, the one-shot estimate; with ``estimate: likelihood``, the default, it holds
-    exp(-validation cross-entropy) of the path instead, which ranks cells better than its accuracy). ``child`` is the stand-alone child that the
-    final step trains; ``space`` the search space the supernet covers."""
+    exp(-validation cross-entropy) of the path instead, which ranks cells better than its accuracy).
+    ``child`` is the stand-alone child that the final step trains; ``space`` the search space the supernet covers."""
 
     name = "oneshot"
     metrics = ("val_accuracy", SUPERNET_STEPS)

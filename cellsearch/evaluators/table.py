@@ -294,8 +294,8 @@ class _Place:
     seed_index: int | None
 
     def encode(self, table: str, genotype: Genotype, epoch: int) -> bytes:
-        return json.dumps({"table": table, "cell": _cell_digest(genotype), "rows": list(self.rows), "seed_index": self.seed_index,
-                           "epoch": epoch}, separators=(",", ":")).encode()
+        return json.dumps({"table": table, "cell": _cell_digest(genotype), "rows": list(self.rows),
+                           "seed_index": self.seed_index, "epoch": epoch}, separators=(",", ":")).encode()
 
 
 class TableEvaluator(Evaluator):

@@ -5,8 +5,9 @@ submitted with ``Fidelity(epochs=<its first rung>)``. When a segment returns, it
 reported to the scheduler and stored in the trial store, numbered in the order the scheduler saw them; the
 child then goes on at once to its next rung (or to ``max_epochs``) from the checkpoint the segment
 returned, or it ends, and its last segment's points are committed with its row. A child that ends below
-``max_epochs`` is stored with status ``stopped`` and the epochs it trained. The strategy is told ``scheduler.reward(trial_id)`` (by ``scheduler.reward_rule``) in
-place of the child's validation accuracy, passed through the objective as any result is.
+``max_epochs`` is stored with status ``stopped`` and the epochs it trained. The strategy is told
+``scheduler.reward(trial_id)`` (by ``scheduler.reward_rule``) in place of the child's validation accuracy,
+passed through the objective as any result is.
 
 The compute budget ``search.epoch_budget`` counts child-epochs: the epochs every child trained, plus the
 epochs of the segments in flight. A segment starts only if it fits: no new child is proposed once the next

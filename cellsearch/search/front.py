@@ -35,7 +35,8 @@ PUBLISHED_CELLS: tuple[str, ...] = ("nasnet_a", "amoebanet_a", "darts_v2", "pnas
 def front_rows(rows: list[TrialRow], metric: str) -> list[TrialRow]:
     """The completed trials on the (val_accuracy up, ``metric`` down) front, cheapest first (a child stopped
     early is left out: its accuracy is that of fewer epochs)."""
-    measured = [r for r in rows if r.ok and not r.stopped and r.val_accuracy is not None and r.metrics.get(metric) is not None]
+    measured = [r for r in rows if r.ok and not r.stopped and r.val_accuracy is not None
+                and r.metrics.get(metric) is not None]
     front = pareto_front([(r.val_accuracy, r.metrics[metric]) for r in measured])
     return [measured[i] for i in front]
 

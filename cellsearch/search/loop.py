@@ -13,9 +13,10 @@ Files in the run directory: ``trials.db`` (the children and the strategy's state
 ``search_settings.yaml`` (what must not change on resume), ``run_config.yaml`` (the whole configuration,
 for ``resume=``; see :mod:`cellsearch.search.resume`), ``cellsearch_version.txt`` (the newest release
 that wrote it; see :mod:`cellsearch.search.settings`), ``device.txt`` (what evaluates, per start),
-``best_cell.yaml`` (kept up to date), ``checkpoints/`` (with a scheduler: children between segments), ``tensorboard/`` (the live view, an observer: see
-:mod:`cellsearch.search.events`), and at the end ``rewards.png``, ``best_cell.png`` and ``pareto.png``
-(accuracy against a cost metric; see :mod:`cellsearch.search.front`).
+``best_cell.yaml`` (kept up to date), ``checkpoints/`` (with a scheduler: children between segments),
+``tensorboard/`` (the live view, an observer: see :mod:`cellsearch.search.events`), and at the end
+``rewards.png``, ``best_cell.png`` and ``pareto.png`` (accuracy against a cost metric; see
+:mod:`cellsearch.search.front`).
 """
 from __future__ import annotations
 

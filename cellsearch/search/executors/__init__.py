@@ -7,10 +7,10 @@ share one interface: ``submit(trial_id, genotype)``, then ``wait()`` returns the
 (``evaluator.evaluate(..., fidelity=...)``; the result carries the checkpoint to go on from); without a
 fidelity the evaluator is called exactly as before, and ``child_timeout`` applies to each segment. A child that fails
 comes back with ``status='failed'``; a child whose worker process (or Ray node) dies is run again,
-``max_retries`` times at most, then recorded as failed. With ``child_timeout`` (seconds) a child running longer is stopped (its
-process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local
-executor then trains its children in one worker process, so that it can stop them. Configuration errors (checked in the constructor, before any child
-trains) raise :class:`~cellsearch.validation.ConfigError`.
+``max_retries`` times at most, then recorded as failed. With ``child_timeout`` (seconds) a child running
+longer is stopped (its process and data-loader workers killed) and recorded as failed ("timed out after N s"); the local
+executor then trains its children in one worker process, so that it can stop them. Configuration errors
+(checked in the constructor, before any child trains) raise :class:`~cellsearch.validation.ConfigError`.
 """
 from __future__ import annotations
 
