@@ -7,24 +7,18 @@ curve up to epoch ``e`` and a checkpoint to go on from, so early stopping can be
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from typing import Any, Mapping
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.landscape_curves import CURVES, LandscapeCurves
+from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpoint, write_checkpoint
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 
 __all__ = ["LandscapeEvaluator"]
-
-
-def _digest(genotype: Genotype) -> str:
-    """A short name of the cell, for checkpoints."""
-    return hashlib.sha1(genotype.key().encode()).hexdigest()[:16]
 
 
 class LandscapeEvaluator(Evaluator):
@@ -86,7 +80,7 @@ class LandscapeEvaluator(Evaluator):
             return failed_result(f"GenotypeError: {err}", time.perf_counter() - start)
         # The clock of a landscape child is its epochs: one "second" per epoch, so compute adds up as in training.
         points = [EpochPoint(e + 1, value, None, float(e + 1), float(e + 1)) for e, value in enumerate(curve[:epoch])]
-        checkpoint = json.dumps({"cell": _digest(genotype), "epoch": epoch}).encode() if epoch < self.epochs else None
+        checkpoint = write_checkpoint(genotype, epoch) if epoch < self.epochs else None
         return EvalResult("ok", {"val_accuracy": curve[epoch - 1]}, time.perf_counter() - start, curve=points,
                           checkpoint=checkpoint)
 
@@ -97,23 +91,10 @@ class LandscapeEvaluator(Evaluator):
         if self.epochs is None:
             raise ConfigError("this landscape evaluator has no learning curves, so it cannot be evaluated at a "
                               "fidelity; set evaluator.epochs (e.g. to child.epochs)")
-        if isinstance(fidelity.epochs, bool) or not isinstance(fidelity.epochs, int) \
-                or not 1 <= fidelity.epochs <= self.epochs:
-            raise ConfigError(f"Fidelity(epochs={fidelity.epochs!r}) is outside the landscape's curves of "
-                              f"1..{self.epochs} epochs (evaluator.epochs)")
+        epochs = checked_epochs(fidelity, self.epochs, "the landscape's curves", "evaluator.epochs")
         if fidelity.checkpoint is not None:
-            try:
-                state = json.loads(fidelity.checkpoint)
-                mine, last = state["cell"] == _digest(genotype), int(state["epoch"])
-            except (ValueError, KeyError, TypeError):
-                mine, last = False, 0
-            if not mine:
-                raise ConfigError(f"the checkpoint given with Fidelity(epochs={fidelity.epochs}) is not one this "
-                                  f"landscape returned for this cell; pass the last segment's, or None")
-            if fidelity.epochs <= last:
-                raise ConfigError(f"Fidelity(epochs={fidelity.epochs}) does not go past its checkpoint's epoch "
-                                  f"{last}")
-        return fidelity.epochs
+            read_checkpoint(fidelity, genotype, "this landscape")
+        return epochs
 
     def describe(self) -> str:
         curves = f", {self.curve} curves of {self.epochs} epochs" if self.epochs else ""

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import json
 import random
 import time
@@ -64,6 +63,7 @@ import numpy as np
 
 from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
+from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpoint, write_checkpoint
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 
@@ -280,11 +280,6 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values))
 
 
-def _cell_digest(genotype: Genotype) -> str:
-    """A short name of the canonical cell, for checkpoints."""
-    return hashlib.sha1(genotype.key().encode()).hexdigest()[:16]
-
-
 @dataclass(frozen=True)
 class _Place:
     """Where a lookup is on the table's curves: the rows it reads (an index each) and which seed of each
@@ -294,8 +289,7 @@ class _Place:
     seed_index: int | None
 
     def encode(self, table: str, genotype: Genotype, epoch: int) -> bytes:
-        return json.dumps({"table": table, "cell": _cell_digest(genotype), "rows": list(self.rows),
-                           "seed_index": self.seed_index, "epoch": epoch}, separators=(",", ":")).encode()
+        return write_checkpoint(genotype, epoch, table=table, rows=list(self.rows), seed_index=self.seed_index)
 
 
 class TableEvaluator(Evaluator):
@@ -391,11 +385,7 @@ class TableEvaluator(Evaluator):
             with_curves = [n for n in shipped_tables() if load_table(n).curve_epochs is not None]
             raise ConfigError(f"table {table.name!r} has no learning curves, so it cannot be evaluated at a "
                               f"fidelity (early stopping); use a table with curves: {with_curves}")
-        if isinstance(fidelity.epochs, bool) or not isinstance(fidelity.epochs, int) \
-                or not 1 <= fidelity.epochs <= table.curve_epochs:
-            raise ConfigError(f"Fidelity(epochs={fidelity.epochs!r}) is outside table {table.name!r}'s curves "
-                              f"of 1..{table.curve_epochs} epochs (its child.epochs)")
-        return fidelity.epochs
+        return checked_epochs(fidelity, table.curve_epochs, f"table {table.name!r}'s curves", "its child.epochs")
 
     def _place(self, table: CellTable, genotype: Genotype, rows: list[TableRow], fidelity: Fidelity | None,
                trial_id: int, seed: int) -> _Place:
@@ -409,21 +399,12 @@ class TableEvaluator(Evaluator):
         return _Place((table.index(row),), pick.randrange(len(row.seeds)))
 
     def _resume(self, table: CellTable, genotype: Genotype, fidelity: Fidelity) -> _Place:
-        try:
-            state = json.loads(fidelity.checkpoint)
-            place = _Place(tuple(int(i) for i in state["rows"]), state["seed_index"])
-            mine = state["table"] == table.name and state["cell"] == _cell_digest(genotype) and \
-                all(0 <= i < len(table) for i in place.rows)
-            epoch = int(state["epoch"])
-        except (ValueError, KeyError, TypeError):
-            mine, epoch = False, 0
-        if not mine:
-            raise ConfigError(f"the checkpoint given with Fidelity(epochs={fidelity.epochs}) is not one table "
-                              f"{table.name!r} returned for this cell; pass the EvalResult.checkpoint of its last "
-                              f"segment, or None to start the child again")
-        if fidelity.epochs <= epoch:
-            raise ConfigError(f"Fidelity(epochs={fidelity.epochs}) does not go past its checkpoint's epoch {epoch}")
-        return place
+        def belongs(state: dict[str, Any]) -> bool:  # this table's, reading rows it has
+            return state["table"] == table.name and "seed_index" in state \
+                and all(0 <= int(i) < len(table) for i in state["rows"])
+
+        state = read_checkpoint(fidelity, genotype, f"table {table.name!r}", belongs)
+        return _Place(tuple(int(i) for i in state["rows"]), state["seed_index"])
 
     @staticmethod
     def _final(row: TableRow, seed_index: int | None) -> float:
