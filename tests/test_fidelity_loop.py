@@ -171,37 +171,32 @@ def test_a_prejudged_search_with_a_scheduler_resumes_to_the_same_rows(tmp_path):
         assert {r.role for r in store.rows()} == {"search", "audit"} and any(r.stopped for r in store.rows())
 
 
-def test_a_crash_between_checkpoint_and_commit_resumes_from_the_committed_rung(tmp_path, monkeypatch):
-    whole = search(tmp_path / "whole", CurveEvaluator(), budget=8)
-    crashes = iter([False, False, True])  # the third segment's points are never committed
+def crashed_in_store_then_resumed(tmp_path, monkeypatch, method: str, crash_on_call: int):
+    """The search killed inside ``TrialStore.<method>``'s ``crash_on_call``-th call, then run again: its rows."""
+    original, calls = getattr(TrialStore, method), iter(range(1, 1000))
 
-    def add_points(self, *args):
-        if next(crashes, False):
+    def crashing(self, *args, **kwargs):
+        if next(calls) == crash_on_call:
             raise Crash
-        return original(self, *args)
-    original = TrialStore.add_points
-    monkeypatch.setattr(TrialStore, "add_points", add_points)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(TrialStore, method, crashing)
     with pytest.raises(Crash):
         search(tmp_path / "killed", CurveEvaluator(), budget=8)
-    monkeypatch.setattr(TrialStore, "add_points", original)
-    assert search(tmp_path / "killed", CurveEvaluator(), budget=8) == whole
+    monkeypatch.setattr(TrialStore, method, original)
+    return search(tmp_path / "killed", CurveEvaluator(), budget=8)
+
+
+def test_a_crash_between_checkpoint_and_commit_resumes_from_the_committed_rung(tmp_path, monkeypatch):
+    whole = search(tmp_path / "whole", CurveEvaluator(), budget=8)
+    # the third segment's points are never committed
+    assert crashed_in_store_then_resumed(tmp_path, monkeypatch, "add_points", crash_on_call=3) == whole
 
 
 @pytest.mark.parametrize("crash_at", [1, 2, 4])
 def test_a_crash_while_a_child_is_recorded_leaves_its_last_segment_to_train_again(tmp_path, monkeypatch, crash_at):
     whole = search(tmp_path / "whole", CurveEvaluator(), budget=8)
-    calls = iter(range(1, 100))
-
-    def add(self, *args, **kwargs):
-        if next(calls) == crash_at:  # inside the row's transaction: its last segment's points go with it
-            raise Crash
-        return original(self, *args, **kwargs)
-    original = TrialStore.add
-    monkeypatch.setattr(TrialStore, "add", add)
-    with pytest.raises(Crash):
-        search(tmp_path / "killed", CurveEvaluator(), budget=8)
-    monkeypatch.setattr(TrialStore, "add", original)
-    assert search(tmp_path / "killed", CurveEvaluator(), budget=8) == whole
+    # inside the row's transaction: its last segment's points go with it
+    assert crashed_in_store_then_resumed(tmp_path, monkeypatch, "add", crash_on_call=crash_at) == whole
 
 
 def test_a_missing_checkpoint_trains_the_child_again_to_the_same_point(tmp_path):
