@@ -173,6 +173,8 @@ class PreJudger:
         value = {r.candidate_id: r.value for r in store.scores() if r.score == self.score and r.value is not None}
         children = [AuditedChild(value[r.trial_id], r.val_accuracy, r.params, r.role == "audit")
                     for r in store.rows() if r.ok and r.val_accuracy is not None and r.trial_id in value]
+        if self.last_audit is not None and self.last_audit.num == len(children):
+            return self.last_audit  # no scored child since (stored rows never change): the same audit, not redone
         return audit(self.score, children, self.top_k, self.seed)
 
     def _should_switch_off(self, report: Audit) -> bool:
