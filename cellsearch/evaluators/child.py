@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
-    "build_trainer", "build_training", "check_config", "evaluate_child", "mean_of_repeats",
+    "build_trainer", "build_training", "check_config", "evaluate_child",
 ]
 
 _NONFINITE_CHECK_EVERY = 20  # steps between checks for a diverged loss (each check syncs the device)
@@ -369,7 +369,7 @@ def train_path_metrics(module: ChildModule) -> dict[str, float]:
 
 def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
                    data: "DataConfig | Mapping[str, Any]", seed: int = 0, run_name: str = "child",
-                   segment: "Segment | None" = None) -> EvalResult:
+                   segments: "Sequence[Segment] | None" = None) -> EvalResult:
     """Train one child; its metrics are ``val_accuracy``, ``train_loss``, ``params`` and ``mult_adds``
     (and ``peak_memory_mb`` on a GPU), and its ``curve`` the validation after each epoch
     (:class:`~cellsearch.evaluators.curve.CurveRecorder`; a failed child has none). A failing child gives
@@ -381,26 +381,25 @@ def evaluate_child(genotype: "Genotype | str", child: "ChildConfig | Mapping[str
     the k runs, and ``seconds`` their sum; the curve is the per-epoch mean of the k runs' curves
     (:func:`~cellsearch.evaluators.curve.mean_curve`). One failed run fails the child.
 
-    With ``segment`` (:func:`~cellsearch.evaluators.segments.train_segment` makes one per run) only that
-    segment of one run trains, and the result's ``checkpoint`` is where to go on from.
+    With ``segments`` (one per run: :func:`~cellsearch.evaluators.segments.train_segment` makes them) each
+    run trains only its segment, and keeps the state to go on from in it.
 
     Raises ConfigError for configuration problems (checked before training starts).
     """
     child = as_child_config(child)
-    if segment is not None and child.repeats > 1:
-        raise ValueError("a segment belongs to one run: train_segment trains each of child.repeats in turn")
+    if segments is not None and len(segments) != child.repeats:
+        raise ValueError(f"{len(segments)} segments for child.repeats={child.repeats} runs: one segment per run")
     runs: list[EvalResult] = []
     for repeat in range(child.repeats):
         runs.append(_train_child_once(genotype, child, data, seed + repeat,
-                                      run_name if repeat == 0 else f"{run_name}_repeat{repeat}", segment))
+                                      run_name if repeat == 0 else f"{run_name}_repeat{repeat}",
+                                      segments[repeat] if segments is not None else None))
         if not runs[-1].ok:
             break
-    return runs[0] if len(runs) == 1 else mean_of_repeats(runs)
+    return runs[0] if len(runs) == 1 else _mean_of_repeats(runs)
 
 
-def mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
-    """One result of ``child.repeats`` runs (seeds seed, seed + 1, ...; the last may have failed), as
-    :func:`evaluate_child` reports it."""
+def _mean_of_repeats(runs: list[EvalResult]) -> EvalResult:
     seconds = sum(run.seconds for run in runs)
     if not runs[-1].ok:
         return replace(runs[-1], error=f"repeat {len(runs) - 1} (seed + {len(runs) - 1}): {runs[-1].error}",
@@ -445,7 +444,8 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
                                          micro_batches=child.micro_batches)
             peak = PeakMemory(trainer.strategy.root_device)
             trainer.fit(module, datamodule=datamodule, ckpt_path=segment.resume_path if segment else None)
-            checkpoint = segment.checkpoint(trainer) if segment else None
+            if segment is not None:
+                segment.save(trainer)
         metric = trainer.callback_metrics.get("val_acc")  # set in this process under spawn-based strategies too
         if metric is None:
             raise RuntimeError("training ended without a validation accuracy")
@@ -456,7 +456,7 @@ def _train_child(genotype: "Genotype | str", child: ChildConfig, data: "DataConf
         train_loss = trainer.callback_metrics.get("train_loss_epoch")
         if train_loss is not None:
             metrics["train_loss"] = float(train_loss)
-        return EvalResult("ok", metrics, time.perf_counter() - start, curve=curve.points, checkpoint=checkpoint)
+        return EvalResult("ok", metrics, time.perf_counter() - start, curve=curve.points)
     except ConfigError:
         raise
     except Exception as err:  # the child failed: record it, the search goes on

@@ -42,7 +42,7 @@ import torch
 import cellsearch
 from cellsearch.data import DataConfig, as_data_config
 from cellsearch.evaluators.base import EvalResult, Fidelity
-from cellsearch.evaluators.child import evaluate_child, mean_of_repeats
+from cellsearch.evaluators.child import evaluate_child
 from cellsearch.evaluators.child_config import ChildConfig, as_child_config
 from cellsearch.space.genotype import Genotype, load_genotype
 from cellsearch.validation import ConfigError
@@ -150,12 +150,13 @@ class SegmentControl(pl.Callback):
 @dataclass
 class Segment:
     """One segment of one run of a child, as :func:`~cellsearch.evaluators.child.evaluate_child` trains it:
-    its callback, the Lightning checkpoint to resume from, and the one to go on from."""
+    its callback, the Lightning checkpoint to resume from, and (once trained) the one to go on from."""
 
     stop_epochs: int
     max_epochs: int
     workdir: Path  # a private scratch folder: Lightning reads and writes checkpoints as files
     resume: bytes | None = None
+    saved: bytes | None = None  # set by save(): the Lightning checkpoint to go on from (None once all epochs ran)
 
     def callbacks(self) -> list[pl.Callback]:
         return [SegmentControl(self.stop_epochs)]
@@ -170,15 +171,16 @@ class Segment:
             path.write_bytes(self.resume)
         return str(path)
 
-    def checkpoint(self, trainer: pl.Trainer) -> bytes | None:
-        """After fitting: the Lightning checkpoint to go on from, or None once all epochs are trained."""
+    def save(self, trainer: pl.Trainer) -> None:
+        """After fitting: keep the Lightning checkpoint to go on from in ``saved`` (None once all epochs ran)."""
         if trainer.current_epoch != self.stop_epochs:
             raise RuntimeError(f"training stopped after epoch {trainer.current_epoch}, before epoch {self.stop_epochs}")
         if self.stop_epochs >= self.max_epochs:
-            return None
+            self.saved = None
+            return
         path = self.workdir / "segment.ckpt"
         trainer.save_checkpoint(path)
-        return path.read_bytes()
+        self.saved = path.read_bytes()
 
 
 def train_segment(genotype: "Genotype | str", child: "ChildConfig | Mapping[str, Any]",
@@ -209,18 +211,13 @@ def train_segment(genotype: "Genotype | str", child: "ChildConfig | Mapping[str,
     if epochs <= trained:
         raise ConfigError(f"Fidelity(epochs={epochs}) is not above the {trained} epochs its checkpoint has "
                           f"trained: ask for {trained + 1} to {child.epochs}")
-    one_run = replace(child, repeats=1, val_every_n_epochs=1)
-    runs: list[EvalResult] = []
     with tempfile.TemporaryDirectory(prefix="cellsearch-segment-") as workdir:
-        for repeat, state in enumerate(states):
+        segments = []
+        for repeat, state in enumerate(states):  # one segment per run, each going on from its own state
             folder = Path(workdir) / f"run{repeat}"
             folder.mkdir()
-            runs.append(evaluate_child(genotype, one_run, data, seed + repeat,
-                                       run_name if repeat == 0 else f"{run_name}_repeat{repeat}",
-                                       segment=Segment(epochs, child.epochs, folder, state)))
-            if not runs[-1].ok:
-                break
-    result = runs[0] if len(runs) == 1 else mean_of_repeats(runs)
-    result.checkpoint = pack_checkpoint([run.checkpoint for run in runs], epochs, settings) \
+            segments.append(Segment(epochs, child.epochs, folder, state))
+        result = evaluate_child(genotype, replace(child, val_every_n_epochs=1), data, seed, run_name, segments)
+    result.checkpoint = pack_checkpoint([s.saved for s in segments], epochs, settings) \
         if result.ok and epochs < child.epochs else None
     return result
