@@ -25,7 +25,7 @@ from torch import nn
 from cellsearch.evaluators.estimator import SCORING_ERRORS, Scored, error_text
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, SearchSpace
-from cellsearch.validation import ConfigError
+from cellsearch.validation import integer
 
 __all__ = ["LearnedPredictor", "encode"]
 
@@ -57,8 +57,7 @@ class LearnedPredictor:
                  seed: int = 0) -> None:
         for name, value, low in (("members", members, 1), ("hidden", hidden, 1), ("epochs", epochs, 1),
                                  ("min_children", min_children, 2)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"prejudge.predictor.{name} must be an integer >= {low}, got {value!r}")
+            integer(value, f"prejudge.predictor.{name}", low)
         self.members, self.hidden, self.epochs = members, hidden, epochs
         self.min_children, self.seed = min_children, seed
         self.space: SearchSpace | None = None
