@@ -45,7 +45,8 @@ from cellsearch.space.genotype import Genotype, SearchSpace
 from cellsearch.strategies import build_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STRATEGY = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"][1]["search"]
+DEFAULT_STRATEGY = next(entry["search"] for entry in yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
+                        if isinstance(entry, dict) and "search" in entry)
 STRATEGIES = ("ppo", "reinforce", "evolution", "progressive", "random")
 SCHEDULERS = ("none", "asha", "hyperband")
 RULES = ("last", "rank", "scaled")

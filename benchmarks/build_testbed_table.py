@@ -42,6 +42,7 @@ from typing import Any, Iterable
 from cellsearch.evaluators.table import TABLES_DIR, CellTable, TableRow, canonical_actions
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
 from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.space.spaces import space_from_settings
 from cellsearch.strategies.evolution import mutate
 
 TABLE_NAME = "testbed"
@@ -58,7 +59,7 @@ def table_settings() -> tuple[SearchSpace, dict[str, Any], dict[str, Any]]:
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
         cfg = compose("config", overrides=["experiment=testbed_table", "run_dir=.", "child.logger=null"])
     settings = OmegaConf.to_container(cfg, resolve=True)
-    return SearchSpace(**settings["space"]), settings["child"], settings["data"]
+    return space_from_settings(settings["space"]), settings["child"], settings["data"]
 
 
 def train_row(genotype: Genotype, seed: int, child: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:

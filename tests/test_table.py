@@ -14,6 +14,7 @@ from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, ground_truth, load_table
 from cellsearch.search.run import build_from_config
 from cellsearch.space.genotype import Block, Cell, Genotype, SearchSpace, load_genotype
+from cellsearch.space.spaces import space_from_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +45,7 @@ def test_shipped_table_loads_and_covers_the_preset_space(compose):
     table = load_table("testbed")
     assert len(table) >= 40
     preset = compose("experiment=testbed_table", "run_dir=.")
-    assert table.space == SearchSpace(**preset.space)
+    assert table.space == space_from_settings(preset.space)
     accuracies = [r.mean_accuracy for r in table.rows]
     assert 0.1 < min(accuracies) < max(accuracies) < 1.0
     assert all(r.params > 0 and r.mult_adds > 0 and r.train_seconds > 0 for r in table.rows)

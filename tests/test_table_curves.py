@@ -12,6 +12,7 @@ from cellsearch.evaluators.base import Fidelity
 from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table, table_path
 from cellsearch.search.run import build_from_config
 from cellsearch.space.genotype import SearchSpace
+from cellsearch.space.spaces import space_from_settings
 from cellsearch.validation import ConfigError
 
 EPOCHS = 4
@@ -117,7 +118,7 @@ def test_bad_fidelity_input_fails_in_one_line(curves_table):
 def test_shipped_curves_table_and_its_preset(compose):
     table = load_table("testbed_curves")
     preset = compose("experiment=testbed_curves", "run_dir=.")
-    assert table.space == SearchSpace(**preset.space) == load_table("testbed").space
+    assert table.space == space_from_settings(preset.space) == load_table("testbed").space
     assert table.curve_epochs == preset.child.epochs == 9 and table.child["val_every_n_epochs"] == 1
     recipe = ("cells_per_stage", "channels", "batch_size", "lr")
     assert {k: table.child[k] for k in recipe} == {k: preset.child[k] for k in recipe}

@@ -24,6 +24,7 @@ from cellsearch.evaluators.child import as_child_config
 from cellsearch.data import as_data_config
 from cellsearch.data.splits import load_splits
 from cellsearch.space.genotype import SearchSpace, load_genotype
+from cellsearch.space.spaces import space_from_settings
 from cellsearch.search.loop import BEST_CELL_FILE, BEST_CELL_PLOT, REWARDS_PLOT
 from cellsearch.search.run import build_from_config
 from cellsearch.search.settings import RUN_OPTIONS
@@ -65,7 +66,7 @@ def test_the_defaults_are_the_documented_ones(compose):
     assert cfg.search._target_.endswith(".PPO") and cfg.search.lr == 0.01 and cfg.search.update_every == 5
     assert cfg.data.name == "cifar10" and cfg.task.name == "search" and cfg.seed == 0
     assert cfg.executor._target_.endswith("LocalExecutor")
-    assert SearchSpace(**cfg.space) == SearchSpace()  # the full NASNet space
+    assert space_from_settings(cfg.space) == SearchSpace()  # the full NASNet space
 
 
 @pytest.mark.parametrize("name", [n for n in options("search") if n != "darts"])  # darts: tests/test_oneshot.py
@@ -73,7 +74,7 @@ def test_every_search_option_builds_its_strategy(name, compose):
     cfg = compose(f"search={name}")
     strategy = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
                                  space=dict(cfg.space), seed=3)
-    assert strategy.name == name and cfg.search.budget >= 1 and strategy.space == SearchSpace(**cfg.space)
+    assert strategy.name == name and cfg.search.budget >= 1 and strategy.space == space_from_settings(cfg.space)
     proposal = strategy.ask()
     assert proposal.trial_id == 0 and strategy.pending() == [proposal]
     strategy.space_with_blocks(len(proposal.genotype.normal.blocks)).validate(proposal.genotype)

@@ -17,6 +17,7 @@ from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpo
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
 from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
+from cellsearch.space.spaces import space_from_settings
 
 __all__ = ["LandscapeEvaluator"]
 
@@ -31,7 +32,7 @@ class LandscapeEvaluator(Evaluator):
 
     def __init__(self, space: "SearchSpace | Mapping[str, Any]", family: str = "additive", seed: int = 0,
                  noise: float = 0.2, curve: str = "saturating", epochs: int | None = None) -> None:
-        self.space = space if isinstance(space, SearchSpace) else SearchSpace(**dict(space))
+        self.space = space_from_settings(space)
         self.family, self.seed, self.noise = family, int(seed), float(noise)
         self.curve, self.epochs = curve, epochs
         self._curves: LandscapeCurves | None = None  # built where it evaluates (keeps the evaluator small to pickle)

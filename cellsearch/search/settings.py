@@ -59,6 +59,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "child.repeats": 1,  # since 5699765: one training per child
     "child.ema_decay": 0.0,  # since 5699765: the raw weights are validated
     "scheduler.name": "none",  # since fidelity-loop: every child trained in full
+    "space.name": "nasnet",  # since issue 25: the NASNet cell space was the only one
 }
 
 # Settings added to one option of a group, by that option's ``_target_``: filled only in a run whose group

@@ -59,6 +59,7 @@ from cellsearch.evaluators.base import EpochPoint
 from cellsearch.search.legacy_state import LEGACY_STATE_FILE, read_legacy_state
 from cellsearch.search.store_schema import MIGRATIONS, SCHEMA_VERSION, TRIALS_V1
 from cellsearch.space.genotype import Genotype
+from cellsearch.space.spaces import genotype_from_json
 from cellsearch.validation import ConfigError
 
 if TYPE_CHECKING:  # for type hints only
@@ -329,7 +330,7 @@ class TrialStore:
         rows = []
         for values in cursor.fetchall():
             data = dict(zip(_COLUMNS, values))
-            data["genotype"] = Genotype.from_json(data["genotype"])
+            data["genotype"] = genotype_from_json(data["genotype"])
             data["other_metrics"] = json.loads(data.pop("metrics"))
             rows.append(TrialRow(**data))
         return rows
@@ -363,7 +364,7 @@ class TrialStore:
         """Every stored score, by round and candidate."""
         cursor = self._db.execute("SELECT round, trial_id, candidate_id, genotype, score, value, chosen, audit, "
                                   "seconds FROM scores ORDER BY round, candidate_id, score")
-        return [ScoreRow(r[0], r[1], r[2], Genotype.from_json(r[3]), r[4], r[5], bool(r[6]), bool(r[7]), r[8])
+        return [ScoreRow(r[0], r[1], r[2], genotype_from_json(r[3]), r[4], r[5], bool(r[6]), bool(r[7]), r[8])
                 for r in cursor.fetchall()]
 
     # --- the strategy's state (its format: cellsearch.search.strategy_state) --------------------------

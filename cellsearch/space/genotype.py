@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -90,6 +90,8 @@ class Cell:
 @dataclass(frozen=True)
 class Genotype:
     """A Normal cell and a Reduction cell. ``name`` and ``source`` are metadata, not architecture."""
+
+    space: ClassVar[str] = "nasnet"  # the search space it belongs to (cellsearch.space.spaces)
 
     normal: Cell
     reduce: Cell
@@ -293,16 +295,17 @@ def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
 
     Args:
         name_or_path: a YAML path, a name found in ``./cells`` or the shipped cells (``'nasnet_a'``),
-            or a Genotype (returned as it is).
+            or a genotype (returned as it is).
 
     Returns:
-        The genotype, named after the file when the file gives no name.
+        The genotype, of the search space its file names (``space:``; NASNet when it names none),
+        named after the file when the file gives no name.
 
     Raises:
         GenotypeError: no such cell, or a file that is not a valid genotype (the message names the
             cell, block and field).
     """
-    if isinstance(name_or_path, Genotype):
+    if isinstance(getattr(type(name_or_path), "space", None), str):  # a genotype of any search space
         return name_or_path
     text_name = str(name_or_path)
     path = Path(text_name).expanduser()
@@ -327,13 +330,13 @@ def load_genotype(name_or_path: "str | Path | Genotype") -> Genotype:
                             f"YAML file") from None
     except yaml.YAMLError as err:
         raise GenotypeError(f"{path}: not valid YAML: {err}") from None
+    from cellsearch.space.spaces import genotype_from_dict  # local import: spaces.py imports this module
+
     try:
-        genotype = parse_genotype(data)
+        genotype = genotype_from_dict(data)
     except GenotypeError as err:
         raise GenotypeError(f"{path}: {err}") from None
-    if not genotype.name:
-        genotype = Genotype(genotype.normal, genotype.reduce, name=path.stem, source=genotype.source)
-    return genotype
+    return genotype if genotype.name else replace(genotype, name=path.stem)
 
 
 def save_genotype(genotype: Genotype, path: "str | Path") -> Path:
@@ -358,6 +361,8 @@ def save_genotype(genotype: Genotype, path: "str | Path") -> Path:
 class SearchSpace:
     """Which ops, how many blocks per cell, and which combine methods the search may choose."""
 
+    name: ClassVar[str] = "nasnet"  # ``space=nasnet`` (cellsearch.space.spaces)
+
     ops: tuple[str, ...] = NASNET_OPS
     num_blocks: int = 5
     combines: tuple[str, ...] = COMBINES
@@ -380,6 +385,25 @@ class SearchSpace:
         unknown = [op for op in self.ops if op not in OPS]
         if unknown:
             raise GenotypeError(f"unknown op(s) {unknown} in the search space; valid ops are {sorted(OPS)}")
+
+    @classmethod
+    def from_settings(cls, fields: Mapping[str, Any]) -> "SearchSpace":
+        """The space of a ``space`` config node's fields (``ops``, ``num_blocks``, ``combines``)."""
+        unknown = set(fields) - {"ops", "num_blocks", "combines"}
+        if unknown:
+            raise GenotypeError(f"unknown setting(s) {sorted(unknown)} of space=nasnet; it takes ops, num_blocks, "
+                                f"combines")
+        return cls(**fields)
+
+    @staticmethod
+    def parse(data: Any) -> Genotype:
+        """A genotype of this space from its plain data (``Genotype.to_dict()``, a genotype file)."""
+        return parse_genotype(data)
+
+    def settings(self) -> dict[str, Any]:
+        """Plain data that ``space_from_settings`` turns back into this space."""
+        return {"name": self.name, "ops": list(self.ops), "num_blocks": self.num_blocks,
+                "combines": list(self.combines)}
 
     @cached_property
     def layout(self) -> ActionLayout:

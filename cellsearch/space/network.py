@@ -18,17 +18,16 @@ The networks implement timm's model API (``forward_features``, ``forward_head``,
 # code it generates, and a string annotation becomes a type name TorchScript cannot resolve there
 # (timm's FX feature extraction, then ``torch.jit.script``, fails on it).
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from torch import nn
 
 from cellsearch.space.cell import CellModule
 from cellsearch.space.genotype import Genotype, load_genotype
+from cellsearch.space.head import GenotypeNet
 from cellsearch.space.ops import BN_EPS
 from cellsearch.space.skeleton import AuxiliaryHead, CellSpec, ConvStemCell, stage_plan
 from cellsearch.validation import fail, integer, one_of, positive_int
@@ -42,16 +41,13 @@ def resolve_genotype(genotype: "Genotype | str | Path | dict") -> Genotype:
     return load_genotype(genotype)
 
 
-class CellNet(nn.Module):
+class CellNet(GenotypeNet):
     """A stem followed by cells compiled from one genotype, and a classification head.
 
     Feature maps (``feature_info``, ``forward_intermediates``, ``features_only``): one per stage,
     the stem output and the last cell of each resolution, each taken after the ReLU with which
     the next cell reads it; the last one is ``forward_features``' output.
     """
-
-    # Plain-data bookkeeping for timm's export helpers, never needed by a scripted forward.
-    __jit_unused_properties__ = ["_model_args"]
 
     def __init__(
         self,
@@ -70,9 +66,6 @@ class CellNet(nn.Module):
         super().__init__()
         integer(num_classes, "num_classes", 0)  # 0: no classifier (timm convention)
         self.genotype = genotype
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
         self.drop_path_rate = drop_path_rate
         self.grad_checkpointing = False
         self.stem = stem
@@ -99,11 +92,8 @@ class CellNet(nn.Module):
             if self.aux_index is not None else None
 
         self.final_act = nn.ReLU()
-        self.global_pool, self.classifier = create_classifier(self.num_features, num_classes, pool_type=global_pool)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.head_drop = nn.Dropout(drop_rate)
+        self._init_head(self.num_features, num_classes, in_chans, drop_rate, global_pool)
         self.set_drop_path_rate(drop_path_rate)
-        self._recorded_model_args: dict[str, Any] = {}
 
     def _init_feature_info(self, stem_channels: int, stem_reduction: int) -> None:
         """A feature map per stage: the stem, the last cell before each reduction, and the last cell.
@@ -169,13 +159,6 @@ class CellNet(nn.Module):
         """Unpooled features of the last cell, after the final ReLU."""
         return self._run_cells(x)[0]
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits and, in training mode with an auxiliary head, the auxiliary logits (else None)."""
         features, aux_input = self._run_cells(x, -1 if self.aux_index is None else self.aux_index)
@@ -240,44 +223,14 @@ class CellNet(nn.Module):
         return take_indices
 
     # --- classifier ----------------------------------------------------------------------------
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.classifier
-
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace the classifier (``num_classes=0`` removes it; ``global_pool=''`` removes pooling)."""
-        integer(num_classes, "num_classes", 0)
-        self.num_classes = num_classes
-        pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
-        reference = next(self.parameters())
-        self.global_pool, self.classifier = create_classifier(
-            self.num_features, num_classes, pool_type=pool_type, device=reference.device, dtype=reference.dtype)
-        self.head_hidden_size = self.num_features * self.global_pool.feat_mult()
-        self.global_pool.train(self.training)
-        self.classifier.train(self.training)
+        """Replace the classifier and the auxiliary head's (``num_classes=0`` removes them; ``global_pool=''``
+        removes pooling)."""
+        super().reset_classifier(num_classes, global_pool)
         if self.aux_head is not None:  # the auxiliary head predicts the same classes
+            reference = next(self.parameters())
             self.aux_head.reset_classifier(num_classes)
             self.aux_head.classifier.to(device=reference.device, dtype=reference.dtype)
-
-    # --- reconstruction ------------------------------------------------------------------------
-    def architecture_args(self) -> dict[str, Any]:
-        """Constructor arguments as plain data (genotype as a dict): enough to rebuild this model."""
-        args = dict(self._architecture)
-        args.update(genotype=self.genotype.to_dict(), num_classes=self.num_classes, in_chans=self.in_chans,
-                    global_pool=self.global_pool.pool_type)
-        return args
-
-    # timm's create_model records the caller's keyword arguments in ``_model_args`` and its
-    # export helpers (save_for_hf, push_to_hf_hub) write them to config.json. A Genotype object
-    # or a path to a local file would not survive that trip, so the arguments are reported with
-    # the architecture as plain data.
-    @property
-    def _model_args(self) -> dict[str, Any]:
-        return {**self._recorded_model_args, **self.architecture_args()}
-
-    @_model_args.setter
-    def _model_args(self, args: dict[str, Any]) -> None:
-        self._recorded_model_args = dict(args)
 
 
 class CellNetCifar(CellNet):

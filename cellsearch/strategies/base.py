@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
+from cellsearch.space.spaces import Space, genotype_from_json, space_from_settings
 from cellsearch.validation import boolean, integer, number_in, one_of, positive_int
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,12 @@ def adam(params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def as_search_space(space: SearchSpace | Mapping[str, Any]) -> SearchSpace:
-    """Accept a SearchSpace or a plain mapping with its fields (as a Hydra config node gives it)."""
-    if isinstance(space, SearchSpace):
-        return space
-    if isinstance(space, Mapping):
-        unknown = set(space) - {"ops", "num_blocks", "combines", "_target_"}
-        if unknown:
-            raise ValueError(f"unknown search space field(s) {sorted(unknown)}; expected ops, num_blocks, combines")
-        return SearchSpace(**{k: v for k, v in space.items() if k != "_target_"})
-    raise TypeError(f"space must be a SearchSpace or a mapping of its fields, got {type(space).__name__}")
+def as_search_space(space: "Space | Mapping[str, Any]") -> "Space":
+    """Accept a search space or a plain mapping of its settings (as a Hydra ``space`` node gives it)."""
+    try:
+        return space_from_settings(space)
+    except GenotypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def shape_reward(reward: float, shaping: str) -> float:
@@ -127,7 +124,8 @@ class Strategy:
         self.generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
         self._trials: list[Trial] = []
         self._proposed_keys: set[str] = set()
-        self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space}
+        self._spaces: dict[int, SearchSpace] = {self.space.num_blocks: self.space} \
+            if isinstance(self.space, SearchSpace) else {}
         self.num_events = 0  # asks, tells, withdrawals, added trials so far: a journal replays them in order
         self._events: list[tuple] = []  # (sequence number, kind, trial id, data) not yet taken
 
@@ -237,7 +235,10 @@ class Strategy:
         return self._spaces[num_blocks]
 
     def decode(self, actions: list[int]) -> Genotype:
-        """Genotype for an action sequence; its length gives the number of blocks (see the layout)."""
+        """Genotype for an action sequence; a NASNet sequence's length gives its number of blocks (see the
+        layout: progressive search proposes smaller cells)."""
+        if not isinstance(self.space, SearchSpace):
+            return self.space.decode(actions)
         return self.space_with_blocks(self.space.layout.blocks_of(actions)).decode(actions)
 
     def learning_reward(self, trial_id: int) -> float:
@@ -309,7 +310,7 @@ class Strategy:
         elif kind == "withdraw":
             self.withdraw(trial_id)
         elif kind == "add_trial":
-            added = self.add_trial(Genotype.from_json(data[0]), data[1])
+            added = self.add_trial(genotype_from_json(data[0]), data[1])
             if added != trial_id:
                 raise ValueError(f"replaying add_trial gave trial {added}, the journal holds {trial_id}")
         else:
@@ -323,8 +324,7 @@ class Strategy:
         state = {
             "strategy": self.name,
             "version": STATE_VERSION,
-            "space": {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
-                      "combines": list(self.space.combines)},
+            "space": self.space.settings(),
             "seed": self.seed,
             "events": self.num_events,
             "rng": rng_state_to_plain(self.rng),
@@ -355,7 +355,7 @@ class Strategy:
             if kind in ("ask", "add_trial"):
                 if trial_id != len(self._trials):
                     raise ValueError(f"the journal adds trial {trial_id} after {len(self._trials)} trials")
-                genotype = Genotype.from_json(data[0]) if kind == "add_trial" else self.decode(list(data))
+                genotype = genotype_from_json(data[0]) if kind == "add_trial" else self.decode(list(data))
                 actions = self.space.encode(genotype) if kind == "add_trial" else list(data)
                 self._trials.append(Trial(actions, genotype, genotype.key()))
                 self._proposed_keys.add(genotype.key())
