@@ -105,6 +105,8 @@ class Strategy:
     and ``_extra_state``/``_load_extra_state`` for their own state."""
 
     name = "base"
+    # The search spaces (cellsearch.space.spaces) this strategy can search; None: every one.
+    spaces: tuple[str, ...] | None = ("nasnet",)
 
     def __init__(
         self,
@@ -115,6 +117,9 @@ class Strategy:
         failure_reward: float = 0.0,
     ) -> None:
         self.space = as_search_space(space)
+        if self.spaces is not None and self.space.name not in self.spaces:
+            raise ValueError(f"search={self.name} does not search space={self.space.name}; it searches "
+                             f"space={' or space='.join(self.spaces)}")
         self.seed = integer(seed, "seed", 0)
         self.dedupe = boolean(dedupe, "search.dedupe")
         positive_int(dedupe_tries, "search.dedupe_tries")

@@ -13,6 +13,7 @@ class RandomSearch(Strategy):
     """Proposes genotypes drawn uniformly from the search space."""
 
     name = "random"
+    spaces = None  # draws from any space's decisions
 
     def _propose(self) -> tuple[list[int], Any]:
         return random_actions(self.space, self.rng), None
