@@ -57,7 +57,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -66,7 +66,6 @@ from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fideli
 from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpoint, write_checkpoint
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
-from cellsearch.space.spaces import Space, space_from_settings
 
 __all__ = ["CellTable", "LOOKUPS", "RUNS", "SURROGATE_COLUMNS", "TABLE_COLUMNS", "TableEvaluator", "TableRow",
            "ground_truth", "load_table", "table_path"]
@@ -303,7 +302,7 @@ class TableEvaluator(Evaluator):
     metrics = ("val_accuracy", "params", "mult_adds", "train_seconds", "table_distance")
 
     def __init__(self, table: str = "testbed", lookup: str = "nearest", max_distance: int | None = None,
-                 runs: str = "mean", space: "Space | Mapping[str, Any] | None" = None) -> None:
+                 runs: str = "mean") -> None:
         if lookup not in LOOKUPS:
             raise ConfigError(f"unknown evaluator.lookup {lookup!r}; choose one of {list(LOOKUPS)}")
         if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, int)
@@ -312,8 +311,6 @@ class TableEvaluator(Evaluator):
         if runs not in RUNS:
             raise ConfigError(f"unknown evaluator.runs {runs!r}; choose one of {list(RUNS)}")
         self.table, self.lookup, self.max_distance, self.runs = str(table), lookup, max_distance, runs
-        # The search's space, to refuse a table of another space (None: the table's own space is searched).
-        self.space_name = None if space is None else space_from_settings(space).name
 
     @property
     def max_epochs(self) -> int | None:  # type: ignore[override]
@@ -321,11 +318,7 @@ class TableEvaluator(Evaluator):
         return load_table(self.table).curve_epochs
 
     def check(self) -> None:
-        table = load_table(self.table)
-        if self.space_name is not None and table.space.name != self.space_name:
-            raise ConfigError(f"table {table.name!r} holds genotypes of space={table.space.name}, not of "
-                              f"space={self.space_name}: use evaluator=train, or a table of space={self.space_name} "
-                              f"(evaluator.table=<name or path>)")
+        load_table(self.table)
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
                  fidelity: Fidelity | None = None) -> EvalResult:
