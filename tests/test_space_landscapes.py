@@ -10,7 +10,8 @@ import pytest
 
 from cellsearch.evaluators.base import Fidelity
 from cellsearch.evaluators.landscape import LandscapeEvaluator, build_landscape, landscape_families
-from cellsearch.evaluators.space_features import nasrl_structure
+from cellsearch.evaluators.space_features import hierarchical_structure, nasrl_structure
+from cellsearch.space.hierarchical import HierarchicalGenotype
 from cellsearch.space.genotype import SearchSpace
 from cellsearch.space.nasrl import Layer, NasRLGenotype
 from cellsearch.space.spaces import space_from_settings
@@ -19,6 +20,8 @@ from cellsearch.validation import ConfigError
 SMALL_SPACES = {  # each space at a size whose landscapes build in a fraction of a second
     "nasnet": {"name": "nasnet", "ops": ["identity", "conv_3x3", "max_pool_3x3", "sep_conv_3x3"], "num_blocks": 2},
     "nasrl": {"name": "nasrl", "num_layers": 5, "filter_heights": [1, 3, 5], "filters": [8, 16]},
+    "hierarchical": {"name": "hierarchical", "levels": 3, "motifs_per_level": [3, 1], "nodes_per_motif": [3, 4],
+                     "primitives": ["conv_1x1", "sep_conv_3x3", "max_pool_3x3", "identity"]},
 }
 FAMILIES = ("additive", "epistatic", "rugged", "deceptive", "structure", "structure_wiring")
 
@@ -28,7 +31,7 @@ def test_every_family_scores_random_genotypes_like_an_accuracy(space_name):
     space = space_from_settings(SMALL_SPACES[space_name])
     assert landscape_families(space) == list(FAMILIES)
     rng = random.Random(0)
-    genotypes = [space.sample(rng) for _ in range(200)]
+    genotypes = [space.sample(rng) for _ in range(120)]
     for family in FAMILIES:
         landscape = build_landscape(space, family, seed=2)
         rewards = [landscape(g) for g in genotypes]
@@ -52,15 +55,23 @@ def test_nasnet_landscapes_keep_their_numbers():
     assert got == expected
 
 
-def test_nasrl_scores_see_the_canonical_genotype_and_its_structure():
+def test_scores_see_the_canonical_genotype():
     space = space_from_settings(SMALL_SPACES["nasrl"])
     genotype = space.sample(random.Random(4))
     last = genotype.layers[-1]
     reordered = replace(genotype, layers=genotype.layers[:-1] + (replace(last, inputs=(3, 0, 1)),))
     canonical = replace(genotype, layers=genotype.layers[:-1] + (replace(last, inputs=(0, 1, 3)),))
+    hierarchical = space_from_settings(SMALL_SPACES["hierarchical"])
+    cell = hierarchical.trivial()
+    actions = hierarchical.encode(cell)
+    actions[hierarchical.layout.motif_positions(2, 1)[0]] = 1  # a conv in m1, which the cell does not use
+    dead_end = hierarchical.decode(actions)
+    assert dead_end != cell and dead_end.key() == cell.key()
     for family in FAMILIES:
         landscape = build_landscape(space, family, seed=0)
         assert landscape(reordered) == landscape(canonical), family
+        landscape = build_landscape(hierarchical, family, seed=0)
+        assert landscape(dead_end) == landscape(cell), family
 
 
 def test_nasrl_features_of_a_known_network():
@@ -71,6 +82,20 @@ def test_nasrl_features_of_a_known_network():
     assert receptive == 1 + 2 + 2  # 3x3 then 3x3 (layer 1 adds (4 + 0) / 2 = 2 as well)
     assert skips == 1
     assert width == 12
+
+
+def test_hierarchical_features_of_a_known_cell():
+    none = ("none",) * 3
+    m0 = (("none", "sep_conv_3x3", "identity"), ("none", "none", "conv_1x1"), none)  # 0 -> 1 -> 2 and 0 -> 2
+    m1 = (("none", "none", "max_pool_3x3"), none, none)  # 0 -> 2
+    dead = (("none", "conv_1x1", "none"), none, none)  # no path to the output: computes nothing
+    cell = (("none", "m0", "none", "none"), ("none", "none", "m1", "m2"), ("none", "none", "none", "m0"),
+            ("none",) * 4)  # 0 -m0-> 1 -m1-> 2 -m0-> 3, and 1 -m2-> 3 (m2 is dead: no edge)
+    depth, edges, motifs_used, conv_share = hierarchical_structure(HierarchicalGenotype(((m0, m1, dead), (cell,))))
+    assert depth == 2 + 1 + 2  # sep_conv then conv_1x1 in m0, the pool in m1, m0 again
+    assert edges == 3 + 1 + 3
+    assert motifs_used == 2  # m0 and m1; m2's edge computes nothing
+    assert conv_share == 4 / 7
 
 
 def test_evaluator_over_another_space_with_curves_and_refusals():

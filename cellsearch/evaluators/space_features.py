@@ -16,6 +16,16 @@ NAS-RL (``space=nasrl``, a chain of layers with anchor skip connections):
 
 Family ``structure`` counts all four; ``structure_wiring`` only ``depth`` and ``skips``, which the anchors
 decide and no filter choice touches.
+
+Hierarchical motifs (``space=hierarchical``), read from the canonical genotype (the edges that compute):
+
+- ``depth``: the operations on the longest path from the cell's input to its output, with every motif
+  expanded into its primitives (identity counts 0, any other primitive 1);
+- ``edges``: the primitive operations of the expanded cell;
+- ``motifs_used``: the distinct lower-level motifs (primitives, in a flat space) the cell's edges name;
+- ``conv_share``: the fraction of the expanded cell's operations that are convolutions.
+
+``structure`` counts all four; ``structure_wiring`` only ``depth`` and ``edges``.
 """
 from __future__ import annotations
 
@@ -49,6 +59,50 @@ def nasrl_structure(genotype: Any) -> tuple[float, ...]:
     ends = genotype.loose_ends()
     width = sum(layer.filters for layer in genotype.layers) / len(genotype.layers)
     return (float(max(depth[i] for i in ends)), 1.0 + max(reach[i] for i in ends), float(skips), width)
+
+
+HIERARCHICAL_FEATURES: tuple[str, ...] = ("depth", "edges", "motifs_used", "conv_share")
+HIERARCHICAL_FAMILIES: dict[str, tuple[tuple[str, ...], tuple[float, float]]] = {
+    "structure": (HIERARCHICAL_FEATURES, (0.03, 0.20)),
+    "structure_wiring": (("depth", "edges"), (0.01, 0.05)),
+}
+
+
+def _motif_sizes(matrix: Any, below: dict[str, tuple[int, int, int]]) -> tuple[int, int, int]:
+    """(depth, operations, convolutions) of one motif, given those of each entry it names (``below``)."""
+    n = len(matrix)
+    depth: list[int | None] = [0] + [None] * (n - 1)  # longest path to each node; None: not reached
+    operations = convolutions = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if matrix[i][j] == "none":
+                continue
+            d, ops, convs = below[matrix[i][j]]
+            operations, convolutions = operations + ops, convolutions + convs
+            if depth[i] is not None:
+                depth[j] = max(depth[j] or 0, depth[i] + d)
+    return depth[-1] or 0, operations, convolutions
+
+
+def hierarchical_structure(genotype: Any) -> tuple[float, ...]:
+    """``HIERARCHICAL_FEATURES`` of a hierarchical genotype (its ``levels`` of adjacency matrices)."""
+    from cellsearch.space.hierarchical import motif_name  # local import: the features module stays light
+
+    canon = genotype.canonical()  # only the edges on an input-output path compute
+    primitives = {name for motifs in canon.levels[:1] for m in motifs for row in m for name in row}
+    sizes = {name: (int(name != "identity"), 1, int("conv" in name)) for name in primitives}
+    for motifs in canon.levels:
+        level = [_motif_sizes(m, sizes) for m in motifs]
+        sizes = {motif_name(k): size for k, size in enumerate(level)}
+    depth, operations, convolutions = level[0]
+    used = {name for row in canon.top for name in row} - {"none"}
+    return float(depth), float(operations), float(len(used)), convolutions / operations if operations else 0.0
+
+
+def hierarchical_features(space: Any) -> StructureFeatures:
+    """The structure features of ``space=hierarchical`` (any number of levels)."""
+    return StructureFeatures(HIERARCHICAL_FEATURES, HIERARCHICAL_FAMILIES,
+                             functools.partial(_checked, space, hierarchical_structure))
 
 
 def nasrl_features(space: Any) -> StructureFeatures:
