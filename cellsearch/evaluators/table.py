@@ -322,7 +322,7 @@ class TableEvaluator(Evaluator):
     metrics = ("val_accuracy", "params", "mult_adds", "train_seconds", "table_distance")
 
     def __init__(self, table: str = "testbed", lookup: str = "nearest", max_distance: int | None = None,
-                 runs: str = "mean") -> None:
+                 runs: str = "mean", space: "Space | dict[str, Any] | None" = None) -> None:
         if lookup not in LOOKUPS:
             raise ConfigError(f"unknown evaluator.lookup {lookup!r}; choose one of {list(LOOKUPS)}")
         if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, int)
@@ -331,6 +331,8 @@ class TableEvaluator(Evaluator):
         if runs not in RUNS:
             raise ConfigError(f"unknown evaluator.runs {runs!r}; choose one of {list(RUNS)}")
         self.table, self.lookup, self.max_distance, self.runs = str(table), lookup, max_distance, runs
+        # The search's space (the loop passes it), to refuse a table of another space before any lookup.
+        self.space_name = None if space is None else space_from_settings(space).name
 
     @property
     def max_epochs(self) -> int | None:  # type: ignore[override]
@@ -338,7 +340,12 @@ class TableEvaluator(Evaluator):
         return load_table(self.table).curve_epochs
 
     def check(self) -> None:
-        load_table(self.table)
+        table = load_table(self.table)
+        if self.space_name is not None and table.space.name != self.space_name:
+            fitting = [n for n in shipped_tables() if load_table(n).space.name == self.space_name]
+            raise ConfigError(f"evaluator.table {self.table!r} holds genotypes of space={table.space.name}, this "
+                              f"search's space is space={self.space_name}; use a table of that space (shipped: "
+                              f"{fitting or 'none'})")
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
                  fidelity: Fidelity | None = None) -> EvalResult:
