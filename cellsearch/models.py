@@ -6,6 +6,8 @@ Papers:
 - PNASNet-5: Liu et al., Progressive Neural Architecture Search, 2018.
 - AmoebaNet-A: Real et al., Regularized Evolution for Image Classifier Architecture Search, 2019.
 - DARTS V2: Liu, Simonyan, Yang, DARTS: Differentiable Architecture Search, 2019.
+- Hierarchical representations: Liu et al., Hierarchical Representations for Efficient Architecture
+  Search, 2018 (``hierarchical_cifar``, ``hierarchical_imagenet``: any genotype of ``space=hierarchical``).
 
 ``import cellsearch`` registers every ``cellnet_*`` name, after which
 ``timm.create_model('cellnet_cifar', genotype='cells/my_cell.yaml')`` or
@@ -28,7 +30,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 # The module, not its classes: importing timm imports this module (cellsearch._timm_hook), possibly while
 # cellsearch.space.network, which imports timm, is itself still being imported.
-from cellsearch.space import network
+from cellsearch.space import hierarchical_network, network
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD"]
 
@@ -36,8 +38,8 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-def _build(skeleton: type[network.CellNet], device: Any = None, dtype: torch.dtype | None = None,
-           **kwargs: Any) -> network.CellNet:
+def _build(skeleton: type[torch.nn.Module], device: Any = None, dtype: torch.dtype | None = None,
+           **kwargs: Any) -> torch.nn.Module:
     """Construct on ``device`` (e.g. 'meta' to inspect sizes for free) and cast to ``dtype``."""
     with torch.device(device) if device is not None else nullcontext():
         model = skeleton(**kwargs)
@@ -51,7 +53,7 @@ def _num_feature_maps(skeleton: type[network.CellNet], kwargs: dict[str, Any]) -
 
 
 def _create_cellnet(variant: str, skeleton: type[network.CellNet], pretrained: bool = False,
-                    **kwargs: Any) -> network.CellNet:
+                    **kwargs: Any) -> torch.nn.Module:
     out_indices = tuple(range(_num_feature_maps(skeleton, kwargs)))
     return build_model_with_cfg(
         partial(_build, skeleton),
@@ -87,6 +89,7 @@ def _cifar_cfg(**kwargs: Any) -> dict[str, Any]:
 _tf_mobile = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
 _tf_large = dict(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911, **_tf_mobile)
 _NASNET, _PNASNET, _AMOEBANET, _DARTS = "arXiv:1707.07012", "arXiv:1712.00559", "arXiv:1802.01548", "arXiv:1806.09055"
+_HIERARCHICAL = "arXiv:1711.00436"
 
 default_cfgs = generate_default_cfgs({
     "cellnet_cifar": _cifar_cfg(),
@@ -100,6 +103,8 @@ default_cfgs = generate_default_cfgs({
     "cellnet_pnasnet_5_large": _cfg(paper_ids=_PNASNET, **_tf_large),
     "cellnet_amoebanet_a_mobile": _cfg(paper_ids=_AMOEBANET, **_tf_mobile),
     "cellnet_darts_v2_imagenet": _cfg(paper_ids=_DARTS, interpolation="bilinear"),
+    "hierarchical_cifar": _cifar_cfg(paper_ids=_HIERARCHICAL),
+    "hierarchical_imagenet": _cfg(paper_ids=_HIERARCHICAL, first_conv="stem.0.0"),
 })
 
 
@@ -176,3 +181,28 @@ def cellnet_darts_v2_imagenet(pretrained: bool = False, **kwargs: Any) -> networ
     """DARTS V2 ImageNet network with DARTS's stem (N=4, F=48): 4.7M parameters."""
     defaults = dict(genotype="darts_v2", cells_per_stage=4, channels=48, stem_type="darts")
     return _cellnet("cellnet_darts_v2_imagenet", network.CellNetImageNet, pretrained, defaults, kwargs)
+
+
+# --- hierarchical representations (Liu et al. 2018) ------------------------------------------------
+
+def _create_hierarchical(variant: str, skeleton: type, pretrained: bool = False,
+                         **kwargs: Any) -> hierarchical_network.HierarchicalNet:
+    # feature maps: the stem and each stage (3 on CIFAR, 4 on ImageNet)
+    num_maps = 5 if skeleton is hierarchical_network.HierarchicalNetImageNet else 4
+    return build_model_with_cfg(partial(_build, skeleton), variant, pretrained,
+                                feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_maps))), **kwargs)
+
+
+@register_model
+def hierarchical_cifar(pretrained: bool = False, **kwargs: Any) -> hierarchical_network.HierarchicalNetCifar:
+    """CIFAR skeleton for any hierarchical genotype (``genotype=``, default the hierarchical_random baseline;
+    the paper's evaluation size N=2, C0=64 unless given)."""
+    return _create_hierarchical("hierarchical_cifar", hierarchical_network.HierarchicalNetCifar, pretrained, **kwargs)
+
+
+@register_model
+def hierarchical_imagenet(pretrained: bool = False, **kwargs: Any) -> hierarchical_network.HierarchicalNetImageNet:
+    """ImageNet skeleton for any hierarchical genotype (``genotype=``, default the hierarchical_random baseline;
+    N=2, C0=64 unless given)."""
+    return _create_hierarchical("hierarchical_imagenet", hierarchical_network.HierarchicalNetImageNet, pretrained,
+                                **kwargs)
