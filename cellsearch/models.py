@@ -6,6 +6,8 @@ Papers:
 - PNASNet-5: Liu et al., Progressive Neural Architecture Search, 2018.
 - AmoebaNet-A: Real et al., Regularized Evolution for Image Classifier Architecture Search, 2019.
 - DARTS V2: Liu, Simonyan, Yang, DARTS: Differentiable Architecture Search, 2019.
+- NAS-RL: Zoph & Le, Neural Architecture Search with Reinforcement Learning, 2017 (``nasrl_*``: its
+  layer-by-layer space, see ``cellsearch.space.nasrl_network``).
 - Hierarchical representations: Liu et al., Hierarchical Representations for Efficient Architecture
   Search, 2018 (``hierarchical_cifar``, ``hierarchical_imagenet``: any genotype of ``space=hierarchical``).
 
@@ -30,7 +32,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 # The module, not its classes: importing timm imports this module (cellsearch._timm_hook), possibly while
 # cellsearch.space.network, which imports timm, is itself still being imported.
-from cellsearch.space import hierarchical_network, network
+from cellsearch.space import hierarchical_network, nasrl_network, network
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD"]
 
@@ -81,14 +83,15 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 
 def _cifar_cfg(**kwargs: Any) -> dict[str, Any]:
-    return _cfg(num_classes=10, input_size=(3, 32, 32), pool_size=(8, 8), crop_pct=1.0, interpolation="bilinear",
-                mean=CIFAR_MEAN, std=CIFAR_STD, **kwargs)
+    return _cfg(**{"num_classes": 10, "input_size": (3, 32, 32), "pool_size": (8, 8), "crop_pct": 1.0,
+                   "interpolation": "bilinear", "mean": CIFAR_MEAN, "std": CIFAR_STD, **kwargs})
 
 
 # Google's NASNet, PNASNet and AmoebaNet code scales inputs to [-1, 1] (Inception preprocessing).
 _tf_mobile = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
 _tf_large = dict(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911, **_tf_mobile)
 _NASNET, _PNASNET, _AMOEBANET, _DARTS = "arXiv:1707.07012", "arXiv:1712.00559", "arXiv:1802.01548", "arXiv:1806.09055"
+_NASRL = "arXiv:1611.01578"
 _HIERARCHICAL = "arXiv:1711.00436"
 
 default_cfgs = generate_default_cfgs({
@@ -103,6 +106,9 @@ default_cfgs = generate_default_cfgs({
     "cellnet_pnasnet_5_large": _cfg(paper_ids=_PNASNET, **_tf_large),
     "cellnet_amoebanet_a_mobile": _cfg(paper_ids=_AMOEBANET, **_tf_mobile),
     "cellnet_darts_v2_imagenet": _cfg(paper_ids=_DARTS, interpolation="bilinear"),
+    # NAS-RL networks keep the stem's resolution (strides fixed to 1 in the default genotype)
+    "nasrl_cifar": _cifar_cfg(pool_size=(32, 32), paper_ids=_NASRL),
+    "nasrl_imagenet": _cfg(pool_size=(28, 28), paper_ids=_NASRL),
     "hierarchical_cifar": _cifar_cfg(paper_ids=_HIERARCHICAL),
     "hierarchical_imagenet": _cfg(paper_ids=_HIERARCHICAL, first_conv="stem.0.0"),
 })
@@ -181,6 +187,33 @@ def cellnet_darts_v2_imagenet(pretrained: bool = False, **kwargs: Any) -> networ
     """DARTS V2 ImageNet network with DARTS's stem (N=4, F=48): 4.7M parameters."""
     defaults = dict(genotype="darts_v2", cells_per_stage=4, channels=48, stem_type="darts")
     return _cellnet("cellnet_darts_v2_imagenet", network.CellNetImageNet, pretrained, defaults, kwargs)
+
+
+def _create_nasrl(variant: str, skeleton: type[nasrl_network.NasRLNet], pretrained: bool,
+                  kwargs: dict) -> nasrl_network.NasRLNet:
+    """Build a NAS-RL network; ``features_only`` gives every feature map (``nasrl_network.feature_layers``)."""
+    genotype = nasrl_network.resolve_nasrl_genotype(kwargs.pop("genotype", nasrl_network.DEFAULT_GENOTYPE))
+    return build_model_with_cfg(
+        partial(_build, skeleton),
+        variant,
+        pretrained,
+        # Layers read any earlier layers, so features come from forward_intermediates (as for cells).
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(nasrl_network.feature_layers(genotype))))),
+        genotype=genotype,
+        **kwargs,
+    )
+
+
+@register_model
+def nasrl_cifar(pretrained: bool = False, **kwargs: Any) -> nasrl_network.NasRLNetCifar:
+    """CIFAR network for any NAS-RL genotype (``genotype=``, default the hand-written nasrl_baseline chain)."""
+    return _create_nasrl("nasrl_cifar", nasrl_network.NasRLNetCifar, pretrained, kwargs)
+
+
+@register_model
+def nasrl_imagenet(pretrained: bool = False, **kwargs: Any) -> nasrl_network.NasRLNetImageNet:
+    """ImageNet network (stride-8 stem) for any NAS-RL genotype (``genotype=``, default nasrl_baseline)."""
+    return _create_nasrl("nasrl_imagenet", nasrl_network.NasRLNetImageNet, pretrained, kwargs)
 
 
 # --- hierarchical representations (Liu et al. 2018) ------------------------------------------------

@@ -1,4 +1,4 @@
-"""Every cellnet_* entry point passes the checks timm applies to its own models, the published sizes
+"""Every cellnet_* (and nasrl_*) entry point passes the checks timm applies to its own models, the published sizes
 hold, and trained networks round-trip through timm's loaders (safetensors and local-dir)."""
 import json
 import math
@@ -20,7 +20,7 @@ from cellsearch.space.network import CellNetCifar, CellNetImageNet
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.weights import convert_checkpoint, export_weights, main
 
-ENTRY_POINTS = timm.list_models("cellnet_*")
+ENTRY_POINTS = timm.list_models(["cellnet_*", "nasrl_*"])
 BATCH = 2
 
 
@@ -44,7 +44,7 @@ def test_entry_points_are_registered_without_clashing_with_timm():
     published = {"cellnet_nasnet_a_mobile", "cellnet_nasnet_a_large", "cellnet_pnasnet_5_mobile",
                  "cellnet_pnasnet_5_large", "cellnet_amoebanet_a_mobile", "cellnet_darts_v2_imagenet",
                  "cellnet_nasnet_a_cifar", "cellnet_darts_v2_cifar", "cellnet_amoebanet_a_cifar"}
-    assert published | {"cellnet_cifar", "cellnet_imagenet"} == set(ENTRY_POINTS)
+    assert published | {"cellnet_cifar", "cellnet_imagenet"} == set(timm.list_models("cellnet_*"))
     assert {"nasnetalarge", "pnasnet5large"} <= set(timm.list_models())  # timm's own names are untouched
     assert timm.models.model_entrypoint("nasnetalarge").__module__ == "timm.models.nasnet"
 
@@ -138,7 +138,8 @@ def test_features_only_prunes_cells_after_the_last_requested_map():
     assert [f.shape for f in extractor(torch.randn(1, 3, 16, 16))] == [(1, 24, 16, 16), (1, 48, 16, 16)]
 
 
-@pytest.mark.parametrize("name", ["cellnet_cifar", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_large"])
+@pytest.mark.parametrize("name", ["cellnet_cifar", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_large",
+                                  "nasrl_cifar"])
 def test_gradient_checkpointing_gives_the_same_gradients(name):
     model = _tiny(name, drop_path_rate=0.3).train()  # recomputation must redraw the same drop-path masks
     x = _small_input(name)
