@@ -156,7 +156,7 @@ def check_space(model: GenotypeNet, formats: Sequence[str]) -> None:
     """ConfigError if a format cannot export ``model``'s search space (``python`` writes NASNet cells only)."""
     if "python" in formats:
         require_nasnet(space_of(model.genotype), "export.format=python writes NASNet cells as plain torch code",
-                       "such writer", "use torchscript, torch_export, onnx or safetensors")
+                       "python writer", "use torchscript, torch_export, onnx or safetensors")
 
 
 def write_export(model: GenotypeNet, fmt: str, out_dir: "str | Path", name: str,

@@ -7,13 +7,14 @@ What N and F mean is the genotype's space's choice (NASNet: cells per stage and 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from typing import Any
 
 import torch
 
 from cellsearch.space.genotype import GenotypeError, load_genotype
-from cellsearch.space.networks import build_network, space_of
+from cellsearch.space.networks import build_network, network_class, space_of
 from cellsearch.space.profile import count_mult_adds, count_params, format_count
 from cellsearch.space.support import diagram_module
 from cellsearch.validation import ConfigError
@@ -25,18 +26,22 @@ def describe_genotype(genotype: Any) -> str:
 
 
 def _network(genotype: Any, args: argparse.Namespace, cifar: bool, common: dict[str, Any]) -> Any:
-    """The network to size: NASNet's skeleton takes the stem width and PNASNet's layout, other spaces do not."""
+    """The network to size. NASNet's skeleton takes PNASNet's layout and, for ImageNet, the stem width; another
+    space's network takes what its constructor accepts, and a flag it does not is refused in one line."""
     space = space_of(genotype)
     if space == "nasnet":
         skeleton = dict(reduction_in_stage=args.reduction_in_stage)
         if not cifar:
             skeleton["stem_channels"] = args.stem_channels or 32
         return build_network(genotype, imagenet=not cifar, **common, **skeleton)
-    nasnet_only = [flag for flag, given in (("--reduction-in-stage", args.reduction_in_stage),
-                                            ("--stem-channels", args.stem_channels is not None)) if given]
-    if nasnet_only:
-        raise ConfigError(f"{nasnet_only[0]} is an option of NASNet's skeleton; space={space} has none: drop it")
-    return build_network(genotype, imagenet=not cifar, **common)
+    accepted = inspect.signature(network_class(space, imagenet=not cifar).__init__).parameters
+    given = {"reduction_in_stage": args.reduction_in_stage or None, "stem_channels": args.stem_channels}
+    options = {k: v for k, v in given.items() if v is not None}
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(f"--{key.replace('_', '-')} is not an option of space={space}'s {args.skeleton} "
+                              f"network: drop it")
+    return build_network(genotype, imagenet=not cifar, **common, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-classes", type=int, default=None, help="default: 10 (cifar), 1000 (imagenet)")
     parser.add_argument("--image-size", type=int, default=None, help="default: 32 (cifar), 224 (imagenet)")
     parser.add_argument("--stem-channels", type=int, default=None,
-                        help="NASNet's ImageNet stem width (default 32; 96 for Large models)")
+                        help="the stem's width (NASNet: ImageNet only, default 32, 96 for Large models)")
     parser.add_argument("--reduction-in-stage", action="store_true", help="NASNet's skeleton in PNASNet's layout: "
                                                                           "3N cells in all")
     args = parser.parse_args(argv)

@@ -156,3 +156,27 @@ def test_torchscript_and_timm_export_reload_give_the_same_outputs(tmp_path):
         reloaded = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
         torch.testing.assert_close(reloaded(x), expected, rtol=0, atol=0)
     assert reloaded.genotype == genotype
+
+
+def test_describe_and_figure_show_every_layer_and_edge(tmp_path):
+    from cellsearch.space.nasrl_diagram import describe, figure
+
+    text = describe(MIXED)
+    assert text.splitlines() == [
+        "NAS-RL network: 4 layers of conv + BN + ReLU",
+        "  layer0 = conv 3x3, 24 filters (image)",
+        "  layer1 = conv 5x3, stride 2x2, 36 filters (image)",
+        "  layer2 = conv 1x7, 48 filters (concat(layer0, layer1), smaller inputs zero-padded)",
+        "  layer3 = conv 3x1, stride 2x2, 64 filters (layer1)",
+        "  classifier reads concat(layer2, layer3), smaller inputs zero-padded",
+    ]
+    assert describe(load_genotype("nasrl_baseline")).splitlines()[-1] == "  classifier reads layer14"
+    fig = figure(MIXED, title="mixed")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.texts if type(t).__name__ == "Text"]
+    assert labels == ["image", "layer 0\n3x3\n24", "layer 1\n5x3\n36\n/2x2", "layer 2\n1x7\n48",
+                      "layer 3\n3x1\n64\n/2x2", "classifier\nconcat"]
+    # edges: image -> 0, image -> 1, 0 -> 2, 1 -> 2, 1 -> 3, 2 -> classifier, 3 -> classifier
+    assert len([t for t in ax.texts if type(t).__name__ == "Annotation"]) == 7
+    assert ax.get_title() == "mixed"
+    fig.savefig(tmp_path / "net.png")

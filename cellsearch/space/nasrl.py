@@ -105,6 +105,19 @@ class NasRLGenotype:
         return NasRLGenotype(layers, self.name, self.source)
 
 
+def layer_reductions(genotype: NasRLGenotype) -> list[tuple[int, int]]:
+    """Per layer, how many times smaller than the stem's output its output is: (height, width).
+
+    A layer's joined input is as large as its largest input (the others are padded up to it)."""
+    reductions: list[tuple[int, int]] = []
+    for layer in genotype.layers:
+        rh = min([reductions[j][0] for j in layer.inputs], default=1)
+        rw = min([reductions[j][1] for j in layer.inputs], default=1)
+        reductions.append((rh * layer.stride_height, rw * layer.stride_width))
+    return reductions
+
+
+
 # --- parsing -------------------------------------------------------------------------------------
 
 def _positive(value: Any, where: str) -> int:

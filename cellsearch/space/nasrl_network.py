@@ -40,7 +40,7 @@ from torch import nn
 from cellsearch.space.cell import drop_path
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.head import GenotypeNet
-from cellsearch.space.nasrl import SPACE, Layer, NasRLGenotype, parse_nasrl_genotype
+from cellsearch.space.nasrl import SPACE, Layer, NasRLGenotype, layer_reductions, parse_nasrl_genotype
 from cellsearch.space.ops import BN_EPS
 from cellsearch.validation import ConfigError, integer, positive_int
 
@@ -55,18 +55,6 @@ def resolve_nasrl_genotype(genotype: "NasRLGenotype | str | Path | dict") -> Nas
         raise GenotypeError(f"space={SPACE}: the network builds NAS-RL layer genotypes, got a genotype of "
                             f"space={type(resolved).space}; build it with its own space's network")
     return resolved
-
-
-def layer_reductions(genotype: NasRLGenotype) -> List[tuple]:
-    """Per layer, how many times smaller than the stem's output its output is: (height, width).
-
-    A layer's joined input is as large as its largest input (the others are padded up to it)."""
-    reductions: List[tuple] = []
-    for layer in genotype.layers:
-        rh = min([reductions[j][0] for j in layer.inputs], default=1)
-        rw = min([reductions[j][1] for j in layer.inputs], default=1)
-        reductions.append((rh * layer.stride_height, rw * layer.stride_width))
-    return reductions
 
 
 def feature_layers(genotype: NasRLGenotype) -> List[int]:
