@@ -1,7 +1,9 @@
 """Do the strategies find better cells than random search at the same cost? Seconds per search on landscapes.
 
 Every strategy runs through the public ask-and-tell API against the reward landscapes of
-:mod:`cellsearch.evaluators.landscapes` (one landscape per family and seed), with ``--in-flight``
+:mod:`cellsearch.evaluators.landscape` (one landscape per family and seed) over the search space
+``--space`` (NASNet's cells by default; ``nasrl`` and ``hierarchical`` as conf/space/<name>.yaml sets
+them, and their testbed tables), with ``--in-flight``
 children pending at any time that finish in random order, as with that many workers. A search of
 budget B stops after B children. For each family and budget it prints, per strategy, the mean
 over seeds (with the standard deviation) of the best reward found and of the mean reward of the
@@ -13,6 +15,10 @@ strategy does not beat random beyond the seed spread. It also prints the best of
     python benchmarks/bench_search_quality.py --budgets 100 --seeds 10 --families structure structure_wiring
     python benchmarks/bench_search_quality.py --strategies ppo random --budgets 100 --seeds 3
     python benchmarks/bench_search_quality.py --set ppo:lr=0.003 --set ppo:update_every=5   # try settings
+    python benchmarks/bench_search_quality.py --space nasrl --budgets 100 --seeds 5          # NAS-RL's layers
+    python benchmarks/bench_search_quality.py --space hierarchical --families additive table  # motifs
+
+Strategies that do not search ``--space`` (``Strategy.spaces``) are left out, with a line saying so.
 """
 from __future__ import annotations
 
@@ -25,16 +31,30 @@ from pathlib import Path
 import torch
 import yaml
 
-from cellsearch.evaluators.landscapes import FAMILIES, Landscape
-from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
+from cellsearch.evaluators.landscape import build_landscape, landscape_families
 from cellsearch.evaluators.table import TableEvaluator, load_table
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
 from cellsearch.search.settings import RUN_OPTIONS
-from cellsearch.space.genotype import SearchSpace
-from cellsearch.strategies import build_strategy
+from cellsearch.space.spaces import SPACE_CLASSES, Space, space_from_settings
+from cellsearch.strategies import STRATEGIES as STRATEGY_CLASSES, build_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("ppo", "reinforce", "evolution", "progressive", "random")
+# Each space's testbed table (benchmarks/build_testbed_table.py), read by the table families.
+SPACE_TABLES = {"nasnet": "testbed", "nasrl": "testbed_nasrl", "hierarchical": "testbed_hierarchical"}
+# Each space's default strategy (its preset: conf/config.yaml for NASNet, conf/experiment/testbed_<space>.yaml).
+DEFAULT_STRATEGY = {"nasnet": "ppo", "nasrl": "reinforce", "hierarchical": "evolution"}
+
+
+def space_settings(name: str) -> Space:
+    """The search space ``name`` as conf/space/<name>.yaml sets it."""
+    return space_from_settings(yaml.safe_load((ROOT / "conf" / "space" / f"{name}.yaml").read_text()))
+
+
+def searches(name: str, space: Space) -> bool:
+    """Whether strategy ``name`` searches ``space`` (its ``Strategy.spaces``)."""
+    spaces = STRATEGY_CLASSES[name].spaces
+    return spaces is None or space.name in spaces
 
 
 def preset(name: str) -> dict:
@@ -43,7 +63,7 @@ def preset(name: str) -> dict:
     return {k: v for k, v in cfg.items() if k != "_target_" and k not in RUN_OPTIONS}
 
 
-def run_search(name: str, settings: dict, landscape: Landscape, seed: int, budget: int, in_flight: int) -> list[float]:
+def run_search(name: str, settings: dict, landscape, seed: int, budget: int, in_flight: int) -> list[float]:
     """Rewards of one simulated asynchronous search, in the order the children finished."""
     strategy = build_strategy(name, landscape.space, seed=seed, **settings)
     finish = random.Random(f"finish:{seed}")
@@ -62,7 +82,7 @@ TABLE_FAMILIES = {"table": "nearest", "table_surrogate": "surrogate"}  # family 
 
 
 class TableLandscape:
-    """The shipped testbed table as a landscape over the space it covers: a cell's reward is its trained
+    """A shipped testbed table as a landscape over the space it covers: a genotype's reward is its trained
     accuracy by the nearest rule (family ``table``) or the table's surrogate model (``table_surrogate``).
     No noise is added (the table stores seed means; the surrogate pools every row)."""
 
@@ -78,13 +98,12 @@ class TableLandscape:
         return result.metrics["val_accuracy"] if result.ok else None
 
 
-def make_landscape(family: str, space: SearchSpace, seed: int, noise: float):
-    """The landscape of ``family`` for ``seed`` (the tables have no seed: one table for every seed)."""
+def make_landscape(family: str, space: Space, seed: int, noise: float):
+    """The landscape of ``family`` for ``seed`` (the tables have no seed: one table for every seed; they
+    cover their own, smaller, space of the same kind as ``space``)."""
     if family in TABLE_FAMILIES:
-        return TableLandscape(lookup=TABLE_FAMILIES[family])
-    if family in STRUCTURE_FAMILIES:
-        return StructureLandscape(space, family, seed=seed, noise=noise)
-    return Landscape(space, family, seed=seed, noise=noise)
+        return TableLandscape(SPACE_TABLES[space.name], lookup=TABLE_FAMILIES[family])
+    return build_landscape(space, family, seed=seed, noise=noise)
 
 
 def best_so_far(rewards: list[float]) -> list[float]:
@@ -99,8 +118,10 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def table(family: str, budget: int, runs: dict[str, list[list[float]]], random10: list[float]) -> list[str]:
-    """Markdown rows: best and last-20% mean per strategy, and their gain over random (seed-paired)."""
+def table(family: str, budget: int, runs: dict[str, list[list[float]]], random10: list[float],
+          default: str = "") -> list[str]:
+    """Markdown rows: best and last-20% mean per strategy, and their gain over random (seed-paired);
+    ``default`` is marked as the space's default strategy."""
     tail = max(1, budget // 5)
     base_best = [max(r) for r in runs["random"]]
     base_tail = [statistics.fmean(r[-tail:]) for r in runs["random"]]
@@ -114,7 +135,8 @@ def table(family: str, budget: int, runs: dict[str, list[list[float]]], random10
         (mb, sb), (mt, st) = mean_sd(best), mean_sd(last)
         (mdb, sdb), (mdt, sdt) = mean_sd(d_best), mean_sd(d_tail)
         wins = "-" if name == "random" else ("yes" if mdb > 0 and mdt > 0 else "NO")
-        lines.append(f"| | {name} | {mb:.3f} +- {sb:.3f} | {mt:.3f} +- {st:.3f} | {mdb:+.3f} +- {sdb:.3f} | "
+        label = f"{name} (default)" if name == default else name
+        lines.append(f"| | {label} | {mb:.3f} +- {sb:.3f} | {mt:.3f} +- {st:.3f} | {mdb:+.3f} +- {sdb:.3f} | "
                      f"{mdt:+.3f} +- {sdt:.3f} | {wins} |")
     m10, s10 = mean_sd(random10)
     lines.append(f"| | random, {10 * budget} children | {m10:.3f} +- {s10:.3f} | | | | |")
@@ -160,12 +182,15 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="nasnet", choices=list(SPACE_CLASSES),
+                        help="the search space (as conf/space/<name>.yaml sets it); the table families read "
+                             "that space's testbed table")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
-    parser.add_argument("--families", nargs="+", default=[*FAMILIES, *STRUCTURE_FAMILIES, *TABLE_FAMILIES],
-                        choices=[*FAMILIES, *STRUCTURE_FAMILIES, *TABLE_FAMILIES],
-                        help="reward-landscape families: the per-slot ones, 'structure' and 'structure_wiring' "
-                             "(the global structure of a cell: receptive field, depth, width, size, op mix), "
-                             "'table' (the shipped testbed table, nearest rule) and 'table_surrogate' (its "
+    parser.add_argument("--families", nargs="+", default=None,
+                        help="reward-landscape families (default: all the space has): the per-decision ones "
+                             "(additive, epistatic, rugged, deceptive), 'structure' and 'structure_wiring' (the "
+                             "space's global structure: for cells receptive field, depth, width, size, op mix), "
+                             "'table' (the space's testbed table, nearest rule) and 'table_surrogate' (its "
                              "surrogate model)")
     parser.add_argument("--budgets", nargs="+", type=int, default=[100, 300])
     parser.add_argument("--seeds", type=int, default=5)
@@ -177,12 +202,20 @@ def main() -> None:
                         default=ROOT / "benchmarks" / "search_quality.png", help="curves to this PNG; '' for none")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    space = SearchSpace()
+    space = space_settings(args.space)
+    known = [*landscape_families(space), *TABLE_FAMILIES]
+    args.families = args.families or known
+    unknown = [f for f in args.families if f not in known]
+    if unknown:
+        parser.error(f"--families: {unknown} are not families of space={space.name}; choose from {known}")
     overrides = parse_overrides(args.set)
-    names = [n for n in args.strategies if n != "random"] + ["random"]
+    names = [n for n in args.strategies if n != "random" and searches(n, space)] + ["random"]
+    left_out = [n for n in args.strategies if n not in names]
     settings = {n: {**preset(n), **overrides.get(n, {})} for n in names}
-    print(f"search space: {len(space.ops)} ops, {space.num_blocks} blocks; {args.seeds} seeds; {args.in_flight} "
-          f"children in flight; landscape noise {args.noise}")
+    print(f"search space: {space.settings()}; {args.seeds} seeds; {args.in_flight} children in flight; "
+          f"landscape noise {args.noise}")
+    if left_out:
+        print(f"left out (they do not search space={space.name}): {', '.join(left_out)}")
     for n in names:
         print(f"  {n}: {settings[n]}")
     curves: dict = {}
@@ -205,7 +238,7 @@ def main() -> None:
                 random10.append(max(landscape(landscape.space.sample(rng), noise_seed=(seed, -i))
                                     for i in range(10 * budget)))
             curves[family, budget] = runs
-            print("\n".join(table(family, budget, runs, random10)), flush=True)
+            print("\n".join(table(family, budget, runs, random10, DEFAULT_STRATEGY[space.name])), flush=True)
     print("\nstrategy seconds in total (ask + tell + landscape): "
           + ", ".join(f"{n} {s:.0f}" for n, s in seconds.items()))
     if args.plot:

@@ -1,9 +1,10 @@
-"""Build the testbed's tabular benchmark (cellsearch/evaluators/tables/testbed.json.gz).
+"""Build the testbed's tabular benchmarks (cellsearch/evaluators/tables/testbed*.json.gz).
 
-Trains cells of the table's search space (``experiment=testbed_table``: its ``space``, ``child`` and
-``data``) with real Lightning training, one thread per worker process, and appends each finished
-child to a JSON-lines file as it finishes, so a crash or a kill loses nothing: a rerun with the
-same arguments skips what is there. ``--pack`` writes the table from that file.
+Trains cells (or genotypes of another space) of the table's search space (``--experiment``, by default
+``experiment=testbed_table``: its ``space``, ``child`` and ``data``) with real Lightning training, one
+thread per worker process, and appends each finished child to a JSON-lines file as it finishes, so a
+crash or a kill loses nothing: a rerun with the same arguments skips what is there.
+``--pack`` writes the table from that file.
 
 How cells are sampled, so that the table covers the space and local search has structure to follow:
 1. ``--random`` cells drawn uniformly from the space (seeded, duplicates by canonical key skipped);
@@ -27,6 +28,14 @@ validated after each)::
         --rounds 0 --seeds 0,1,2 --epochs 9 --name testbed_curves --workers 2
     python benchmarks/build_testbed_table.py --rows curves_rows.jsonl --random 100 --rounds 0 --seeds 0,1,2 \\
         --epochs 9 --name testbed_curves --pack
+
+The tables of the other spaces (``testbed_nasrl``, ``testbed_hierarchical``: uniform random genotypes of the
+space the preset ``experiment=testbed_<space>`` sets, several seeds each; the table is named after the preset)::
+
+    OMP_NUM_THREADS=1 python benchmarks/build_testbed_table.py --experiment testbed_nasrl --rows nasrl_rows.jsonl \\
+        --random 50 --rounds 0 --seeds 0,1 --workers 2
+    python benchmarks/build_testbed_table.py --experiment testbed_nasrl --rows nasrl_rows.jsonl --random 50 \\
+        --rounds 0 --seeds 0,1 --pack
 """
 from __future__ import annotations
 
@@ -41,15 +50,16 @@ from typing import Any, Iterable
 
 from cellsearch.evaluators.table import TABLES_DIR, CellTable, TableRow, canonical_actions
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
-from cellsearch.space.genotype import Genotype, SearchSpace
-from cellsearch.space.spaces import space_from_settings
+from cellsearch.space.genotype import Genotype
+from cellsearch.space.spaces import Space, space_from_settings
 from cellsearch.strategies.evolution import mutate
 
-TABLE_NAME = "testbed"
+EXPERIMENT = "testbed_table"
+TABLE_NAMES = {"testbed_table": "testbed"}  # preset -> its table's default name (else the preset's name)
 
 
-def table_settings() -> tuple[SearchSpace, dict[str, Any], dict[str, Any]]:
-    """The table's space, child and data settings, from the experiment=testbed_table preset."""
+def table_settings(experiment: str = EXPERIMENT) -> tuple[Space, dict[str, Any], dict[str, Any]]:
+    """The table's space, child and data settings, from the ``experiment=<experiment>`` preset."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -57,7 +67,7 @@ def table_settings() -> tuple[SearchSpace, dict[str, Any], dict[str, Any]]:
 
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
-        cfg = compose("config", overrides=["experiment=testbed_table", "run_dir=.", "child.logger=null"])
+        cfg = compose("config", overrides=[f"experiment={experiment}", "run_dir=.", "child.logger=null"])
     settings = OmegaConf.to_container(cfg, resolve=True)
     return space_from_settings(settings["space"]), settings["child"], settings["data"]
 
@@ -82,7 +92,7 @@ def train_row(genotype: Genotype, seed: int, child: dict[str, Any], data: dict[s
     return row
 
 
-def _train(space: SearchSpace, actions: list[int], seed: int, child: dict[str, Any], data: dict[str, Any],
+def _train(space: Space, actions: list[int], seed: int, child: dict[str, Any], data: dict[str, Any],
            origin: str) -> dict[str, Any]:
     return {"actions": actions, "origin": origin, **train_row(space.decode(actions), seed, child, data)}
 
@@ -107,7 +117,7 @@ def _append(path: Path, row: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
-def random_cells(space: SearchSpace, count: int, seed: int) -> list[list[int]]:
+def random_cells(space: Space, count: int, seed: int) -> list[list[int]]:
     """``count`` distinct cells drawn uniformly, as canonical action lists."""
     rng, seen, cells = random.Random(seed), set(), []
     while len(cells) < count:
@@ -118,18 +128,20 @@ def random_cells(space: SearchSpace, count: int, seed: int) -> list[list[int]]:
     return cells
 
 
-def mutant_cells(space: SearchSpace, rows: list[dict[str, Any]], top: int, per_parent: int, seed: int,
+def mutant_cells(space: Space, rows: list[dict[str, Any]], top: int, per_parent: int, seed: int,
                  taken: set[tuple[int, ...]]) -> list[list[int]]:
     """``per_parent`` new one-decision mutants of each of the ``top`` best cells in ``rows``."""
     ok = [r for r in rows if r["status"] == "ok"]
     parents = sorted(ok, key=lambda r: -r["val_accuracy"])[:top]
     rng, cells = random.Random(seed), []
+    # A space with its own mutation (hierarchical: one motif edge) uses it; NASNet's cells mutate as evolution does.
+    step = space.mutate if hasattr(space, "mutate") else (lambda actions, r: mutate(actions, space, r))
     for parent in parents:
         made = 0
         for _ in range(50 * per_parent):
             if made == per_parent:
                 break
-            child = canonical_actions(space.decode(mutate(parent["actions"], space, rng)), space)
+            child = canonical_actions(space.decode(step(parent["actions"], rng)), space)
             if child not in taken:
                 taken.add(child)
                 cells.append(list(child))
@@ -137,7 +149,7 @@ def mutant_cells(space: SearchSpace, rows: list[dict[str, Any]], top: int, per_p
     return cells
 
 
-def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, rows: Path, seeds: list[int],
+def run_jobs(space: Space, cells: Iterable[list[int]], origin: str, rows: Path, seeds: list[int],
              workers: int, child: dict[str, Any], data: dict[str, Any]) -> None:
     """Train every (cell, seed) not yet in the ``rows`` file, ``workers`` at a time, appending each."""
     done = {(tuple(r["actions"]), r["seed"]) for r in read_rows(rows)}
@@ -158,7 +170,7 @@ def run_jobs(space: SearchSpace, cells: Iterable[list[int]], origin: str, rows: 
             progress.update()
 
 
-def reseed_best(space: SearchSpace, rows: Path, top: int, workers: int, child: dict[str, Any],
+def reseed_best(space: Space, rows: Path, top: int, workers: int, child: dict[str, Any],
                 data: dict[str, Any]) -> None:
     """Train the ``top`` best cells by seed-0 accuracy with seeds 1 and 2 as well."""
     first = [r for r in read_rows(rows) if r["seed"] == 0 and r["status"] == "ok"]
@@ -175,8 +187,8 @@ def _report(path: Path, row: dict[str, Any]) -> None:
           f"cpu {row['train_seconds']}s wall {row['wall_seconds']}s {row['error'][:80]}", flush=True)
 
 
-def pack(rows_path: Path, out: Path, space: SearchSpace, child: dict[str, Any], data: dict[str, Any],
-         sampling: str, name: str = TABLE_NAME) -> CellTable:
+def pack(rows_path: Path, out: Path, space: Space, child: dict[str, Any], data: dict[str, Any],
+         sampling: str, name: str = "testbed") -> CellTable:
     """Group the rows by cell (one accuracy per seed; and one learning curve per seed where the rows have
     them: a table of format 2) and write the table."""
     cells: dict[tuple[int, ...], list[dict[str, Any]]] = {}
@@ -212,16 +224,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="train each child this many epochs, validating after each (a table with learning "
                              "curves, e.g. --epochs 9 --name testbed_curves); default: the preset's child")
-    parser.add_argument("--name", default=TABLE_NAME, help="the table's name (and file name under --out's default)")
+    parser.add_argument("--experiment", default=EXPERIMENT,
+                        help="the preset whose space, child and data the table is trained with (testbed_table: "
+                             "NASNet cells; testbed_nasrl, testbed_hierarchical: the other spaces)")
+    parser.add_argument("--name", default=None, help="the table's name (and file name under --out's default); "
+                                                     "default: testbed for testbed_table, else the preset's name")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    args.name = args.name or TABLE_NAMES.get(args.experiment, args.experiment)
     args.out = args.out or TABLES_DIR / f"{args.name}.json.gz"
-    space, child, data = table_settings()
+    space, child, data = table_settings(args.experiment)
+    if args.rounds and space.name != "nasnet" and not hasattr(space, "mutate"):
+        parser.error(f"--rounds: space={space.name} has no one-decision mutation to make neighbourhoods with; "
+                     f"use --rounds 0")
     if args.epochs is not None:
         child = {**child, "epochs": args.epochs, "val_every_n_epochs": 1}
-    sampling = (f"{args.random} uniform random cells (seed {args.sample_seed}), then {args.rounds} rounds of "
-                f"{args.mutants} one-decision mutants of each of the {args.top} best cells so far; "
-                f"training seeds {args.seeds}" + (f"; seeds 1 and 2 too for the {args.reseed_top} best cells"
+    unit = "cells" if space.name == "nasnet" else "genotypes"  # the shipped NASNet tables' wording
+    sampling = (f"{args.random} uniform random {unit} (seed {args.sample_seed}), then {args.rounds} rounds of "
+                f"{args.mutants} one-decision mutants of each of the {args.top} best {unit} so far; "
+                f"training seeds {args.seeds}" + (f"; seeds 1 and 2 too for the {args.reseed_top} best {unit}"
                                                   if args.reseed_top else ""))
     if not args.pack:
         run_jobs(space, random_cells(space, args.random, args.sample_seed), "random", args.rows, args.seeds,

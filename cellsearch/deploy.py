@@ -7,10 +7,11 @@ Formats (the file name says which):
 - ``onnx``: ``<name>.onnx``, opset :data:`ONNX_OPSET`, dynamic batch axis, input ``image``, output
   ``logits`` (needs the ``[deploy]`` extra: onnx and onnxruntime)
 - ``python``: ``<name>.py`` + ``<name>.pth``, one module that needs only torch (see
-  :mod:`cellsearch.deploy_python`)
+  :mod:`cellsearch.deploy_python`; NASNet cells only)
 - ``safetensors``: ``<name>.safetensors/`` holding ``model.safetensors`` and ``config.json``
   (``timm.create_model('local-dir:<folder>', pretrained=True)``)
 
+Every format but ``python`` exports a network of any search space (``space=nasnet|nasrl|hierarchical``).
 The batch axis is dynamic in every format; the image size is the one exported at (the network's
 configured input size unless given). Command line::
 
@@ -35,9 +36,11 @@ import torch
 from cellsearch.progress import Heartbeat, StepProgress, format_seconds
 from cellsearch.validation import ConfigError
 from cellsearch.space.genotype import GenotypeError, load_genotype
-from cellsearch.space.network import CellNet, CellNetCifar
+from cellsearch.space.head import GenotypeNet
+from cellsearch.space.networks import TIMM_NAMES, network_class, space_of
+from cellsearch.space.support import require_nasnet
 from cellsearch.deploy_python import module_name, write_standalone
-from cellsearch.weights import CONFIG_FILE, WEIGHTS_FILE, export_weights, model_from_checkpoint
+from cellsearch.weights import CONFIG_FILE, WEIGHTS_FILE, entry_points, export_weights, model_from_checkpoint
 
 log = logging.getLogger("cellsearch")
 
@@ -80,20 +83,23 @@ def require_onnx() -> tuple[Any, Any]:
 # --- the network to export ---------------------------------------------------------------------------
 
 def load_network(genotype: "str | Path | None" = None, weights: "str | Path | None" = None,
-                 model_name: str = "cellnet_cifar", model_args: dict[str, Any] | None = None) -> CellNet:
+                 model_name: str | None = None, model_args: dict[str, Any] | None = None) -> GenotypeNet:
     """The network to export, in eval mode.
 
     Args:
-        genotype: a cell name or YAML path; with ``weights`` too, the weights must be of this genotype.
+        genotype: a cell name or YAML path (of any search space); with ``weights`` too, the weights must be
+            of this genotype.
         weights: trained weights: a timm export folder, its model.safetensors, or a Lightning .ckpt.
-        model_name: without weights, the ``cellnet_*`` entry point to build ``genotype`` with.
+        model_name: without weights, the entry point to build ``genotype`` with: one of its space's
+            (``cellnet_*`` for NASNet cells, ``nasrl_cifar``, ...); by default its space's CIFAR entry.
         model_args: without weights, that entry point's arguments (fresh weights).
 
     Returns:
         The network, in eval mode.
 
     Raises:
-        ConfigError: nothing to export, an unknown entry point, or a folder that holds no weights.
+        ConfigError: nothing to export, an entry point that is not of the genotype's space, or a folder that
+            holds no weights.
         GenotypeError: weights that belong to another cell.
     """
     wanted = load_genotype(genotype) if genotype is not None else None
@@ -106,13 +112,16 @@ def load_network(genotype: "str | Path | None" = None, weights: "str | Path | No
         raise ConfigError("nothing to export: give a genotype (cell=<name or path>), a run (export.run=<dir>) "
                           "or trained weights (export.weights=<path>)")
     else:
-        if not model_name.startswith("cellnet_") or not timm.is_model(model_name):
-            raise ConfigError(f"export.model must be one of {timm.list_models('cellnet_*')}, got {model_name!r}")
+        space = space_of(wanted)
+        model_name = model_name or TIMM_NAMES[space][0]
+        if model_name not in entry_points(space):
+            raise ConfigError(f"export.model must be an entry point of space={space} (the genotype's), one of "
+                              f"{entry_points(space)}; got {model_name!r}")
         model = timm.create_model(model_name, genotype=wanted, **(model_args or {}))
     return model.eval()
 
 
-def _trained_network(path: Path) -> CellNet:
+def _trained_network(path: Path) -> GenotypeNet:
     if path.suffix == ".ckpt" and path.is_file():
         return model_from_checkpoint(path)
     folder = path.parent if path.name == WEIGHTS_FILE else path
@@ -122,10 +131,11 @@ def _trained_network(path: Path) -> CellNet:
     return timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
-def input_spec(model: CellNet, input_size: Sequence[int] | None = None) -> tuple[tuple[int, int, int], tuple, tuple]:
+def input_spec(model: GenotypeNet, input_size: Sequence[int] | None = None) -> tuple[tuple[int, int, int], tuple, tuple]:
     """(input size, mean, std) the network expects: its pretrained config's, else the skeleton's default."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    default = (3, 32, 32) if isinstance(model, CellNetCifar) else (3, 224, 224)
+    cifar = isinstance(model, network_class(space_of(model.genotype), imagenet=False))
+    default = (3, 32, 32) if cifar else (3, 224, 224)
     size = tuple(input_size or cfg.get("input_size") or default)
     if len(size) != 3 or any(not isinstance(v, int) or v < 1 for v in size):
         raise ConfigError(f"export.input_size must be [channels, height, width], got {list(size)}")
@@ -142,10 +152,18 @@ def export_path(out_dir: "str | Path", name: str, fmt: str) -> Path:
     return Path(out_dir) / f"{stem}{_SUFFIXES[fmt]}"
 
 
-def write_export(model: CellNet, fmt: str, out_dir: "str | Path", name: str,
+def check_space(model: GenotypeNet, formats: Sequence[str]) -> None:
+    """ConfigError if a format cannot export ``model``'s search space (``python`` writes NASNet cells only)."""
+    if "python" in formats:
+        require_nasnet(space_of(model.genotype), "export.format=python writes NASNet cells as plain torch code",
+                       "python writer", "use torchscript, torch_export, onnx or safetensors")
+
+
+def write_export(model: GenotypeNet, fmt: str, out_dir: "str | Path", name: str,
                  input_size: Sequence[int] | None = None) -> tuple[Path, ...]:
     """Write ``model`` in format ``fmt`` to ``out_dir``; returns the files written, loadable one first."""
     fmt = check_formats([fmt])[0]
+    check_space(model, [fmt])
     size, mean, std = input_spec(model, input_size)
     model = model.eval()
     path = export_path(out_dir, name, fmt)
@@ -202,21 +220,22 @@ def load_export(path: "str | Path", fmt: str) -> Callable[[torch.Tensor], torch.
     raise ConfigError(f"unknown export format {fmt}; valid formats: {', '.join(FORMATS)}")
 
 
-def parity(model: CellNet, path: "str | Path", fmt: str, batch: torch.Tensor) -> float:
+def parity(model: GenotypeNet, path: "str | Path", fmt: str, batch: torch.Tensor) -> float:
     """Max |exported(batch) - model(batch)| over the logits."""
     exported = load_export(path, fmt)
     with torch.inference_mode():
         return (exported(batch).float() - model.eval()(batch)).abs().max().item()
 
 
-def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str | Path", name: str,
+def export_network(model: GenotypeNet, formats: "str | Sequence[str]", out_dir: "str | Path", name: str,
                    input_size: Sequence[int] | None = None, seed: int = 0) -> list[Exported]:
     """Write every format and check each against the eager model on a random batch of 3. Logs a line as
     each format starts and ends (with the ETA over the list) and, while one runs, every 10 seconds.
 
     Args:
         model: the network (in eval mode, as ``load_network`` returns it).
-        formats: one of torchscript, torch_export, onnx, python, safetensors, or a list of them.
+        formats: one of torchscript, torch_export, onnx, python (NASNet cells only), safetensors, or a list of
+            them.
         out_dir: the folder the files go to.
         name: the files' stem (``<name>.onnx``, ...).
         input_size: ``(C, H, W)`` to export at; default: the network's configured input size.
@@ -227,6 +246,7 @@ def export_network(model: CellNet, formats: "str | Sequence[str]", out_dir: "str
     """
     results = []
     formats = check_formats(formats)
+    check_space(model, formats)  # before any format is written
     with StepProgress(f"export {name}", len(formats), units="formats", interval=0, logger=log) as progress:
         for fmt in formats:
             log.info("export %s: writing %s (%d/%d)", name, fmt, progress.done + 1, len(formats))
@@ -264,7 +284,7 @@ def run_export(cfg: Any) -> list[Exported]:
     formats = check_formats(settings.format if isinstance(settings.format, str) else list(settings.format))
     genotype, weights = _sources(cfg)
     model_args = dict(settings.get("model_args") or {})
-    model = load_network(genotype, weights, settings.get("model") or "cellnet_cifar", model_args)
+    model = load_network(genotype, weights, settings.get("model"), model_args)
     name = settings.name or model.genotype.name or "cell"
     size = list(settings.input_size) if settings.get("input_size") else None
     trained = "trained weights from " + str(weights) if weights is not None else "fresh (untrained) weights"

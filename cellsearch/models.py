@@ -8,6 +8,8 @@ Papers:
 - DARTS V2: Liu, Simonyan, Yang, DARTS: Differentiable Architecture Search, 2019.
 - NAS-RL: Zoph & Le, Neural Architecture Search with Reinforcement Learning, 2017 (``nasrl_*``: its
   layer-by-layer space, see ``cellsearch.space.nasrl_network``).
+- Hierarchical representations: Liu et al., Hierarchical Representations for Efficient Architecture
+  Search, 2018 (``hierarchical_cifar``, ``hierarchical_imagenet``: any genotype of ``space=hierarchical``).
 
 ``import cellsearch`` registers every ``cellnet_*`` name, after which
 ``timm.create_model('cellnet_cifar', genotype='cells/my_cell.yaml')`` or
@@ -30,7 +32,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 # The module, not its classes: importing timm imports this module (cellsearch._timm_hook), possibly while
 # cellsearch.space.network, which imports timm, is itself still being imported.
-from cellsearch.space import nasrl_network, network
+from cellsearch.space import hierarchical_network, nasrl_network, network
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD"]
 
@@ -38,8 +40,8 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-def _build(skeleton: type[network.CellNet], device: Any = None, dtype: torch.dtype | None = None,
-           **kwargs: Any) -> network.CellNet:
+def _build(skeleton: type[torch.nn.Module], device: Any = None, dtype: torch.dtype | None = None,
+           **kwargs: Any) -> torch.nn.Module:
     """Construct on ``device`` (e.g. 'meta' to inspect sizes for free) and cast to ``dtype``."""
     with torch.device(device) if device is not None else nullcontext():
         model = skeleton(**kwargs)
@@ -53,7 +55,7 @@ def _num_feature_maps(skeleton: type[network.CellNet], kwargs: dict[str, Any]) -
 
 
 def _create_cellnet(variant: str, skeleton: type[network.CellNet], pretrained: bool = False,
-                    **kwargs: Any) -> network.CellNet:
+                    **kwargs: Any) -> torch.nn.Module:
     out_indices = tuple(range(_num_feature_maps(skeleton, kwargs)))
     return build_model_with_cfg(
         partial(_build, skeleton),
@@ -90,6 +92,7 @@ _tf_mobile = dict(mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD)
 _tf_large = dict(input_size=(3, 331, 331), pool_size=(11, 11), crop_pct=0.911, **_tf_mobile)
 _NASNET, _PNASNET, _AMOEBANET, _DARTS = "arXiv:1707.07012", "arXiv:1712.00559", "arXiv:1802.01548", "arXiv:1806.09055"
 _NASRL = "arXiv:1611.01578"
+_HIERARCHICAL = "arXiv:1711.00436"
 
 default_cfgs = generate_default_cfgs({
     "cellnet_cifar": _cifar_cfg(),
@@ -106,6 +109,8 @@ default_cfgs = generate_default_cfgs({
     # NAS-RL networks keep the stem's resolution (strides fixed to 1 in the default genotype)
     "nasrl_cifar": _cifar_cfg(pool_size=(32, 32), paper_ids=_NASRL),
     "nasrl_imagenet": _cfg(pool_size=(28, 28), paper_ids=_NASRL),
+    "hierarchical_cifar": _cifar_cfg(paper_ids=_HIERARCHICAL),
+    "hierarchical_imagenet": _cfg(paper_ids=_HIERARCHICAL, first_conv="stem.0.0"),
 })
 
 
@@ -209,3 +214,28 @@ def nasrl_cifar(pretrained: bool = False, **kwargs: Any) -> nasrl_network.NasRLN
 def nasrl_imagenet(pretrained: bool = False, **kwargs: Any) -> nasrl_network.NasRLNetImageNet:
     """ImageNet network (stride-8 stem) for any NAS-RL genotype (``genotype=``, default nasrl_baseline)."""
     return _create_nasrl("nasrl_imagenet", nasrl_network.NasRLNetImageNet, pretrained, kwargs)
+
+
+# --- hierarchical representations (Liu et al. 2018) ------------------------------------------------
+
+def _create_hierarchical(variant: str, skeleton: type, pretrained: bool = False,
+                         **kwargs: Any) -> hierarchical_network.HierarchicalNet:
+    # feature maps: the stem and each stage (3 on CIFAR, 4 on ImageNet)
+    num_maps = 5 if skeleton is hierarchical_network.HierarchicalNetImageNet else 4
+    return build_model_with_cfg(partial(_build, skeleton), variant, pretrained,
+                                feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(num_maps))), **kwargs)
+
+
+@register_model
+def hierarchical_cifar(pretrained: bool = False, **kwargs: Any) -> hierarchical_network.HierarchicalNetCifar:
+    """CIFAR skeleton for any hierarchical genotype (``genotype=``, default the hierarchical_random baseline;
+    the paper's evaluation size N=2, C0=64 unless given)."""
+    return _create_hierarchical("hierarchical_cifar", hierarchical_network.HierarchicalNetCifar, pretrained, **kwargs)
+
+
+@register_model
+def hierarchical_imagenet(pretrained: bool = False, **kwargs: Any) -> hierarchical_network.HierarchicalNetImageNet:
+    """ImageNet skeleton for any hierarchical genotype (``genotype=``, default the hierarchical_random baseline;
+    N=2, C0=64 unless given)."""
+    return _create_hierarchical("hierarchical_imagenet", hierarchical_network.HierarchicalNetImageNet, pretrained,
+                                **kwargs)

@@ -3,20 +3,27 @@
 Defaults (conf/child/retrain.yaml, conf/task/retrain.yaml): NASNet's CIFAR network N=6, F=32, 600
 epochs, cutout, auxiliary head and ScheduledDropPath, on every visible GPU through Lightning (DDP
 when there are several). A rerun in the same run directory resumes from ``last.ckpt``.
+
+``cell`` may be a genotype of any search space (``cell=<a nasrl or hierarchical YAML>``): its space's
+CIFAR network is trained with the same recipe, less the auxiliary head where that network has none
+(one log line says so).
 """
 from __future__ import annotations
 
 import logging
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
-from cellsearch.evaluators.child import build_training
+from cellsearch.evaluators.child import ChildConfig, as_child_config, build_training
 from cellsearch.validation import ConfigError
 from cellsearch.search.lock import is_main_rank, lock_run_dir
-from cellsearch.space.genotype import Genotype, load_genotype
+from cellsearch.space.genotype import load_genotype
+from cellsearch.space.networks import build_network, space_of
 from cellsearch.weights import export_weights
 
 log = logging.getLogger("cellsearch")
@@ -45,8 +52,31 @@ def run_retrain(cfg: DictConfig) -> RetrainResult:
         return _retrain(cfg, genotype, run_dir)
 
 
-def _retrain(cfg: DictConfig, genotype: Genotype, run_dir: Path) -> Path:
-    trainer, module, datamodule = build_training(genotype, cfg.child, cfg.data, seed=cfg.seed, run_name="retrain")
+def has_auxiliary_head(genotype: Any) -> bool:
+    """Whether the network of ``genotype``'s space builds an auxiliary head (NASNet's does; a network without
+    one refuses ``auxiliary=True``). Probed on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        build_network(genotype)  # a genotype it cannot build fails here, as it would when training
+        try:
+            build_network(genotype, auxiliary=True)
+        except ValueError:  # ConfigError or GenotypeError: the head is what it refuses, the rest built above
+            return False
+    return True
+
+
+def retrain_child(genotype: Any, child: Any) -> ChildConfig:
+    """The child settings to retrain ``genotype`` with: the recipe's auxiliary head only where its network has one."""
+    child = as_child_config(child)
+    if child.auxiliary_weight > 0 and not has_auxiliary_head(genotype):
+        log.info("retrain: space=%s's network has no auxiliary head, so child.auxiliary_weight=%g is not used",
+                 space_of(genotype), child.auxiliary_weight)
+        child = replace(child, auxiliary_weight=0.0)
+    return child
+
+
+def _retrain(cfg: DictConfig, genotype: Any, run_dir: Path) -> Path:
+    child = retrain_child(genotype, cfg.child)
+    trainer, module, datamodule = build_training(genotype, child, cfg.data, seed=cfg.seed, run_name="retrain")
     log.info("retrain: %s as N=%d, F=%d for %d epochs on %s; run dir %s", genotype.name or cfg.cell,
              cfg.child.cells_per_stage, cfg.child.channels, cfg.child.epochs, cfg.data.name, run_dir)
     last = sorted(run_dir.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)

@@ -31,18 +31,38 @@ import torch
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 
-from cellsearch.space.genotype import Genotype, GenotypeError
-from cellsearch.space.network import CellNet, CellNetCifar, CellNetImageNet
+from cellsearch.space.genotype import GenotypeError, load_genotype
+from cellsearch.space.head import GenotypeNet
+from cellsearch.space.networks import TIMM_NAMES, network_class, space_of
+from cellsearch.space.spaces import genotype_from_dict, genotype_from_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 # pretrained-cfg fields that locate weights: an export is its own source, set by timm on loading.
 _SOURCE_FIELDS = ("url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "architecture", "tag")
-_GENERIC_NAMES = {CellNetCifar: "cellnet_cifar", CellNetImageNet: "cellnet_imagenet"}
+
+
+def entry_points(space: str) -> list[str]:
+    """The timm entry points that build networks of ``space``: its CIFAR and ImageNet entries
+    (:data:`~cellsearch.space.networks.TIMM_NAMES`) and the others of the same prefix (NASNet's published
+    cells, ``cellnet_nasnet_a_mobile``, ...)."""
+    prefix = TIMM_NAMES[space][0].split("_")[0]
+    return sorted(set(TIMM_NAMES[space]) | set(timm.list_models(f"{prefix}_*")))
+
+
+def generic_name(model: GenotypeNet) -> str:
+    """The entry point that builds ``model``'s class from any genotype of its space (``cellnet_cifar``,
+    ``nasrl_imagenet``, ...)."""
+    space = space_of(model.genotype)
+    for imagenet in (False, True):
+        if type(model) is network_class(space, imagenet):
+            return TIMM_NAMES[space][imagenet]
+    raise TypeError(f"{type(model).__name__} is not a network class of space={space} "
+                    f"(cellsearch.space.networks.NETWORK_CLASSES)")
 
 
 def export_weights(
-    model: CellNet,
+    model: GenotypeNet,
     out_dir: "str | Path",
     model_name: str | None = None,
     input_size: tuple[int, int, int] | None = None,
@@ -52,11 +72,11 @@ def export_weights(
     """Write ``model.safetensors`` and ``config.json`` (timm local-dir format) into ``out_dir``.
 
     Args:
-        model: a CellNetCifar or CellNetImageNet.
+        model: a network of any search space (``CellNetCifar``, ``NasRLNetImageNet``, ...).
         out_dir: the folder to write; ``timm.create_model('local-dir:<out_dir>', pretrained=True)``
             loads it back.
         model_name: the registered entry point recorded as the architecture; by default the one the
-            model was created from, else ``cellnet_cifar`` / ``cellnet_imagenet``.
+            model was created from, else its class's generic one (``cellnet_cifar``, ``nasrl_imagenet``, ...).
         input_size: how the training data looked, for timm's data config; by default the entry point's.
         mean: the per-channel mean the training data was normalised with; by default the entry point's.
         std: the per-channel standard deviation; by default the entry point's.
@@ -64,14 +84,16 @@ def export_weights(
     Returns:
         ``out_dir``, as a Path.
     """
-    if not isinstance(model, CellNet):
-        raise TypeError(f"export_weights takes a CellNetCifar or CellNetImageNet, got {type(model).__name__} "
-                        "(a features_only wrapper cannot be exported: export the classification model)")
+    if not isinstance(model, GenotypeNet):
+        raise TypeError(f"export_weights takes a network built from a genotype (CellNetCifar, ...), got "
+                        f"{type(model).__name__} (a features_only wrapper cannot be exported: export the "
+                        f"classification model)")
     pretrained_cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    name = model_name or pretrained_cfg.get("architecture") or _GENERIC_NAMES[type(model)]
-    if not name.startswith("cellnet_") or not timm.is_model(name):
-        raise ValueError(f"model_name must be a registered cellsearch entry point, one of "
-                         f"{timm.list_models('cellnet_*')}; got {name!r}")
+    name = model_name or pretrained_cfg.get("architecture") or generic_name(model)
+    space = space_of(model.genotype)
+    if name not in entry_points(space):
+        raise ValueError(f"model_name must be a registered cellsearch entry point of space={space}, one of "
+                         f"{entry_points(space)}; got {name!r}")
     model_args = model.architecture_args()
     _check_rebuilds(name, model_args, model)
     if not pretrained_cfg or pretrained_cfg.get("architecture") != name:
@@ -80,7 +102,7 @@ def export_weights(
     pretrained_cfg["num_classes"] = model.num_classes
     pretrained_cfg["input_size"] = tuple(input_size) if input_size else (model.in_chans, *pretrained_cfg["input_size"][1:])
     pretrained_cfg.update({k: tuple(v) for k, v in (("mean", mean), ("std", std)) if v is not None})
-    if model.aux_head is not None:  # timm drops these when the loader asks for another num_classes
+    if getattr(model, "aux_head", None) is not None:  # timm drops these when the loader asks for another num_classes
         pretrained_cfg["classifier"] = ("classifier", "aux_head.classifier")
     config = {
         "architecture": name,
@@ -98,7 +120,7 @@ def export_weights(
     return out_dir
 
 
-def _check_rebuilds(name: str, model_args: dict[str, Any], model: CellNet) -> None:
+def _check_rebuilds(name: str, model_args: dict[str, Any], model: GenotypeNet) -> None:
     """Fail now, not at loading time, if ``name`` with ``model_args`` builds a different network."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
@@ -108,7 +130,7 @@ def _check_rebuilds(name: str, model_args: dict[str, Any], model: CellNet) -> No
         problem = str(err)
     if problem:
         raise ValueError(f"{name} with this model's arguments does not rebuild this network ({problem}); "
-                         f"pass the matching model_name (cellnet_cifar or cellnet_imagenet)")
+                         f"pass the matching model_name ({' or '.join(TIMM_NAMES[space_of(model.genotype)])})")
 
 
 # --- Lightning checkpoints -------------------------------------------------------------------------
@@ -145,14 +167,20 @@ def _find_model_args(hparams: Mapping[str, Any]) -> dict[str, Any]:
     elif not visit(hparams, {}):
         raise ValueError("the checkpoint's hyper_parameters hold no 'genotype': save the child's genotype "
                          "(Genotype.to_dict()) and network sizes with save_hyperparameters")
+    # A genotype object: its space picks the network classes to try.
     genotype = found.get("genotype")
     if isinstance(genotype, str) and genotype.lstrip().startswith("{"):
-        found["genotype"] = Genotype.from_json(genotype)  # the trial store's one-line form
+        found["genotype"] = genotype_from_json(genotype)  # the trial store's one-line form
+    elif isinstance(genotype, Mapping):
+        found["genotype"] = genotype_from_dict(genotype)
+    else:
+        found["genotype"] = load_genotype(genotype)  # a cell's name or YAML path
     return found
 
 
-def _network_from_checkpoint(state_dict: dict[str, torch.Tensor], hparams: Mapping[str, Any]) -> CellNet:
-    """Rebuild the network whose weights are ``state_dict``, trying each skeleton the arguments fit."""
+def _network_from_checkpoint(state_dict: dict[str, torch.Tensor], hparams: Mapping[str, Any]) -> GenotypeNet:
+    """Rebuild the network whose weights are ``state_dict``, trying each skeleton of the genotype's space that the
+    arguments fit."""
     found = _find_model_args(hparams)
     classifier, stem = state_dict.get("classifier.weight"), state_dict.get("stem.0.weight")
     found.setdefault("num_classes", classifier.shape[0] if classifier is not None else 0)
@@ -161,7 +189,8 @@ def _network_from_checkpoint(state_dict: dict[str, torch.Tensor], hparams: Mappi
     found.setdefault("auxiliary", any(k.startswith("aux_head.") for k in state_dict))
     expected = {k: tuple(v.shape) for k, v in state_dict.items()}
     errors = []
-    for skeleton in (CellNetCifar, CellNetImageNet):
+    space = space_of(found["genotype"])
+    for skeleton in (network_class(space, imagenet=False), network_class(space, imagenet=True)):
         names = set(inspect.signature(skeleton.__init__).parameters) - {"self"}
         args = {k: v for k, v in found.items() if k in names}
         try:
@@ -178,7 +207,7 @@ def _network_from_checkpoint(state_dict: dict[str, torch.Tensor], hparams: Mappi
     raise ValueError("could not rebuild the network from the checkpoint's hyperparameters: " + "; ".join(errors))
 
 
-def model_from_checkpoint(ckpt_path: "str | Path") -> CellNet:
+def model_from_checkpoint(ckpt_path: "str | Path") -> GenotypeNet:
     """The trained network of a Lightning checkpoint of a child or retrain run.
 
     The Lightning module keeps its network as ``self.model`` and saves the genotype (as a dict) and

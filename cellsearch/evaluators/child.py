@@ -1,7 +1,8 @@
 """Train one child network with Lightning and report its reward (validation accuracy).
 
-A child is the CIFAR skeleton (:class:`~cellsearch.space.network.CellNetCifar`) built from a genotype with
-N cells per stage and F filters. NASNet's proxy task trains it on CIFAR-10 with 5,000 training images
+A child is the CIFAR-sized network of its genotype's search space
+(:func:`~cellsearch.space.networks.build_network`; NASNet's is :class:`~cellsearch.space.network.CellNetCifar`)
+built with N cells per stage and F filters. NASNet's proxy task trains it on CIFAR-10 with 5,000 training images
 held out, briefly, with a cosine learning-rate schedule and momentum (Zoph et al. 2018): the defaults
 of :class:`ChildConfig` and :class:`~cellsearch.data.DataConfig` (``child=nasnet_proxy``: the paper's
 schedule). The same LightningModule serves final retraining: auxiliary head loss, scheduled drop
@@ -37,7 +38,8 @@ from cellsearch.evaluators.child_config import ChildConfig, as_child_config
 from cellsearch.evaluators.curve import CurveRecorder, mean_curve
 from cellsearch.evaluators.memory import OOM_ERROR_PREFIX, PeakMemory, micro_batches_after_oom
 from cellsearch.space.genotype import Genotype, load_genotype
-from cellsearch.space.network import CellNetCifar
+from cellsearch.space.networks import build_network
+from cellsearch.space.spaces import genotype_from_dict
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.compile_guard import ProbeVerdict, guarded_compile
 from cellsearch.evaluators.speed import use_channels_last, use_compile
@@ -46,6 +48,7 @@ from cellsearch.validation import ConfigError
 
 if TYPE_CHECKING:
     from cellsearch.evaluators.segments import Segment
+    from cellsearch.space.head import GenotypeNet  # importing it before timm would loop through timm's import hook
 
 __all__ = [
     "ChildConfig", "ChildDiverged", "ChildModule", "ConfigError", "as_child_config",
@@ -61,7 +64,7 @@ class ChildDiverged(RuntimeError):
 
 
 class ChildModule(pl.LightningModule):
-    """Trains ``self.model`` (a CellNetCifar) with SGD + cosine schedule; logs ``val_acc`` and ``test_acc``.
+    """Trains ``self.model`` (the CIFAR network of any space's genotype) with SGD + cosine schedule; logs ``val_acc`` and ``test_acc``.
 
     Constructor arguments are plain values, saved with ``save_hyperparameters`` (the genotype as a
     dict), so ``ChildModule.load_from_checkpoint(path).final_model`` rebuilds the trained network.
@@ -88,11 +91,11 @@ class ChildModule(pl.LightningModule):
         ema_decay: float = 0.0,
     ):
         super().__init__()
-        genotype = Genotype.from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
+        genotype = genotype_from_dict(dict(genotype)) if isinstance(genotype, Mapping) else load_genotype(genotype)
         self.save_hyperparameters(ignore=["genotype"])
         self.hparams["genotype"] = genotype.to_dict()
-        self.model = CellNetCifar(genotype, cells_per_stage=cells_per_stage, channels=channels,
-                                  num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
+        self.model = build_network(genotype, cells_per_stage=cells_per_stage, channels=channels,
+                                   num_classes=num_classes, in_chans=in_chans, auxiliary=auxiliary_weight > 0)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # Weight averaging: a short child's last weights depend on the last few batches it saw; their
@@ -130,7 +133,7 @@ class ChildModule(pl.LightningModule):
         return self.model(x)
 
     @property
-    def final_model(self) -> CellNetCifar:
+    def final_model(self) -> GenotypeNet:
         """The network that is validated, tested and exported: the weight average where ``ema_decay`` > 0,
         else the trained weights themselves."""
         return self.model if self.ema is None else self.ema.module
@@ -154,7 +157,7 @@ class ChildModule(pl.LightningModule):
 
     def _compile_if_it_matches_eager(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self._compile_pending = False
-        key = Genotype.from_dict(self.hparams.genotype).key()
+        key = genotype_from_dict(self.hparams.genotype).key()
         self.probe = guarded_compile(self.model, x, y, self._training_loss, key, backend=self.hparams.compile_backend)
         self.train_path = "compiled" if self.probe.ok else "compiled->eager fallback"
 

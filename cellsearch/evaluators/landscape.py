@@ -1,4 +1,9 @@
-"""Evaluate cells on a synthetic reward landscape: a whole search in seconds, for comparing strategies.
+"""Evaluate genotypes on a synthetic reward landscape: a whole search in seconds, for comparing strategies.
+
+Any search space has the per-decision families (``additive``, ``epistatic``, ``rugged``, ``deceptive``:
+over NASNet's cells :mod:`cellsearch.evaluators.landscapes`, over the other spaces' flat decisions
+:mod:`cellsearch.evaluators.decision_landscape`) and the structure families of its space
+(``structure``, ``structure_wiring``: :mod:`cellsearch.evaluators.structure_landscape`).
 
 With ``epochs`` set (the config sets it to ``child.epochs``) every cell also has a learning curve of shape
 ``curve`` (:mod:`cellsearch.evaluators.landscape_curves`) ending at its reward, and the evaluator honours a
@@ -14,23 +19,42 @@ from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.landscape_curves import CURVES, LandscapeCurves
 from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpoint, write_checkpoint
+from cellsearch.evaluators.decision_landscape import DecisionLandscape
 from cellsearch.evaluators.landscapes import FAMILIES, Landscape
-from cellsearch.evaluators.structure_landscape import STRUCTURE_FAMILIES, StructureLandscape
+from cellsearch.evaluators.structure_landscape import StructureLandscape, structure_families
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
-from cellsearch.space.spaces import space_from_settings
+from cellsearch.space.spaces import Space, space_from_settings
 
-__all__ = ["LandscapeEvaluator"]
+__all__ = ["LandscapeEvaluator", "build_landscape", "landscape_families"]
+
+
+def landscape_families(space: Space) -> list[str]:
+    """The landscape families ``space`` has: the per-decision ones, then its structure families."""
+    return [*FAMILIES, *structure_families(space)]
+
+
+def build_landscape(space: Space, family: str = "additive", seed: int = 0, noise: float = 0.2) \
+        -> "Landscape | DecisionLandscape | StructureLandscape":
+    """The landscape of ``family`` over ``space`` (NASNet's per-slot landscape for NASNet cells; the
+    per-decision one for other spaces). Called ``landscape(genotype, noise_seed)``; ValueError for a
+    family the space has not."""
+    if family not in landscape_families(space):
+        raise ValueError(f"unknown landscape family {family!r} for space={space.name}; choose one of "
+                         f"{landscape_families(space)}")
+    if family not in FAMILIES:
+        return StructureLandscape(space, family, seed, noise)
+    return (Landscape if isinstance(space, SearchSpace) else DecisionLandscape)(space, family, seed, noise)
 
 
 class LandscapeEvaluator(Evaluator):
-    """``val_accuracy`` of a cell = a seeded landscape's reward (see ``landscapes.py``), with noise
+    """``val_accuracy`` of a genotype = a seeded landscape's reward (see ``build_landscape``), with noise
     drawn from the search seed and the trial id, so a rerun of a trial gives the same number; with
     ``epochs``, also its learning curve of shape ``curve`` (``saturating`` or ``crossing``)."""
 
     name = "landscape"
     metrics = ("val_accuracy",)
 
-    def __init__(self, space: "SearchSpace | Mapping[str, Any]", family: str = "additive", seed: int = 0,
+    def __init__(self, space: "Space | Mapping[str, Any]", family: str = "additive", seed: int = 0,
                  noise: float = 0.2, curve: str = "saturating", epochs: int | None = None) -> None:
         self.space = space_from_settings(space)
         self.family, self.seed, self.noise = family, int(seed), float(noise)
@@ -43,9 +67,10 @@ class LandscapeEvaluator(Evaluator):
         return self.epochs
 
     def check(self) -> None:
-        if self.family not in FAMILIES and self.family not in STRUCTURE_FAMILIES:
-            raise ConfigError(f"evaluator.family: unknown landscape family {self.family!r}; "
-                              f"choose one of {sorted(FAMILIES) + sorted(STRUCTURE_FAMILIES)}")
+        families = landscape_families(self.space)
+        if self.family not in families:
+            raise ConfigError(f"evaluator.family: unknown landscape family {self.family!r} for "
+                              f"space={self.space.name}; choose one of {families}")
         if not self.noise >= 0:
             raise ConfigError(f"evaluator.noise: must be non-negative, got {self.noise}")
         if self.curve not in CURVES:
@@ -67,8 +92,7 @@ class LandscapeEvaluator(Evaluator):
         start = time.perf_counter()
         if self._curves is None:
             self.check()
-            landscape = (StructureLandscape if self.family in STRUCTURE_FAMILIES else Landscape)(
-                self.space, self.family, self.seed, self.noise)
+            landscape = build_landscape(self.space, self.family, self.seed, self.noise)
             self._curves = LandscapeCurves(landscape, self.curve, self.epochs or 1)
         epoch = self._check_fidelity(genotype, fidelity)
         noise_seed = (seed, trial_id)

@@ -39,11 +39,11 @@ NK_NEIGHBOURS = 2  # K: other decisions each decision's NK contribution depends 
 STANDARDISE_SAMPLES = 500
 
 
-def _gauss_table(rng: random.Random, *shape: int) -> list:
+def gauss_table(rng: random.Random, *shape: int) -> list:
     """Nested lists of standard normal draws with the given shape."""
     if len(shape) == 1:
         return [rng.gauss(0.0, 1.0) for _ in range(shape[0])]
-    return [_gauss_table(rng, *shape[1:]) for _ in range(shape[0])]
+    return [gauss_table(rng, *shape[1:]) for _ in range(shape[0])]
 
 
 def cell_depth(cell: Cell) -> int:
@@ -80,16 +80,16 @@ class Landscape:
         n_ops, n_comb, n_blocks = len(space.ops), len(space.combines), space.num_blocks
         n_states = NUM_CELL_INPUTS + n_blocks
         cells = space.layout.num_cells
-        self.op_pref = _gauss_table(rng, cells, n_ops)
-        self.op_at_block = _gauss_table(rng, cells, n_blocks, n_ops)
-        self.input_pref = _gauss_table(rng, cells, n_blocks, n_states)
-        self.combine_pref = _gauss_table(rng, cells, n_blocks, n_comb)
+        self.op_pref = gauss_table(rng, cells, n_ops)
+        self.op_at_block = gauss_table(rng, cells, n_blocks, n_ops)
+        self.input_pref = gauss_table(rng, cells, n_blocks, n_states)
+        self.combine_pref = gauss_table(rng, cells, n_blocks, n_comb)
         self.depth_pref = rng.gauss(0.0, 1.0)
         self.width_pref = rng.gauss(0.0, 1.0)
-        self.op_pair = _gauss_table(rng, cells, n_ops, n_ops)  # op of slot a x op of slot b
-        self.op_on_source = _gauss_table(rng, cells, 2, n_ops)  # op applied to a cell input / to a block output
-        self.op_combine = _gauss_table(rng, cells, n_comb, n_ops)
-        self.cross = _gauss_table(rng, n_ops, n_ops)  # op share in the normal cell x op share in the reduction cell
+        self.op_pair = gauss_table(rng, cells, n_ops, n_ops)  # op of slot a x op of slot b
+        self.op_on_source = gauss_table(rng, cells, 2, n_ops)  # op applied to a cell input / to a block output
+        self.op_combine = gauss_table(rng, cells, n_comb, n_ops)
+        self.cross = gauss_table(rng, n_ops, n_ops)  # op share in the normal cell x op share in the reduction cell
         num_decisions = space.layout.size
         choices = space.layout.num_choices_list
         self.nk_neighbours = [rng.sample([j for j in range(num_decisions) if j != i], NK_NEIGHBOURS)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cellsearch.space.genotype import Genotype
-from cellsearch.space.network import CellNetCifar
+from cellsearch.space.networks import build_network
 
 __all__ = ["WARMUP", "REPEATS", "child_latency_ms", "device_for", "device_name", "measure_latency_ms"]
 
@@ -74,8 +74,8 @@ def measure_latency_ms(model: nn.Module, input_size: tuple[int, int, int], devic
 def child_latency_ms(genotype: Genotype, cells_per_stage: int, channels: int, num_classes: int,
                      input_size: tuple[int, int, int], device: "torch.device | str") -> float:
     """Latency of the child network of ``genotype`` (weights do not matter: a fresh one is timed)."""
-    model = CellNetCifar(genotype, cells_per_stage=cells_per_stage, channels=channels, num_classes=num_classes,
-                         in_chans=input_size[0])
+    model = build_network(genotype, cells_per_stage=cells_per_stage, channels=channels, num_classes=num_classes,
+                          in_chans=input_size[0])
     try:
         return measure_latency_ms(model, input_size, device)
     finally:

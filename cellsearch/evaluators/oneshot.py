@@ -48,6 +48,7 @@ from cellsearch.progress import track
 from cellsearch.search.estimates import SUPERNET_STEPS  # marks the reward as an estimate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
 from cellsearch.space.supernet import SuperNet
+from cellsearch.space.support import require_nasnet
 from cellsearch.strategies.base import as_search_space
 from cellsearch.validation import ConfigError
 
@@ -245,6 +246,8 @@ class OneShotEvaluator(Evaluator):
         self.child = as_child_config(child)
         self.data = as_data_config(data)
         self.space = as_search_space(space)
+        require_nasnet(self.space.name, "the one-shot evaluator shares weights through a supernet of NASNet cells",
+                       "supernet", "use space=nasnet, or evaluator=train (stand-alone training) for this space")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.config = dataclass_from_config(OneShotConfig, settings, "evaluator")
         self._runtime: dict[str, Any] | None = None  # built lazily in the evaluating process

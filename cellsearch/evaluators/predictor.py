@@ -5,7 +5,9 @@ The encoding of a cell (:func:`encode`) has two parts:
 
 - the adjacency encoding: one indicator per (decision, choice) of the canonical action encoding (each
   block's two (input, op) pairs sorted), which says which op reads which state in every block;
-- the paths of length one: per cell type (normal, reduction), how many times each op is used.
+- the paths of length one: per cell type (normal, reduction), how many times each op is used (NASNet
+  cells only; another search space's genotypes are encoded by the first part alone, one indicator per
+  choice of each of its flat decisions).
 
 The ensemble (``members`` MLPs with ``hidden`` units in each of two hidden layers, different initial
 weights and a different bootstrap of the children each) learns the standardised validation accuracy with
@@ -16,7 +18,7 @@ redoes a round exactly).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -25,15 +27,19 @@ from torch import nn
 from cellsearch.evaluators.estimator import SCORING_ERRORS, Scored, error_text
 from cellsearch.evaluators.surrogate import RidgeSurrogate
 from cellsearch.space.genotype import Genotype, SearchSpace
+from cellsearch.space.spaces import Space
 from cellsearch.validation import integer
 
 __all__ = ["LearnedPredictor", "encode"]
 
 
-def encode(space: SearchSpace, genotypes: Sequence[Genotype]) -> np.ndarray:
-    """[cells, features]: the adjacency encoding and the op counts per cell type (see the module docstring)."""
+def encode(space: "Space", genotypes: Sequence[Any]) -> np.ndarray:
+    """[cells, features]: the adjacency encoding and, for NASNet cells, the op counts per cell type (see the
+    module docstring)."""
     actions = np.array([space.encode(g.canonical()) for g in genotypes], dtype=np.int64).reshape(len(genotypes), -1)
     onehot = RidgeSurrogate.features(actions, tuple(space.layout.num_choices_list))[:, 1:]
+    if not isinstance(space, SearchSpace):  # the op counts below are NASNet's cells' paths of length one
+        return onehot
     counts = np.zeros((len(genotypes), 2 * len(space.ops)))
     for i, genotype in enumerate(genotypes):
         for c, cell in enumerate((genotype.normal, genotype.reduce)):

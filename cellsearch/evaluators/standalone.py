@@ -10,7 +10,7 @@ from cellsearch.evaluators.child import ChildConfig, as_child_config, check_conf
 from cellsearch.evaluators.latency import child_latency_ms, device_for, device_name
 from cellsearch.evaluators.segments import train_segment
 from cellsearch.space.genotype import Genotype
-from cellsearch.space.network import CellNetCifar
+from cellsearch.space.networks import build_network
 from cellsearch.space.profile import estimate_training_memory
 from cellsearch.validation import ConfigError
 
@@ -87,9 +87,9 @@ class TrainEvaluator(Evaluator):
         backward at one micro-batch (``estimate_training_memory``); checked against ``peak_memory_mb``."""
         info = describe_dataset(self.data)
         child = self.child
-        network = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
-                               num_classes=info.num_classes, in_chans=info.in_chans,
-                               auxiliary=child.auxiliary_weight > 0)
+        network = build_network(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                                num_classes=info.num_classes, in_chans=info.in_chans,
+                                auxiliary=child.auxiliary_weight > 0)
         return float(estimate_training_memory(network, info.input_size, child.batch_size // child.micro_batches))
 
     def describe(self) -> str:

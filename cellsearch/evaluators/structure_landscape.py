@@ -27,14 +27,16 @@ noise of ``noise`` standard deviations is added per evaluation, and ``reward = s
 """
 from __future__ import annotations
 
+import importlib
 import math
 import random
 import re
 from dataclasses import dataclass
+from typing import Any, Callable
 
 from cellsearch.evaluators.landscapes import LandscapeSpec
 from cellsearch.space.genotype import Cell, Genotype, SearchSpace
-from cellsearch.space.layout import NUM_CELL_INPUTS
+from cellsearch.space.layout import CELL_TYPES, NUM_CELL_INPUTS
 
 FEATURES: tuple[str, ...] = ("receptive", "depth", "size", "width", "conv_share", "pool_share")
 # Family -> the features its reward counts, and how rare its targets are (the range of the quantile,
@@ -105,65 +107,109 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+@dataclass(frozen=True)
+class StructureFeatures:
+    """What a structure landscape reads of one space's genotypes.
+
+    Attributes:
+        names: the features, in the order ``compute`` returns them.
+        families: family -> (the names it counts, the quantile range of its targets; see STRUCTURE_FAMILIES).
+        compute: genotype -> its features (GenotypeError if it lies outside the space).
+    """
+
+    names: tuple[str, ...]
+    families: dict[str, tuple[tuple[str, ...], tuple[float, float]]]
+    compute: Callable[[Any], tuple[float, ...]]
+
+
+def nasnet_features(space: SearchSpace) -> StructureFeatures:
+    """NASNet's cell pair: ``FEATURES`` of the Normal cell, then of the Reduction cell."""
+    shapes = {op: op_shape(op) for op in space.ops}
+
+    def compute(genotype: Genotype) -> tuple[float, ...]:
+        return cell_features(genotype.normal, shapes) + cell_features(genotype.reduce, shapes)
+
+    families = {family: (tuple(f"{cell}.{f}" for cell in CELL_TYPES for f in counted), quantiles)
+                for family, (counted, quantiles) in STRUCTURE_FAMILIES.items()}
+    return StructureFeatures(tuple(f"{cell}.{f}" for cell in CELL_TYPES for f in FEATURES), families, compute)
+
+
+# Space name -> "module:function" giving that space's StructureFeatures (imported on first use).
+SPACE_FEATURES: dict[str, str] = {
+    "nasnet": "cellsearch.evaluators.structure_landscape:nasnet_features",
+    "nasrl": "cellsearch.evaluators.space_features:nasrl_features",
+    "hierarchical": "cellsearch.evaluators.space_features:hierarchical_features",
+}
+
+
+def structure_features(space: Any) -> StructureFeatures:
+    """The structural features of ``space``'s genotypes (ValueError for a space without them)."""
+    if space.name not in SPACE_FEATURES:
+        raise ValueError(f"no structure landscape for space={space.name}; known: {sorted(SPACE_FEATURES)}")
+    module_name, function = SPACE_FEATURES[space.name].split(":")
+    return getattr(importlib.import_module(module_name), function)(space)
+
+
+def structure_families(space: Any) -> list[str]:
+    """The structure families ``space`` has (``structure``, ``structure_wiring``, ...)."""
+    return sorted(structure_features(space).families) if space.name in SPACE_FEATURES else []
+
+
 class StructureLandscape:
-    """A seeded synthetic reward over ``space`` that depends on each cell's global structure only.
+    """A seeded synthetic reward over ``space`` that depends on its genotypes' global structure only.
 
     Called like :class:`~cellsearch.evaluators.landscapes.Landscape`: ``landscape(genotype, noise_seed)``.
+    Each space says which features it has (``SPACE_FEATURES``): NASNet's are each cell's
+    ``FEATURES``; NAS-RL's and the hierarchical space's are in :mod:`cellsearch.evaluators.space_features`.
 
     Args:
-        space: the search space (its ops must be named so that :func:`op_shape` reads them).
-        family: ``structure`` or ``structure_wiring`` (see ``STRUCTURE_FAMILIES``).
+        space: the search space (NASNet's ops must be named so that :func:`op_shape` reads them).
+        family: ``structure`` or ``structure_wiring`` (the space's ``StructureFeatures.families``).
         seed: which landscape of the family (its targets and weights).
         noise: standard deviations of z added per evaluation.
     """
 
-    def __init__(self, space: SearchSpace, family: str = "structure", seed: int = 0, noise: float = 0.2) -> None:
-        if family not in STRUCTURE_FAMILIES:
-            raise ValueError(f"unknown structure family {family!r}; choose one of {sorted(STRUCTURE_FAMILIES)}")
+    def __init__(self, space: Any, family: str = "structure", seed: int = 0, noise: float = 0.2) -> None:
+        features = structure_features(space)
+        if family not in features.families:
+            raise ValueError(f"unknown structure family {family!r} for space={space.name}; choose one of "
+                             f"{sorted(features.families)}")
         if not noise >= 0:
             raise ValueError(f"noise must be non-negative, got {noise}")
         self.space, self.family, self.seed, self.noise = space, family, int(seed), float(noise)
         self.spec = LandscapeSpec(family, self.seed, self.noise)  # what learning curves are drawn from
-        self.shapes = {op: op_shape(op) for op in space.ops}
-        counted, (q_low, q_high) = STRUCTURE_FAMILIES[family]
-        self.counted = [f in counted for f in FEATURES]
+        self.compute = features.compute
+        counted, (q_low, q_high) = features.families[family]
+        self.counted = [f in counted for f in features.names]
         rng = random.Random(f"landscape:{family}:{seed}")
         sample_rng = random.Random(f"landscape-standardise:{family}:{seed}")
         samples = [space.sample(sample_rng) for _ in range(STANDARDISE_SAMPLES)]
-        per_cell = [[cell_features(g.normal, self.shapes) for g in samples],
-                    [cell_features(g.reduce, self.shapes) for g in samples]]
-        self.targets: list[list[float]] = []
-        self.scales: list[list[float]] = []
-        self.weights: list[list[float]] = []
-        for rows in per_cell:
-            targets, scales, weights = [], [], []
-            for f, values in enumerate(zip(*rows)):
-                q = rng.uniform(q_low, q_high)
-                targets.append(_quantile(list(values), q if rng.random() < 0.5 else 1.0 - q))
-                mean = sum(values) / len(values)
-                scales.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0)
-                weights.append(rng.uniform(0.5, 1.5) if self.counted[f] else 0.0)
-            self.targets.append(targets)
-            self.scales.append(scales)
-            self.weights.append(weights)
+        rows = [self.compute(g) for g in samples]
+        self.targets: list[float] = []
+        self.scales: list[float] = []
+        self.weights: list[float] = []
+        for f, values in enumerate(zip(*rows)):
+            q = rng.uniform(q_low, q_high)
+            self.targets.append(_quantile(list(values), q if rng.random() < 0.5 else 1.0 - q))
+            mean = sum(values) / len(values)
+            self.scales.append(math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0)
+            self.weights.append(rng.uniform(0.5, 1.5) if self.counted[f] else 0.0)
         raw = [self.raw_score(g) for g in samples]
         self.mean = sum(raw) / len(raw)
         self.std = math.sqrt(sum((r - self.mean) ** 2 for r in raw) / len(raw)) or 1.0
 
-    def raw_score(self, genotype: Genotype) -> float:
-        """Minus the weighted squared distance of both cells' features to their targets."""
+    def raw_score(self, genotype: Any) -> float:
+        """Minus the weighted squared distance of the genotype's features to their targets."""
         score = 0.0
-        for c, cell in enumerate((genotype.normal, genotype.reduce)):
-            features = cell_features(cell, self.shapes)
-            for value, target, scale, weight in zip(features, self.targets[c], self.scales[c], self.weights[c]):
-                score -= weight * ((value - target) / scale) ** 2
+        for value, target, scale, weight in zip(self.compute(genotype), self.targets, self.scales, self.weights):
+            score -= weight * ((value - target) / scale) ** 2
         return score
 
-    def z(self, genotype: Genotype) -> float:
+    def z(self, genotype: Any) -> float:
         """Standardised noise-free score: 0 for a typical random genotype."""
         return (self.raw_score(genotype) - self.mean) / self.std
 
-    def reward(self, genotype: Genotype, noise_seed: object = None) -> float:
+    def reward(self, genotype: Any, noise_seed: object = None) -> float:
         """Reward in (0, 1); ``noise_seed`` picks the noise draw (None = noise-free)."""
         z = self.z(genotype)
         if noise_seed is not None and self.noise:

@@ -1,6 +1,7 @@
 """A tabular benchmark: cells trained once, looked up instead of trained (as NAS-Bench tables are).
 
-A table holds, for each of a few hundred cells of one search space, the metrics that stand-alone
+A table holds, for each of a few hundred cells (or genotypes of any other search space: ``space=nasrl``,
+``space=hierarchical``) of one search space, the metrics that stand-alone
 training measured for it (``val_accuracy``, ``params``, ``mult_adds``, ``train_seconds``), with the
 child and data settings they were trained under. :class:`TableEvaluator` (``evaluator=table``)
 answers a genotype from the table in microseconds, so search strategies can be compared over many
@@ -12,10 +13,11 @@ Lookup:
   fails with an error saying so.
 - ``nearest`` (the default): the row(s) closest to the genotype in Hamming distance over the
   canonical action encoding (each block's two (input, op) pairs sorted, then the flat decisions of
-  :meth:`SearchSpace.encode`); when several rows tie, their metrics are averaged. The distance is
-  reported as the metric ``table_distance`` (0 for an exact hit). A table of a few hundred cells
-  covers a tiny part of the space, so the nearest rule makes the landscape piecewise constant:
-  see the README for how well the nearest row predicts a held-out cell on the shipped table.
+  :meth:`SearchSpace.encode`; for another space, its ``encode`` of the canonical genotype); when
+  several rows tie, their metrics are averaged. The distance is reported as the metric
+  ``table_distance`` (0 for an exact hit). A table of a few hundred cells covers a tiny part of
+  the space, so the nearest rule makes the landscape piecewise constant: see the README for how
+  well the nearest row predicts a held-out cell on the shipped table.
 - ``surrogate``: a ridge regression over the cell's decisions, fitted to every row
   (:mod:`cellsearch.evaluators.surrogate`, as NAS-Bench-301 fits a model to its trained cells):
   it predicts a held-out cell better than the nearest rule and gives a smooth landscape instead of
@@ -41,7 +43,8 @@ table runs in seconds. Which curve a lookup returns is ``runs``:
 
 ``surrogate`` lookups fit one ridge model per epoch to the mean curves (``runs`` does not apply).
 
-File format (``.json.gz``): ``{"format": 1 or 2, "name", "space": {ops, num_blocks, combines}, "child",
+File format (``.json.gz``): ``{"format": 1 or 2, "name", "space": the space's settings (``Space.settings()``;
+NASNet's without its ``name``: ``{ops, num_blocks, combines}``), "child",
 "data", "sampling", "columns": [...], "rows": [[...], ...]}`` with the columns ``actions`` (the
 canonical encoding), ``val_accuracy`` (a list, one per training seed), ``seeds``, ``params``,
 ``mult_adds``, ``train_seconds`` and ``origin`` (how the cell was sampled); format 2 adds ``curves``
@@ -65,7 +68,8 @@ from cellsearch.validation import ConfigError
 from cellsearch.evaluators.base import EpochPoint, EvalResult, Evaluator, Fidelity, failed_result
 from cellsearch.evaluators.lookup_checkpoint import checked_epochs, read_checkpoint, write_checkpoint
 from cellsearch.evaluators.surrogate import RidgeSurrogate
-from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
+from cellsearch.space.genotype import Genotype, GenotypeError
+from cellsearch.space.spaces import DEFAULT_SPACE, Space, space_from_settings
 
 __all__ = ["CellTable", "LOOKUPS", "RUNS", "SURROGATE_COLUMNS", "TABLE_COLUMNS", "TableEvaluator", "TableRow",
            "ground_truth", "load_table", "table_path"]
@@ -112,9 +116,27 @@ class TableRow:
         return values
 
 
-def canonical_actions(genotype: Genotype, space: SearchSpace) -> tuple[int, ...]:
-    """The flat decisions of ``genotype`` in ``space`` after sorting each block's (input, op) pairs."""
+def canonical_actions(genotype: Genotype, space: Space) -> tuple[int, ...]:
+    """The flat decisions of ``genotype``'s canonical form in ``space`` (NASNet: each block's (input, op)
+    pairs sorted)."""
     return tuple(space.encode(genotype.canonical()))
+
+
+def space_data(space: Space) -> dict[str, Any]:
+    """A table's ``space`` entry: the space's settings; NASNet's without its name (the tables before the
+    other spaces had none, and a table without a space name is a NASNet table)."""
+    settings = dict(space.settings())
+    if settings["name"] == DEFAULT_SPACE:
+        del settings["name"]
+    return settings
+
+
+def describe_space(space: Space) -> str:
+    """The space a table covers, in words, for error lines."""
+    settings = space_data(space)
+    if space.name == DEFAULT_SPACE:
+        return f"ops {settings['ops']}, {settings['num_blocks']} blocks, combines {settings['combines']}"
+    return f"space={space.name} " + ", ".join(f"{k} {v}" for k, v in settings.items() if k != "name")
 
 
 @dataclass
@@ -122,7 +144,7 @@ class CellTable:
     """The rows of a table with the space and settings they were trained under."""
 
     name: str
-    space: SearchSpace
+    space: Space
     rows: list[TableRow]
     child: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
@@ -157,9 +179,9 @@ class CellTable:
         try:
             return canonical_actions(genotype, self.space)
         except GenotypeError as err:
-            raise GenotypeError(f"{err} (table {self.name!r} covers ops {list(self.space.ops)}, "
-                                f"{self.space.num_blocks} blocks, combines {list(self.space.combines)}; "
-                                f"search that space, e.g. experiment=testbed_table)") from None
+            preset = "testbed_table" if self.space.name == DEFAULT_SPACE else f"testbed_{self.space.name}"
+            raise GenotypeError(f"{err} (table {self.name!r} covers {describe_space(self.space)}; "
+                                f"search that space, e.g. experiment={preset})") from None
 
     def exact(self, genotype: Genotype) -> TableRow | None:
         """The row of ``genotype`` itself, or None."""
@@ -199,10 +221,8 @@ class CellTable:
         return dict(zip(SURROGATE_COLUMNS, (float(v) for v in values)))
 
     def to_dict(self) -> dict[str, Any]:
-        space = {"ops": list(self.space.ops), "num_blocks": self.space.num_blocks,
-                 "combines": list(self.space.combines)}
         curves = self.curve_epochs is not None
-        return {"format": 2 if curves else 1, "name": self.name, "space": space, "child": self.child,
+        return {"format": 2 if curves else 1, "name": self.name, "space": space_data(self.space), "child": self.child,
                 "data": self.data, "sampling": self.sampling,
                 "columns": list(TABLE_COLUMNS + (CURVE_COLUMNS if curves else ())),
                 "rows": [r.to_list() for r in self.rows]}
@@ -221,7 +241,7 @@ class CellTable:
         if columns is None or list(data.get("columns", [])) != list(columns):
             raise ConfigError(f"not a cellsearch table of format 1 (columns {list(TABLE_COLUMNS)}) or 2 (those "
                               f"and {list(CURVE_COLUMNS)})")
-        space = SearchSpace(**data["space"])
+        space = space_from_settings(data["space"])
         rows = []
         for values in data["rows"]:
             a, acc, seeds, p, m, s, o = values[:7]
@@ -302,7 +322,7 @@ class TableEvaluator(Evaluator):
     metrics = ("val_accuracy", "params", "mult_adds", "train_seconds", "table_distance")
 
     def __init__(self, table: str = "testbed", lookup: str = "nearest", max_distance: int | None = None,
-                 runs: str = "mean") -> None:
+                 runs: str = "mean", space: "Space | dict[str, Any] | None" = None) -> None:
         if lookup not in LOOKUPS:
             raise ConfigError(f"unknown evaluator.lookup {lookup!r}; choose one of {list(LOOKUPS)}")
         if max_distance is not None and (isinstance(max_distance, bool) or not isinstance(max_distance, int)
@@ -311,6 +331,8 @@ class TableEvaluator(Evaluator):
         if runs not in RUNS:
             raise ConfigError(f"unknown evaluator.runs {runs!r}; choose one of {list(RUNS)}")
         self.table, self.lookup, self.max_distance, self.runs = str(table), lookup, max_distance, runs
+        # The search's space (the loop passes it), to refuse a table of another space before any lookup.
+        self.space_name = None if space is None else space_from_settings(space).name
 
     @property
     def max_epochs(self) -> int | None:  # type: ignore[override]
@@ -318,7 +340,12 @@ class TableEvaluator(Evaluator):
         return load_table(self.table).curve_epochs
 
     def check(self) -> None:
-        load_table(self.table)
+        table = load_table(self.table)
+        if self.space_name is not None and table.space.name != self.space_name:
+            fitting = [n for n in shipped_tables() if load_table(n).space.name == self.space_name]
+            raise ConfigError(f"evaluator.table {self.table!r} holds genotypes of space={table.space.name}, this "
+                              f"search's space is space={self.space_name}; use a table of that space (shipped: "
+                              f"{fitting or 'none'})")
 
     def evaluate(self, genotype: Genotype, trial_id: int = 0, seed: int = 0,
                  fidelity: Fidelity | None = None) -> EvalResult:

@@ -36,7 +36,7 @@ from cellsearch.data import DataConfig, ImageDataModule, as_data_config, describ
 from cellsearch.evaluators.child import ChildConfig, as_child_config
 from cellsearch.evaluators.estimator import SCORING_ERRORS, Scored, error_text
 from cellsearch.space.genotype import Genotype, SearchSpace
-from cellsearch.space.network import CellNetCifar
+from cellsearch.space.networks import build_network
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.evaluators.ranking import kendall_tau, spearman_rho, top_k_precision  # noqa: F401  (re-exported)
 from cellsearch.validation import ConfigError
@@ -161,8 +161,8 @@ class ZeroCostScorer:
         info = describe_dataset(self.data)
         torch.manual_seed(self.seed)  # the same initial weights for every candidate of every round
         try:
-            model = CellNetCifar(genotype, cells_per_stage=self.child.cells_per_stage, channels=self.child.channels,
-                                 num_classes=info.num_classes, in_chans=info.in_chans)
+            model = build_network(genotype, cells_per_stage=self.child.cells_per_stage, channels=self.child.channels,
+                                  num_classes=info.num_classes, in_chans=info.in_chans)
             model.train()
             base, sign = split_score(self.score)
             value = sign * SCORES[base](model, x, y)

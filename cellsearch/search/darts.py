@@ -54,7 +54,9 @@ from cellsearch.search.loop import check_budget
 from cellsearch.search.plots import weights_figure
 from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
+from cellsearch.space.spaces import Space
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
+from cellsearch.space.support import require_nasnet
 from cellsearch.strategies.base import as_search_space
 from cellsearch.validation import ConfigError
 
@@ -139,8 +141,10 @@ class ArchitectureWeights(torch.nn.Module):
         return self._genotype(lambda a: rng.choices(range(len(a)), weights=F.softmax(a, dim=0).tolist())[0])
 
 
-def check_relaxable(space: SearchSpace) -> None:
+def check_relaxable(space: Space) -> None:
     """Raise ConfigError for a space DARTS cannot relax, saying why."""
+    require_nasnet(space.name, "DARTS relaxes NASNet cells", "cells to relax",
+                   f"use space=nasnet, or another search of space={space.name} (search=random) with evaluator=train")
     if "add" not in space.combines:
         raise ConfigError("DARTS cannot relax this space: its blocks combine by concat only, and concat makes a "
                           "block's width depend on the choice, which a softmax cannot mix; add 'add' to space.combines")

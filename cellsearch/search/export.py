@@ -4,15 +4,17 @@
 
 writes ``my_cell.yaml`` (the best cell), ``my_cell_2.yaml`` and ``my_cell_3.yaml`` into the export's run
 directory, or into ``export.dir=<folder>``; then ``timm.create_model('cellnet_imagenet',
-genotype='<folder>/my_cell.yaml')`` builds a network. Exported into ``./cells`` (``export.dir=cells``), a
-cell is also found by name (``genotype='my_cell'``, ``cell=my_cell``) from the folder that holds ``cells/``.
+genotype='<folder>/my_cell.yaml')`` builds a network (a genotype of another search space: that space's
+entry point from ``cellsearch.space.networks.TIMM_NAMES``, e.g. ``nasrl_cifar``). Exported into ``./cells``
+(``export.dir=cells``), a cell is also found by name (``genotype='my_cell'``, ``cell=my_cell``) from the folder that holds ``cells/``.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
-from cellsearch.space.genotype import Genotype, save_genotype
+from cellsearch.space.genotype import save_genotype
 from cellsearch.search.estimates import reward_text
 from cellsearch.search.lock import lock_run_dir
 from cellsearch.search.resume import RUN_CONFIG_FILE
@@ -67,5 +69,5 @@ def export_cells(run_dir: "str | Path", name: str, top_k: int = 1, out_dir: "str
         for rank, (row, path) in enumerate(zip(best, paths), 1):
             source = (f"cellsearch search {Path(run_dir).resolve()}: rank {rank} of {len(best)}, "
                       f"trial {row.trial_id}, {reward_text(row)}")
-            save_genotype(Genotype(row.genotype.normal, row.genotype.reduce, name=path.stem, source=source), path)
+            save_genotype(replace(row.genotype, name=path.stem, source=source), path)  # of any search space
     return paths[:len(best)]

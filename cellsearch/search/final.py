@@ -124,7 +124,7 @@ def _write(report: FinalReport, run_dir: Path) -> None:
     if report.best is not None:
         source = (f"cellsearch one-shot search in {run_dir}: trial {report.best.trial_id}, stand-alone val_accuracy "
                   f"{report.best_accuracy:.4f}, one-shot estimate {report.best.oneshot:.4f}")
-        genotype = Genotype(report.best.genotype.normal, report.best.genotype.reduce, source=source)
+        genotype = replace(report.best.genotype, name="", source=source)
         atomic_write(run_dir / BEST_CELL_FILE, lambda tmp: tmp.write_text(genotype.to_yaml()))
     a = report.agreement
     lines = [f"{'trial':>5}  {'one-shot':>8}  {'stand-alone':>11}"]

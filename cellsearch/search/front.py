@@ -5,6 +5,8 @@ The published cells are measured at the search's child size (N, F) on its data's
 the same counter (params, mult_adds) or the same timer on the same device (latency_ms). Their
 accuracy at that size is not known without training them, so the plot draws each as a vertical
 line at its cost: a searched cell left of a line is cheaper than that published cell at equal size.
+They are NASNet cells, and N and F mean other things in another search space, so a search of another
+space draws none.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from cellsearch.search.estimates import reward_text
 from cellsearch.search.objectives import pareto_front
 from cellsearch.search.store import TrialRow
 from cellsearch.space.genotype import load_genotype
-from cellsearch.space.network import CellNetCifar
+from cellsearch.space.networks import build_network
 from cellsearch.space.profile import count_mult_adds, count_params, format_count
 
 if TYPE_CHECKING:
@@ -56,8 +58,8 @@ def published_costs(metric: str, child: "ChildConfig", info: "DatasetInfo",
     for name in PUBLISHED_CELLS:
         genotype = load_genotype(name)
         with torch.device("meta"):
-            model = CellNetCifar(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
-                                 num_classes=info.num_classes, in_chans=info.in_chans)
+            model = build_network(genotype, cells_per_stage=child.cells_per_stage, channels=child.channels,
+                                  num_classes=info.num_classes, in_chans=info.in_chans)
         if metric != "latency_ms":
             costs[name] = float(count_params(model) if metric == "params" else count_mult_adds(model, info.input_size))
         elif count_params(model, exclude_aux=False) * 4 <= LATENCY_WEIGHT_LIMIT:

@@ -13,9 +13,10 @@ reload interval, 5 s by default):
   front changes. An image is redrawn at most every 10 s (a search of cheap children changes its best
   often at first), and at the end of the search.
 - ``trials/trial_<id>/``, one run per child: its HParams row. Hyperparameters: strategy,
-  objective, trial_id, status, role, blocks, ``ops/<op>`` (how often each op appears in the two
-  cells) and ``combine/<method>`` (how many blocks combine so); metrics ``trial/reward`` and
-  ``trial/<metric>``.
+  objective, trial_id, status, role and, for NASNet cells, blocks, ``ops/<op>`` (how often each op
+  appears in the two cells) and ``combine/<method>`` (how many blocks combine so); for another search
+  space, ``decision/<name>`` (the choice made at each of the space's decisions); metrics
+  ``trial/reward`` and ``trial/<metric>``.
 - ``supernet/`` (``evaluator=oneshot``): the supernet's training loss, accuracy and learning rate
   per phase; ``darts/`` (``search=darts``): loss, learning rate, the parameter-free share and the
   architecture weights per epoch (see :class:`CurveWriter`).
@@ -45,7 +46,8 @@ from cellsearch.search.events import SearchObserver, SearchStart
 from cellsearch.search.objectives import pareto_front
 from cellsearch.search.plots import genotype_figure, pareto_figure
 from cellsearch.search.store import TrialRow
-from cellsearch.validation import boolean
+from cellsearch.space.genotype import SearchSpace
+from cellsearch.validation import ConfigError, boolean
 
 __all__ = ["LIVE_DIR", "CurveWriter", "TensorBoardObserver", "curve_writer", "search_observers", "tensorboard_enabled"]
 
@@ -119,6 +121,7 @@ class TensorBoardObserver(SearchObserver):
         self.front: list[TrialRow] = []
         self.stale: set[str] = set()        # images whose subject changed since they were drawn
         self.drawn_at = {BEST_CELL_IMAGE: -math.inf, FRONT_IMAGE: -math.inf}  # time.monotonic() of each
+        self.best_diagram = True  # False once the genotypes' space turned out to have no diagram module
 
     # --- the search's events --------------------------------------------------------------------
     def search_started(self, start: SearchStart) -> None:
@@ -195,10 +198,15 @@ class TensorBoardObserver(SearchObserver):
         for image in sorted(self.stale):
             if not now and time.monotonic() - self.drawn_at[image] < IMAGE_INTERVAL_S:
                 continue
-            if image == BEST_CELL_IMAGE and self.best is not None:
-                figure = genotype_figure(self.best.genotype, title=f"best cell: trial {self.best.trial_id}, reward "
-                                                                   f"{self.best.reward:.4f} (child {self.step})")
-                self.writer.add_figure(image, figure, self.step)
+            if image == BEST_CELL_IMAGE and self.best is not None and self.best_diagram:
+                try:
+                    figure = genotype_figure(self.best.genotype, title=f"best cell: trial {self.best.trial_id}, "
+                                                                       f"reward {self.best.reward:.4f} (child {self.step})")
+                except ConfigError as err:  # a space without a diagram module: the view goes on without the image
+                    self.best_diagram = False
+                    log.warning("the live view shows no best_cell image: %s", err)
+                else:
+                    self.writer.add_figure(image, figure, self.step)
             elif image == FRONT_IMAGE and self.front:
                 title = f"{len(self.measured)} children, {len(self.front)} on the front (child {self.step})"
                 self.writer.add_figure(image, pareto_figure(self.measured, self.front, self.metric, {}, title),
@@ -250,13 +258,19 @@ def _hparams_summary(tag: str, **data: Any) -> Any:
 
 
 def trial_hparams(row: TrialRow, start: SearchStart) -> dict[str, Any]:
-    """A child's HParams hyperparameters: what it is (its ops and combine methods, counted over both
-    cells) and where it comes from. Every child has the same keys, so the table has no holes."""
+    """A child's HParams hyperparameters: where it comes from and what it is: for NASNet cells its ops and
+    combine methods counted over both cells, for another space the choice it made at each of the space's
+    decisions. Every child has the same keys, so the table has no holes."""
+    hparams: dict[str, Any] = {"strategy": start.strategy, "objective": start.objective, "trial_id": row.trial_id,
+                               "status": row.status, "role": row.role}
+    if not isinstance(start.space, SearchSpace):
+        decisions = start.space.layout.decisions
+        hparams.update({f"decision/{d.name}": choice for d, choice in zip(decisions, start.space.encode(row.genotype))})
+        return hparams
     cells = (row.genotype.normal, row.genotype.reduce)
     ops = [op for cell in cells for block in cell.blocks for op in block.ops]
     combines = [block.combine for cell in cells for block in cell.blocks]
-    hparams: dict[str, Any] = {"strategy": start.strategy, "objective": start.objective, "trial_id": row.trial_id,
-                               "status": row.status, "role": row.role, "blocks": len(row.genotype.normal.blocks)}
+    hparams["blocks"] = len(row.genotype.normal.blocks)
     for op in dict.fromkeys([*start.space.ops, *ops]):
         hparams[f"ops/{op}"] = ops.count(op)
     for method in dict.fromkeys([*start.space.combines, *combines]):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -255,8 +256,8 @@ class SearchLoop:
 
 def write_best_cell(row: TrialRow, run_dir: Path) -> Path:
     """Write the best cell so far to ``run_dir/best_cell.yaml`` (atomically)."""
-    genotype = Genotype(row.genotype.normal, row.genotype.reduce, name="",
-                        source=f"cellsearch search in {run_dir}: trial {row.trial_id}, {reward_text(row)}")
+    genotype = replace(row.genotype, name="",  # a genotype of any search space
+                       source=f"cellsearch search in {run_dir}: trial {row.trial_id}, {reward_text(row)}")
     path = run_dir / BEST_CELL_FILE
     atomic_write(path, lambda tmp: tmp.write_text(genotype.to_yaml()))
     return path

@@ -12,6 +12,7 @@ from cellsearch.search.front import front_lines, front_rows
 from cellsearch.search.plots import plot_genotype, plot_pareto, plot_rewards
 from cellsearch.search.store import TRIALS_FILE, TrialRow, TrialStore
 from cellsearch.space.profile import format_count
+from cellsearch.validation import ConfigError
 
 log = logging.getLogger("cellsearch.search.loop")
 
@@ -117,9 +118,13 @@ def report(summary: SearchSummary, rows: list[TrialRow], top: list[TrialRow], ti
                 f"{f', {stopped} stopped early' if stopped else ''}), {summary.num_trained} trained in this run")
     lines = [f"search done: {done} in {format_seconds(summary.seconds)}"]
     if summary.best is not None:
-        plot_genotype(summary.best.genotype, run_dir / BEST_CELL_PLOT,
-                      title=f"best cell: trial {summary.best.trial_id}, {reward_text(summary.best)}")
-        lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} (diagram {run_dir / BEST_CELL_PLOT})"]
+        try:
+            plot_genotype(summary.best.genotype, run_dir / BEST_CELL_PLOT,
+                          title=f"best cell: trial {summary.best.trial_id}, {reward_text(summary.best)}")
+            diagram = f"diagram {run_dir / BEST_CELL_PLOT}"
+        except ConfigError as err:  # a space without a diagram module: the search's results stand without it
+            diagram = f"no diagram: {err}"
+        lines += [summary_table(top), f"best cell: {run_dir / BEST_CELL_FILE} ({diagram})"]
     else:
         lines.append("no child succeeded: see the error column of trials.db")
     lines += front_text + list(notes)

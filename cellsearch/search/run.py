@@ -144,7 +144,7 @@ def _run_loop(cfg: DictConfig) -> Any:
                                  observers=observers, segments=segments).run()
             metric = objective.metric or ("params" if "params" in evaluator.metrics else None)
             published = published_costs(metric, child, describe_dataset(data), device_for(child.accelerator)) \
-                if metric else {}
+                if metric and space.name == "nasnet" else {}  # published NASNet cells at the child's N and F
             report(summary, store.rows(), store.best(5), title=f"{name} on {data.name}", metric=metric,
                    published=published, notes=[prejudge.summary(store)] if prejudge else [])
             if getattr(evaluator, "trains_finalists", False):  # name the best cell on stand-alone accuracy
