@@ -85,7 +85,8 @@ def test_every_deployment_format_but_python_exports_any_space(name, tmp_path):
     path = save_genotype(genotype, tmp_path / "found.yaml")
     model = load_network(path, model_args=dict(**SIZE, num_classes=3))  # export.model: the space's CIFAR entry
     assert type(model) is network_class(name)
-    formats = ["torchscript", "torch_export", "safetensors"]
+    # NASNet's TorchScript export is covered by test_deploy.py (scripting its cells takes seconds).
+    formats = ["torch_export", "safetensors"] + (["torchscript"] if name != "nasnet" else [])
     for result in export_network(model, formats, tmp_path / "out", "found", input_size=(3, 8, 8)):
         assert result.max_abs_diff <= TOLERANCE, result
 
