@@ -9,6 +9,7 @@ import pytest
 
 from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
 from cellsearch.search.run import build_from_config
+from cellsearch.search.settings import RUN_OPTIONS
 from cellsearch.space.spaces import space_from_settings
 from cellsearch.strategies import STRATEGIES as STRATEGY_CLASSES
 from cellsearch.validation import ConfigError
@@ -29,6 +30,19 @@ def test_presets_pick_the_testbed_and_the_space_whose_landscapes_score_it(compos
                                   space=space)
     landscape.check()
     assert landscape.evaluate(space.sample(random.Random(0))).ok
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_runs_its_default_strategy_over_its_space(compose, preset):
+    cfg = compose(f"experiment={preset}", "run_dir=.")
+    space = space_from_settings(cfg.space)
+    search = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
+                               space=space, seed=0)
+    for _ in range(3):
+        proposal = search.ask()
+        space.validate(proposal.genotype)
+        search.tell(proposal.trial_id, 0.5)
+    assert search.num_asked == 3
 
 
 @pytest.fixture(scope="module", params=list(PRESETS))
