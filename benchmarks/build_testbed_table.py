@@ -48,6 +48,8 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from cellsearch.evaluators.table import TABLES_DIR, CellTable, TableRow, canonical_actions
 from cellsearch.progress import INTERVAL, StepProgress, progress_to_stderr
 from cellsearch.space.genotype import Genotype
@@ -208,6 +210,22 @@ def pack(rows_path: Path, out: Path, space: Space, child: dict[str, Any], data: 
     return table
 
 
+def summarise(table: CellTable) -> str:
+    """The table's spread (range and 10th-90th percentile of the seed-mean accuracy), its seed noise (the
+    standard deviation over seeds, averaged over genotypes with several) and the CPU seconds per child."""
+    means = np.array([r.mean_accuracy for r in table.rows])
+    noise = [float(np.std(r.val_accuracy, ddof=1)) for r in table.rows if len(r.val_accuracy) > 1]
+    seconds = np.array([r.train_seconds for r in table.rows])
+    lines = [f"{len(table)} genotypes of space={table.space.name}; seed-mean val accuracy {means.min():.3f} to "
+             f"{means.max():.3f} (10th-90th percentile {np.percentile(means, 10):.3f}-{np.percentile(means, 90):.3f}, "
+             f"median {np.median(means):.3f})",
+             f"CPU seconds per child (one thread): median {np.median(seconds):.1f}, "
+             f"10th-90th percentile {np.percentile(seconds, 10):.1f}-{np.percentile(seconds, 90):.1f}"]
+    if noise:
+        lines.append(f"seed noise: std over seeds {np.mean(noise):.3f} (mean over {len(noise)} genotypes)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=Path, required=True, help="JSON-lines checkpoint (appended, resumable)")
@@ -259,6 +277,7 @@ def main() -> None:
             reseed_best(space, args.rows, args.reseed_top, args.workers, child, data)
     table = pack(args.rows, args.out, space, child, data, sampling, args.name)
     print(f"wrote {args.out}: {len(table)} cells")
+    print(summarise(table))
 
 
 if __name__ == "__main__":

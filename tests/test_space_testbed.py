@@ -45,6 +45,22 @@ def test_each_preset_runs_its_default_strategy_over_its_space(compose, preset):
     assert search.num_asked == 3
 
 
+@pytest.mark.parametrize("preset", ["testbed_nasrl"])
+def test_shipped_table_covers_its_preset_and_a_search_over_it_runs(compose, preset, tmp_path):
+    from test_train import load_train_module
+
+    table = load_table(preset)
+    cfg = compose(f"experiment={preset}", "run_dir=.")
+    assert table.space == space_from_settings(cfg.space) and len(table) >= 40
+    recipe = ("cells_per_stage", "channels", "epochs", "batch_size", "lr")  # the preset's child made the rows
+    assert {k: table.child[k] for k in recipe} == {k: cfg.child[k] for k in recipe}
+    assert table.data["name"] == "testbed" and all(len(r.seeds) >= 2 and r.train_seconds > 0 for r in table.rows)
+    summary = load_train_module().run(compose(f"experiment={preset}", "evaluator=table", f"evaluator.table={preset}",
+                                              "search.budget=10", "live.tensorboard=false", f"run_dir={tmp_path}"))
+    assert summary.num_trials == 10
+    assert 0 < summary.best.reward <= max(r.mean_accuracy for r in table.rows) + 1e-9
+
+
 @pytest.fixture(scope="module", params=list(PRESETS))
 def small_table(request, compose, tmp_path_factory):
     """A table of 30 random genotypes of a preset's space with made-up accuracies (file and lookup logic)."""
