@@ -21,7 +21,8 @@ def _genotype_data(*layers):
 def test_the_paper_settings_compose_as_space_nasrl(compose):
     space = space_from_settings(compose("space=nasrl", "run_dir=unused").space)
     assert space == NasRLSpace()
-    assert (space.num_layers, space.filter_heights, space.filters, space.strides) == (15, (1, 3, 5, 7), (24, 36, 48, 64), (1,))
+    assert (space.num_layers, space.filter_heights, space.filter_widths, space.filters, space.strides) == (
+        15, (1, 3, 5, 7), (1, 3, 5, 7), (24, 36, 48, 64), (1,))
     # 15 layers x (height, width, filters) + one anchor per earlier layer: 45 + 105 decisions
     assert space.layout.size == 150 and space.layout.num_choices_list.count(2) == 105
     assert space_from_settings(space.settings()) == space
@@ -91,8 +92,10 @@ def test_validate_refuses_what_lies_outside_the_space():
         (NasRLSpace(num_layers=3).sample(random.Random(0)), "has 3 layers, this space has 2"),
         (parse_nasrl_genotype(_genotype_data(_layer(fh=9), _layer())), "layer 0 filter_height 9 is not a choice"),
         (parse_nasrl_genotype(_genotype_data(_layer(), _layer(filters=100))), "layer 1 filters 100 is not a choice"),
-        (parse_nasrl_genotype(_genotype_data(_layer(sw=2), _layer())), r"stride_width 2 is not a choice .*strides: \[1\]"),
+        (parse_nasrl_genotype(_genotype_data(_layer(sw=2), _layer())),
+         r"stride_width 2 is not a choice .*strides: \[1\]"),
         (SearchSpace().sample(random.Random(0)), "got a genotype of space=nasnet"),
+        (NasRLGenotype((Layer(1, 1, 1, 1, 24), Layer(1, 1, 1, 1, 24, (1,)))), "layer 1 input 1 is not an earlier layer"),
     ]
     for genotype, message in cases:
         with pytest.raises(GenotypeError, match=message) as err:

@@ -248,7 +248,8 @@ class NasRLSpace:
 
     def __post_init__(self) -> None:
         if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
-            raise _fail(f"num_layers must be an integer of at least 1, got {self.num_layers!r} (set space.num_layers=...)")
+            raise _fail(f"num_layers must be an integer of at least 1, got {self.num_layers!r} "
+                        f"(set space.num_layers=...)")
         for key in ("filter_heights", "filter_widths", "filters", "strides"):
             object.__setattr__(self, key, _choices(getattr(self, key), key))  # Hydra hands lists
         even = [k for k in self.filter_heights + self.filter_widths if k % 2 == 0]

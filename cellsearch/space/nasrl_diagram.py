@@ -70,7 +70,8 @@ def figure(genotype: NasRLGenotype, title: str = "") -> Any:
         artists.append(node(float(i), f"layer {i}\n{layer.filter_height}x{layer.filter_width}\n{layer.filters}{stride}",
                             _COLORS["layer"]))
     output = node(float(n), "classifier\nconcat", _COLORS["output"])
-    spans = [i - j for i, layer in enumerate(genotype.layers) for j in layer.inputs] + [n - i for i in genotype.loose_ends()]
+    spans = [i - j for i, layer in enumerate(genotype.layers) for j in layer.inputs]
+    spans += [n - i for i in genotype.loose_ends()]
     reach = 0.6 + 0.13 * max(spans + [i + 1 for i, layer in enumerate(genotype.layers) if not layer.inputs])
     ax.set_xlim(-1.7, n + 0.7)
     ax.set_ylim(-reach, reach)  # an arc3 arc rises rad / 2 of its span

@@ -6,8 +6,17 @@ available to the block, the ops, the combine methods) and the sampled choice is 
 embedding, as the next step's input. Each decision position has its own embedding rows and its own
 output layer; illegal choices (a block's input table is shorter than the op table) are masked out.
 The ENAS logit tricks (Pham et al. 2018), ``c * tanh(logits / T)``, are optional.
+
+NAS-RL's anchor decisions (Zoph & Le 2017, sec. 3.3): whether layer j feeds layer i is a binary
+decision whose probability comes from two hidden states instead of an output layer,
+P(j -> i) = sigmoid(v^T tanh(W_prev h_j + W_curr h_i)), with h_j the controller's state at layer j's
+anchor point and h_i its state at the decision's own step (so each anchor also sees those drawn before
+it). ``anchors`` names, per decision, the step of h_j (-1: an ordinary softmax decision); the choice
+"yes" is 1, and its logit against "no" is v^T tanh(...), so the softmax over the two is that sigmoid.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,10 +37,16 @@ class Controller(nn.Module):
         tanh_constant: float | None = None,
         init_range: float = 0.1,
         generator: torch.Generator | None = None,
+        anchors: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if not num_choices or min(num_choices) < 1:
             raise ValueError(f"every decision needs at least one choice, got {num_choices}")
+        self.anchors = [-1] * len(num_choices) if anchors is None else [int(a) for a in anchors]
+        bad = [t for t, a in enumerate(self.anchors) if a >= 0 and (a > t or num_choices[t] != 2)]
+        if len(self.anchors) != len(num_choices) or bad:
+            raise ValueError(f"an anchor decision has 2 choices and reads the state of a step not after its own; "
+                             f"got anchors {self.anchors} for choices {num_choices}")
         number_in(temperature, "search.temperature", 0, low_open=True, optional=True)
         number_in(tanh_constant, "search.tanh_constant", 0, low_open=True, optional=True)
         self.num_choices = list(num_choices)
@@ -48,6 +63,17 @@ class Controller(nn.Module):
         self.lstm = nn.LSTM(hidden_size, hidden_size, num_layers, device="meta").to_empty(device="cpu")
         self.head_weight = nn.Parameter(torch.empty(num_steps, hidden_size, max_choices))
         self.head_bias = nn.Parameter(torch.empty(num_steps, max_choices))
+        # Anchor steps use W_prev, W_curr and v instead of their output-layer rows (which stay unused); a
+        # controller without anchors has none of them, so its parameters and their draws are as before.
+        self._anchor_steps = [t for t, a in enumerate(self.anchors) if a >= 0]
+        if self._anchor_steps:
+            self.anchor_prev = nn.Parameter(torch.empty(hidden_size, hidden_size))
+            self.anchor_curr = nn.Parameter(torch.empty(hidden_size, hidden_size))
+            self.anchor_v = nn.Parameter(torch.empty(hidden_size))
+            self.register_buffer("anchor_index", torch.tensor(self._anchor_steps), persistent=False)
+            self.register_buffer("anchor_source", torch.tensor([self.anchors[t] for t in self._anchor_steps]),
+                                 persistent=False)
+            self.register_buffer("anchor_yes", (torch.arange(max_choices) == 1).float(), persistent=False)
         with torch.no_grad():
             for p in self.parameters():
                 p.uniform_(-init_range, init_range, generator=generator)
@@ -67,6 +93,13 @@ class Controller(nn.Module):
     def _squash(self, logits: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
         """The ENAS logit tricks, then illegal choices at -inf."""
         return self._scale(logits).masked_fill(~legal, float("-inf"))
+
+    def _anchor_logits(self, prev: torch.Tensor, curr: torch.Tensor) -> torch.Tensor:
+        """Logits [..., max_choices] of an anchor decision: 0 for "no", v^T tanh(W_prev h_j + W_curr h_i)
+        for "yes" (choice 1; the others are illegal anyway); ``prev`` is h_j already multiplied by W_prev,
+        ``curr`` is h_i."""
+        yes = torch.tanh(prev + curr @ self.anchor_curr) @ self.anchor_v
+        return yes[..., None] * self.anchor_yes
 
     def _layer_weights(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per LSTM layer: input and recurrent weights transposed (for ``x @ w``), and the summed biases."""
@@ -98,7 +131,9 @@ class Controller(nn.Module):
         heads = list(zip(self.head_weight.unbind(0), self.head_bias.unbind(0), illegal))
         rows = torch.zeros(num, dtype=torch.int64)  # row 0: the start token
         actions, logps = [], []
-        for (weight, head_bias, mask), offset in zip(heads, (1 + self.offsets).tolist()):
+        anchor_points = set(self.anchors) - {-1}
+        prev: dict[int, torch.Tensor] = {}  # anchor point step -> its state times W_prev
+        for t, ((weight, head_bias, mask), offset) in enumerate(zip(heads, (1 + self.offsets).tolist())):
             gates = table.index_select(0, rows).addmm_(h[0], w_hh)
             for k, layer in enumerate(layers):
                 if k:
@@ -107,7 +142,13 @@ class Controller(nn.Module):
                 c[k] = torch.addcmul(gate[:, hidden:2 * hidden] * c[k], gate[:, :hidden],
                                      gates[:, 2 * hidden:3 * hidden].tanh())
                 h[k] = gate[:, 3 * hidden:] * c[k].tanh()
-            logp = torch.log_softmax(self._scale(torch.addmm(head_bias, h[-1], weight)) + mask, dim=-1)
+            if t in anchor_points:
+                prev[t] = h[-1] @ self.anchor_prev
+            if self.anchors[t] >= 0:
+                logits = self._anchor_logits(prev[self.anchors[t]], h[-1])
+            else:
+                logits = torch.addmm(head_bias, h[-1], weight)
+            logp = torch.log_softmax(self._scale(logits) + mask, dim=-1)
             # torch.multinomial's own draw for one sample (argmax of p / q, q ~ Exp(1)), without its input checks
             noise = torch.empty_like(logp).exponential_(1.0, generator=generator)
             a = torch.div(logp.exp(), noise).argmax(-1)
@@ -127,6 +168,9 @@ class Controller(nn.Module):
         inputs = torch.cat([start, self.embedding(1 + self.offsets[:-1] + actions[:, :-1])], 1)
         out, _ = self.lstm(inputs.transpose(0, 1), self._initial_state(batch))  # [decisions, batch, hidden]
         logits = torch.einsum("tbh,thc->tbc", out, self.head_weight) + self.head_bias[:, None, :]
+        if self._anchor_steps:
+            anchor_logits = self._anchor_logits(out[self.anchor_source] @ self.anchor_prev, out[self.anchor_index])
+            logits = logits.index_copy(0, self.anchor_index, anchor_logits)
         logp = torch.log_softmax(self._squash(logits, self.legal[:, None, :]), dim=-1)
         log_probs = logp.gather(2, actions.t()[:, :, None])[:, :, 0]
         entropy = -(logp.exp() * logp.masked_fill(~self.legal[:, None, :], 0.0)).sum(-1)

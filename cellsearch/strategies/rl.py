@@ -18,6 +18,9 @@ those trials. Failed children get ``failure_reward``.
   benchmarks/bench_search_quality.py.
 - REINFORCE (Zoph & Le 2017): Adam lr 0.0006, moving-average baseline, 2-layer LSTM with 35
   units, reward = accuracy cubed.
+
+Both search NASNet's cells and NAS-RL's layers (``space=nasrl``), whose skip connections the controller
+draws as anchor decisions (see :mod:`cellsearch.strategies.controller`).
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ from cellsearch.validation import number_in, positive_int
 
 class PolicyGradientStrategy(Strategy):
     """Shared machinery of PPO and REINFORCE: sampling, baseline, batching of rewards, resume."""
+
+    spaces = ("nasnet", "nasrl")  # NAS-RL's anchors are the controller's sigmoid decisions
 
     def __init__(
         self,
@@ -80,6 +85,8 @@ class PolicyGradientStrategy(Strategy):
             tanh_constant=tanh_constant,
             init_range=float(init_range),
             generator=self.generator,
+            # NAS-RL's anchor decisions read the hidden state at their source layer's anchor point
+            anchors=[d.anchor_point if d.kind == "anchor" else -1 for d in self.space.layout.decisions],
         )
         self.optimizer = adam(self.controller.parameters(), self.lr)
         self.baseline: float | None = None
