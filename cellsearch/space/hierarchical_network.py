@@ -32,7 +32,7 @@ from torch import nn
 
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.head import GenotypeNet
-from cellsearch.space.hierarchical import NONE, PRIMITIVES, SPACE, HierarchicalGenotype, Matrix, edge_pairs, motif_index
+from cellsearch.space.hierarchical import NONE, PRIMITIVES, SPACE, HierarchicalGenotype, Matrix, motif_index
 from cellsearch.space.spaces import genotype_from_dict
 from cellsearch.validation import fail, positive_int
 
