@@ -71,6 +71,8 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "search.imitation_topk": 5,
     },
     "cellsearch.strategies.ProgressiveSearch": {"search.history": 2**31 - 1},  # since 0e5142d: every told trial
+    # since issue 25: null is the space's paper, for NASNet (the only space then) aging and a random start
+    "cellsearch.strategies.RegularizedEvolution": {"search.aging": None, "search.init_mutations": None},
     "cellsearch.search.prejudge.PreJudger": {"prejudge.beat_params": False},  # never compared with params before
     "cellsearch.evaluators.OneShotEvaluator": {  # since issue 22: paths scored as the shared weights left them
         "evaluator.finetune_steps": 0,
