@@ -1,0 +1,90 @@
+"""The testbed for the other search spaces: the presets compose with their default strategies, and a table
+of another space's genotypes round-trips through its file and answers lookups as NASNet's tables do."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from cellsearch.evaluators.table import CellTable, TableEvaluator, TableRow, canonical_actions, load_table
+from cellsearch.search.run import build_from_config
+from cellsearch.search.settings import RUN_OPTIONS
+from cellsearch.space.spaces import space_from_settings
+from cellsearch.strategies import STRATEGIES as STRATEGY_CLASSES
+from cellsearch.validation import ConfigError
+
+PRESETS = {"testbed_nasrl": ("nasrl", "reinforce"), "testbed_hierarchical": ("hierarchical", "evolution")}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_pick_the_testbed_and_the_space_whose_landscapes_score_it(compose, preset):
+    cfg = compose(f"experiment={preset}", "run_dir=.")
+    name, strategy = PRESETS[preset]
+    assert cfg.data.name == "testbed" and cfg.child.channels == 8 and cfg.child.epochs == 3
+    assert cfg.search._target_.rsplit(".", 1)[-1] == STRATEGY_CLASSES[strategy].__name__
+    space = space_from_settings(cfg.space)
+    assert space.name == name
+    landscape = build_from_config("evaluator", compose(f"experiment={preset}", "evaluator=landscape",
+                                                       "evaluator.family=structure", "run_dir=.").evaluator,
+                                  space=space)
+    landscape.check()
+    assert landscape.evaluate(space.sample(random.Random(0))).ok
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_runs_its_default_strategy_over_its_space(compose, preset):
+    cfg = compose(f"experiment={preset}", "run_dir=.")
+    space = space_from_settings(cfg.space)
+    search = build_from_config("search", {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS},
+                               space=space, seed=0)
+    for _ in range(3):
+        proposal = search.ask()
+        space.validate(proposal.genotype)
+        search.tell(proposal.trial_id, 0.5)
+    assert search.num_asked == 3
+
+
+@pytest.fixture(scope="module", params=list(PRESETS))
+def small_table(request, compose, tmp_path_factory):
+    """A table of 30 random genotypes of a preset's space with made-up accuracies (file and lookup logic)."""
+    space = space_from_settings(compose(f"experiment={request.param}", "run_dir=.").space)
+    rng = random.Random(0)
+    rows, seen = [], set()
+    while len(rows) < 30:
+        actions = canonical_actions(space.sample(rng), space)
+        if actions not in seen:
+            seen.add(actions)
+            rows.append(TableRow(actions, (rng.random(), rng.random()), (0, 1), rng.randrange(1000), 7, 1.5))
+    path = CellTable("small", space, rows).save(tmp_path_factory.mktemp("table") / "small.json.gz")
+    return path, space, rows
+
+
+def test_a_table_of_another_space_round_trips_and_answers_lookups(small_table):
+    path, space, rows = small_table
+    table = load_table(path)
+    assert table.space == space and [r.actions for r in table.rows] == [r.actions for r in rows]
+    assert CellTable.from_dict(table.to_dict()).to_dict() == table.to_dict()
+    genotype = space.decode(rows[4].actions)
+    exact = TableEvaluator(str(path), lookup="exact", space=space).evaluate(genotype)
+    assert exact.ok and exact.metrics["val_accuracy"] == pytest.approx(np.mean(rows[4].val_accuracy))
+    rng = random.Random(5)
+    other = next(g for g in iter(lambda: space.sample(rng), None) if table.exact(g) is None)
+    nearest = TableEvaluator(str(path), space=space).evaluate(other)
+    assert nearest.ok and nearest.metrics["table_distance"] > 0
+    surrogate = TableEvaluator(str(path), lookup="surrogate", space=space).evaluate(other)
+    assert surrogate.ok and 0 < surrogate.metrics["val_accuracy"] < 1
+
+
+def test_a_table_refuses_another_space_in_one_line(small_table):
+    path, space, _ = small_table
+    with pytest.raises(ConfigError, match=f"holds genotypes of space={space.name}, this search's space is "
+                                          f"space=nasnet; use a table of that space"):
+        TableEvaluator(str(path), space={"name": "nasnet"}).check()
+    with pytest.raises(ConfigError, match=f"'testbed' holds genotypes of space=nasnet, this search's space is "
+                                          f"space={space.name}"):
+        TableEvaluator("testbed", space=space).check()
+    nasnet_genotype = space_from_settings({"name": "nasnet"}).sample(random.Random(0))
+    failed = TableEvaluator(str(path)).evaluate(nasnet_genotype)
+    assert not failed.ok and f"table 'small' covers space={space.name}" in failed.error
+    assert f"experiment=testbed_{space.name}" in failed.error and "\n" not in failed.error
