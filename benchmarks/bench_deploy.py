@@ -8,7 +8,8 @@ more than the tolerance (1e-4, relative to the largest logit when that exceeds 1
 "mismatch, not timed".
 Networks: NASNet-A Mobile, DARTS V2 ImageNet and a discovered cell (``--cell``, default the shipped
 ``quick_cpu_found``, a cell with concatenating blocks found by this project's search) built with the
-NASNet-A Mobile sizes. Each latency is the median of ``--repeats`` timed forward passes after
+NASNet-A Mobile sizes; a genotype of another search space (``--cell nasrl_baseline``) is built by its space's
+ImageNet entry point at that entry's default sizes. Each latency is the median of ``--repeats`` timed forward passes after
 ``--warmup`` untimed ones (the comparison run counts as the first; TorchScript's profiling executor
 optimises its graph during its second call, so 2 is the least that times the optimised graph), at
 batch 1 and 32; runtimes take
@@ -43,11 +44,18 @@ import cellsearch  # noqa: F401  (registers cellnet_* with timm)
 from cellsearch.deploy import TOLERANCE, load_export, require_onnx, write_export
 from cellsearch.progress import INTERVAL, Heartbeat, StepProgress, progress_to_stderr
 from cellsearch.space.genotype import load_genotype
+from cellsearch.space.networks import TIMM_NAMES, space_of
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 NETWORKS = ("nasnet", "darts", "found")
 RUNTIMES = (("torchscript", "TorchScript"), ("onnx", "ONNX Runtime"), ("torch_export", "export+inductor"))
 QUICK_SIZES = dict(cells_per_stage=1, channels=8, stem_channels=8)  # --quick: a smoke test, not a latency
+
+
+def _imagenet_entry(genotype: object) -> str:
+    """NASNet-A Mobile's entry for a NASNet cell (its published sizes), else the space's ImageNet entry point."""
+    space = space_of(genotype)
+    return "cellnet_nasnet_a_mobile" if space == "nasnet" else TIMM_NAMES[space][1]
 
 
 def networks(keys: list[str], cell: str, quick: bool) -> dict[str, tuple[str, torch.nn.Module]]:
@@ -57,7 +65,7 @@ def networks(keys: list[str], cell: str, quick: bool) -> dict[str, tuple[str, to
     recipes = {
         "nasnet": ("NASNet-A Mobile", "cellnet_nasnet_a_mobile", {}),
         "darts": ("DARTS V2 ImageNet", "cellnet_darts_v2_imagenet", {}),
-        "found": (f"discovered ({genotype.name})", "cellnet_nasnet_a_mobile", dict(genotype=genotype)),
+        "found": (f"discovered ({genotype.name})", _imagenet_entry(genotype), dict(genotype=genotype)),
     }
     built = {}
     for key in keys:

@@ -131,7 +131,8 @@ def _trained_network(path: Path) -> GenotypeNet:
     return timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
-def input_spec(model: GenotypeNet, input_size: Sequence[int] | None = None) -> tuple[tuple[int, int, int], tuple, tuple]:
+def input_spec(model: GenotypeNet,
+               input_size: Sequence[int] | None = None) -> tuple[tuple[int, int, int], tuple, tuple]:
     """(input size, mean, std) the network expects: its pretrained config's, else the skeleton's default."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     cifar = isinstance(model, network_class(space_of(model.genotype), imagenet=False))

@@ -191,14 +191,14 @@ def cellnet_darts_v2_imagenet(pretrained: bool = False, **kwargs: Any) -> networ
 
 def _create_nasrl(variant: str, skeleton: type[nasrl_network.NasRLNet], pretrained: bool,
                   kwargs: dict) -> nasrl_network.NasRLNet:
-    """Build a NAS-RL network; ``features_only`` gives every feature map (``nasrl_network.feature_layers``)."""
+    """Build a NAS-RL network; ``features_only`` gives every feature map (``nasrl_network.feature_maps``)."""
     genotype = nasrl_network.resolve_nasrl_genotype(kwargs.pop("genotype", nasrl_network.DEFAULT_GENOTYPE))
     return build_model_with_cfg(
         partial(_build, skeleton),
         variant,
         pretrained,
         # Layers read any earlier layers, so features come from forward_intermediates (as for cells).
-        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(nasrl_network.feature_layers(genotype))))),
+        feature_cfg=dict(feature_cls="getter", out_indices=tuple(range(len(nasrl_network.feature_maps(genotype))))),
         genotype=genotype,
         **kwargs,
     )

@@ -1,6 +1,6 @@
 """Networks of the hierarchical space: shapes of both skeletons for the flat and the 3-level
-representation, and the checks timm applies to its own models (those tests/test_timm.py applies to the
-cellnet_* entry points) for the hierarchical_* entry points."""
+representation, what a motif compiles to, refusals, and the timm checks specific to these entry points
+(tests/test_timm.py runs timm's general model checks on them with every other entry point)."""
 import json
 import random
 
@@ -9,7 +9,6 @@ import timm
 import timm.optim
 import timm.utils
 import torch
-from timm.models import FeatureInfo
 from timm.models._manipulate import group_parameters
 from test_timm import BATCH, _small_input, _tiny, _train_a_few_steps
 
@@ -73,21 +72,7 @@ def test_what_cannot_be_honoured_is_refused_in_one_line():
         HierarchicalNetImageNet(cells_per_stage=0)
 
 
-# --- timm's model checks, as tests/test_timm.py runs them on the cellnet_* entry points -------------------
-
-@pytest.mark.parametrize("name", ENTRY_POINTS)
-def test_pretrained_cfg_is_complete_and_pool_size_is_right(name):
-    model = _tiny(name).eval()
-    cfg = model.pretrained_cfg
-    for key in ("input_size", "pool_size", "crop_pct", "interpolation", "mean", "std", "num_classes"):
-        assert cfg.get(key) is not None, key
-    state = model.state_dict()
-    assert cfg["first_conv"] + ".weight" in state and state[cfg["first_conv"] + ".weight"].shape[1] == 3
-    assert state[cfg["classifier"] + ".weight"].shape == (cfg["num_classes"], model.head_hidden_size)
-    with torch.no_grad():
-        features = model.forward_features(torch.randn(1, *cfg["input_size"]))
-    assert features.shape == (1, model.num_features, *cfg["pool_size"])
-
+# --- timm's model checks beyond those tests/test_timm.py runs on every entry point ------------------------
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_forward_backward_head_api_and_reset_classifier(name):
@@ -110,48 +95,6 @@ def test_forward_backward_head_api_and_reset_classifier(name):
 
 
 @pytest.mark.parametrize("name", ENTRY_POINTS)
-def test_features_only_and_forward_intermediates_match_feature_info(name):
-    model = _tiny(name).eval()
-    info = FeatureInfo(model.feature_info, list(range(len(model.feature_info))))
-    x = _small_input(name)
-    with torch.no_grad():
-        final, intermediates = model.forward_intermediates(x)
-        torch.testing.assert_close(final, model.forward_features(x))
-        assert len(intermediates) == len(info)
-        for feature, channels, reduction in zip(intermediates, info.channels(), info.reduction()):
-            assert feature.shape[1:] == (channels, x.shape[-2] // reduction, x.shape[-1] // reduction)
-        torch.testing.assert_close(intermediates[-1], final)
-        torch.testing.assert_close(model.forward_intermediates(x, indices=2, intermediates_only=True), intermediates[-2:])
-        early, (only,) = model.forward_intermediates(x, indices=[1], stop_early=True)
-        torch.testing.assert_close(only, intermediates[1])
-        torch.testing.assert_close(early, intermediates[1])
-        extractor = _tiny(name, features_only=True).eval()
-        assert extractor.feature_info.channels() == info.channels()
-        for feature, expected in zip(extractor(x), intermediates):
-            torch.testing.assert_close(feature, expected)
-        hooked = _tiny(name, features_only=True, feature_cls="hook", out_indices=(1, -1)).eval()
-        for feature, expected in zip(hooked(x), [intermediates[1], intermediates[-1]]):
-            torch.testing.assert_close(feature, expected)
-        pruned = _tiny(name, features_only=True, out_indices=(0, 1))
-        assert len(pruned.model.stages) == 1 and pruned.model.num_classes == 0
-
-
-@pytest.mark.parametrize("name", ENTRY_POINTS)
-def test_gradient_checkpointing_gives_the_same_gradients(name):
-    model = _tiny(name, drop_path_rate=0.3).train()  # recomputation must redraw the same drop-path masks
-    x = _small_input(name)
-    grads = []
-    for enable in (False, True):
-        model.zero_grad()
-        model.set_grad_checkpointing(enable)
-        torch.manual_seed(1)
-        model(x).logsumexp(1).sum().backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    for n in grads[0]:
-        torch.testing.assert_close(grads[1][n], grads[0][n], msg=n)
-
-
-@pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_group_matcher_covers_every_parameter_in_depth_order(name):
     model = _tiny(name)
     fine = group_parameters(model, model.group_matcher(coarse=False))
@@ -163,6 +106,13 @@ def test_group_matcher_covers_every_parameter_in_depth_order(name):
     assert len(coarse) == len(model.stages) + 2 < len(fine)
     optimizer = timm.optim.create_optimizer_v2(model, "sgd", lr=0.1, layer_decay=0.8)
     assert max(group["lr_scale"] for group in optimizer.param_groups) == 1.0
+
+
+@pytest.mark.parametrize("name", ENTRY_POINTS)
+def test_features_only_prunes_the_stages_after_the_last_requested_map(name):
+    extractor = _tiny(name, features_only=True, out_indices=(0, 1))
+    assert len(extractor.model.stages) == 1 and extractor.model.num_classes == 0
+    assert [f.shape[1] for f in extractor(_small_input(name))] == [8, 8]
 
 
 def test_device_dtype_and_genotype_argument_forms(tmp_path):

@@ -125,3 +125,24 @@ def test_settings_that_cannot_work_are_refused_in_one_line(name, settings, messa
 def test_strategies_that_do_not_search_the_space_refuse_it(name):
     with pytest.raises(ValueError, match=f"search={name} does not search space=hierarchical"):
         build_strategy(name, SPACE)
+
+
+@pytest.mark.slow  # about 7 CPU seconds, as long as the same run over NASNet cells: two Lightning fits
+def test_train_py_searches_the_hierarchical_space_with_evolution(tmp_path, compose):
+    """``python train.py space=hierarchical search=evolution search.budget=2`` on tiny synthetic data."""
+    from test_train import load_train_module, stored
+
+    from cellsearch import load_genotype
+    from cellsearch.search.loop import BEST_CELL_FILE
+
+    run_dir = tmp_path / "run"
+    summary = load_train_module().run(compose(
+        "space=hierarchical", "search=evolution", "search.budget=2", "search.population_size=2",
+        "search.sample_size=1", "data=synthetic", "data.synthetic_train_size=50", "data.synthetic_test_size=20",
+        "child.accelerator=cpu", "child.cells_per_stage=1", "child.channels=4", "child.epochs=1",
+        "child.batch_size=50", "space.motifs_per_level=[2,1]", "space.nodes_per_motif=[3,3]", f"run_dir={run_dir}"))
+    rows = stored(run_dir)
+    assert summary.num_trials == 2 and all(reward is not None for _, _, reward, _ in rows)
+    best = load_genotype(run_dir / BEST_CELL_FILE)
+    assert best == summary.best.genotype and type(best).space == "hierarchical"
+    HierarchicalSpace(motifs_per_level=(2, 1), nodes_per_motif=(3, 3)).validate(best)

@@ -95,6 +95,7 @@ def test_validate_refuses_what_lies_outside_the_space():
         (parse_nasrl_genotype(_genotype_data(_layer(sw=2), _layer())),
          r"stride_width 2 is not a choice .*strides: \[1\]"),
         (SearchSpace().sample(random.Random(0)), "got a genotype of space=nasnet"),
+        (NasRLGenotype((Layer(1, 1, 1, 1, 24), Layer(1, 1, 1, 1, 24, (1,)))), "layer 1 input 1 is not an earlier layer"),
     ]
     for genotype, message in cases:
         with pytest.raises(GenotypeError, match=message) as err:

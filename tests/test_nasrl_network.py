@@ -10,7 +10,7 @@ from timm.models._manipulate import group_parameters
 import cellsearch  # noqa: F401  (registers the entry points)
 from cellsearch.space.genotype import GenotypeError, SearchSpace, load_genotype
 from cellsearch.space.nasrl import Layer, NasRLGenotype, NasRLSpace
-from cellsearch.space.nasrl_network import NasRLNetCifar, NasRLNetImageNet, feature_layers, join
+from cellsearch.space.nasrl_network import NasRLNetCifar, NasRLNetImageNet, feature_maps, join
 from cellsearch.space.networks import build_network
 from cellsearch.validation import ConfigError
 
@@ -37,7 +37,7 @@ def test_wiring_follows_the_papers_rules():
         final, maps = model.forward_intermediates(x)
     # timm wants non-decreasing reductions: layer 2 and the classifier's input (padded back to 16x16) are no
     # feature maps, though forward_features returns the latter
-    assert feature_layers(MIXED) == [-1, 0, 1, 3]
+    assert feature_maps(MIXED) == [(-1, 1), (0, 1), (1, 2), (3, 4)]
     assert [tuple(m.shape[1:]) for m in maps] == [(16, 16, 16), (24, 16, 16), (36, 8, 8), (64, 4, 4)]
     assert [info["reduction"] for info in model.feature_info] == [1, 1, 2, 4]
     assert final.shape == (2, 48 + 64, 16, 16)
@@ -47,7 +47,7 @@ def test_wiring_follows_the_papers_rules():
     layer2 = model.layers[2](join([maps[1], maps[2]]))
     torch.testing.assert_close(final[:, :48], layer2)
     # with strides of 1 every layer and the classifier's input are feature maps
-    assert feature_layers(load_genotype("nasrl_baseline")) == list(range(-1, 16))
+    assert feature_maps(load_genotype("nasrl_baseline")) == [(i, 1) for i in range(-1, 16)]
     assert model(x).shape == (2, 10)
 
 

@@ -16,9 +16,11 @@ from cellsearch.space.networks import TIMM_NAMES, network_class
 TINY = ("data=digits", "data.train_subset=300", "data.val_subset=100", "child.accelerator=cpu", "child.devices=1",
         "child.cells_per_stage=1", "child.channels=4", "child.epochs=1", "child.batch_size=100",
         "child.enable_progress_bar=false")
+# Each space with the strategy its paper searched it with (issue 25: REINFORCE for NAS-RL, evolution for motifs).
 SPACES = {
-    "nasrl": ("space=nasrl", "space.num_layers=4"),
-    "hierarchical": ("space=hierarchical", "space.motifs_per_level=[2,1]", "space.nodes_per_motif=[3,3]"),
+    "nasrl": ("space=nasrl", "space.num_layers=4", "search=reinforce"),
+    "hierarchical": ("space=hierarchical", "space.motifs_per_level=[2,1]", "space.nodes_per_motif=[3,3]",
+                  "search=evolution"),
 }
 
 
@@ -27,10 +29,11 @@ SPACES = {
 def test_search_export_deploy_retrain_and_load_through_timm(name, tmp_path, compose):
     space = SPACES[name]
     run_dir = tmp_path / "search"
-    summary = run(compose(*TINY, *space, "search=random", "search.budget=2", "export.name=found",
+    summary = run(compose(*TINY, *space, "search.budget=2", "export.name=found",
                           f"export.dir={tmp_path / 'cells'}", f"run_dir={run_dir}"))
     assert summary.num_trials == 2 and summary.best is not None
     assert (run_dir / BEST_CELL_PLOT).is_file()  # drawn by the space's diagram module
+    assert any((run_dir / "tensorboard" / "trials").iterdir())  # the live view's HParams rows
     found = load_genotype(tmp_path / "cells" / "found.yaml")
     assert found == summary.best.genotype == load_genotype(run_dir / BEST_CELL_FILE)
     assert type(found).space == name

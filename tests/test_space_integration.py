@@ -149,3 +149,13 @@ def test_every_space_has_a_diagram_that_draws_and_describes(name):
     plt.close(figure)
     text = importlib.import_module(f"cellsearch.space.{name}_diagram").describe(genotype)
     assert isinstance(text, str) and text.strip()
+
+
+def test_a_space_without_a_diagram_module_is_refused_in_one_line():
+    """What the report and the live view fall back on (a line instead of best_cell.png) for such a space."""
+    from cellsearch.space.support import diagram_module
+
+    assert diagram_module("nasnet").__name__ == "cellsearch.space.nasnet_diagram"
+    with pytest.raises(ConfigError, match=r"^space=no_such_space has no diagram module yet") as caught:
+        diagram_module("no_such_space")
+    assert "\n" not in str(caught.value)

@@ -1,5 +1,5 @@
-"""Every cellnet_* (and nasrl_*) entry point passes the checks timm applies to its own models, the published sizes
-hold, and trained networks round-trip through timm's loaders (safetensors and local-dir)."""
+"""Every cellnet_* (and nasrl_*, hierarchical_*) entry point passes the checks timm applies to its own
+models, the published sizes hold, and trained networks round-trip through timm's loaders (safetensors and local-dir)."""
 import json
 import math
 import random
@@ -20,7 +20,7 @@ from cellsearch.space.network import CellNetCifar, CellNetImageNet
 from cellsearch.space.profile import count_mult_adds, count_params
 from cellsearch.weights import convert_checkpoint, export_weights, main
 
-ENTRY_POINTS = timm.list_models(["cellnet_*", "nasrl_*"])
+ENTRY_POINTS = timm.list_models(["cellnet_*", "nasrl_*", "hierarchical_*"])
 BATCH = 2
 
 
@@ -139,7 +139,7 @@ def test_features_only_prunes_cells_after_the_last_requested_map():
 
 
 @pytest.mark.parametrize("name", ["cellnet_cifar", "cellnet_darts_v2_imagenet", "cellnet_pnasnet_5_large",
-                                  "nasrl_cifar"])
+                                  "nasrl_cifar", "hierarchical_cifar"])
 def test_gradient_checkpointing_gives_the_same_gradients(name):
     model = _tiny(name, drop_path_rate=0.3).train()  # recomputation must redraw the same drop-path masks
     x = _small_input(name)

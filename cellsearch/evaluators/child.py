@@ -64,7 +64,8 @@ class ChildDiverged(RuntimeError):
 
 
 class ChildModule(pl.LightningModule):
-    """Trains ``self.model`` (the CIFAR network of any space's genotype) with SGD + cosine schedule; logs ``val_acc`` and ``test_acc``.
+    """Trains ``self.model`` (the CIFAR network of any space's genotype) with SGD + cosine schedule; logs
+    ``val_acc`` and ``test_acc``.
 
     Constructor arguments are plain values, saved with ``save_hyperparameters`` (the genotype as a
     dict), so ``ChildModule.load_from_checkpoint(path).final_model`` rebuilds the trained network.

@@ -6,7 +6,8 @@ writes ``my_cell.yaml`` (the best cell), ``my_cell_2.yaml`` and ``my_cell_3.yaml
 directory, or into ``export.dir=<folder>``; then ``timm.create_model('cellnet_imagenet',
 genotype='<folder>/my_cell.yaml')`` builds a network (a genotype of another search space: that space's
 entry point from ``cellsearch.space.networks.TIMM_NAMES``, e.g. ``nasrl_cifar``). Exported into ``./cells``
-(``export.dir=cells``), a cell is also found by name (``genotype='my_cell'``, ``cell=my_cell``) from the folder that holds ``cells/``.
+(``export.dir=cells``), a cell is also found by name (``genotype='my_cell'``, ``cell=my_cell``) from the
+folder that holds ``cells/``.
 """
 from __future__ import annotations
 

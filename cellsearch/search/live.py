@@ -199,9 +199,9 @@ class TensorBoardObserver(SearchObserver):
             if not now and time.monotonic() - self.drawn_at[image] < IMAGE_INTERVAL_S:
                 continue
             if image == BEST_CELL_IMAGE and self.best is not None and self.best_diagram:
+                title = f"best cell: trial {self.best.trial_id}, reward {self.best.reward:.4f} (child {self.step})"
                 try:
-                    figure = genotype_figure(self.best.genotype, title=f"best cell: trial {self.best.trial_id}, "
-                                                                       f"reward {self.best.reward:.4f} (child {self.step})")
+                    figure = genotype_figure(self.best.genotype, title=title)
                 except ConfigError as err:  # a space without a diagram module: the view goes on without the image
                     self.best_diagram = False
                     log.warning("the live view shows no best_cell image: %s", err)

@@ -84,8 +84,9 @@ def figure(genotype: HierarchicalGenotype, title: str = "") -> Figure:
                              layout="constrained", squeeze=False)
     for ax, (level, k, matrix) in zip(axes[:, 0], motifs):
         n = len(matrix)
+        touched = {k for i in range(n) for j in range(n) if matrix[i][j] != NONE for k in (i, j)}
         for i in range(n):
-            color = "#b7e1a1" if i == 0 else "#d9b8f0" if i == n - 1 else "#fff3a0"
+            color = "#b7e1a1" if i == 0 else "#d9b8f0" if i == n - 1 else "#fff3a0" if i in touched else "#eeeeee"
             ax.text(i, 0, str(i), ha="center", va="center", fontsize=8, zorder=3,
                     bbox=dict(boxstyle="circle,pad=0.3", fc=color, ec="#444444", lw=0.8))
         for i in range(n):

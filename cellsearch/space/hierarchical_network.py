@@ -8,15 +8,18 @@ concatenates k inputs is brought back to C channels by a 1x1 conv (with BN and R
 does not depend on its genotype (the paper leaves how widths add up open; this is cellsearch's choice).
 A motif with no path from its input to its output computes zeros.
 
-Skeletons (the paper's Fig. 2):
+Skeletons (the paper's Fig. 2: a conv stem, then cells with a stride-2 separable conv between them):
 - CIFAR: 3x3 conv stem with C0 channels, then 3 stages of ``cells_per_stage`` cells, a 3x3 separable
-  conv of stride 2 before stages 2 and 3 that doubles the channels (C0, 2C0, 4C0).
-- ImageNet: two 3x3 stride-2 convs as the stem, then 4 stages built the same way (C0 .. 8C0), so a
-  224-pixel input leaves 7x7 features.
-``channels`` is C0, the width of the first stage's cells; the paper's search model is ``cells_per_stage=1,
-channels=16`` and its CIFAR evaluation model ``cells_per_stage=2, channels=64``. There is no auxiliary
-head (``auxiliary=True`` is refused). Drop path applies to the edges of each cell's top motif that meet
-other edges at a node, scaled by depth like NASNet's.
+  conv of stride 2 before stages 2 and 3. Here each of those convs doubles the channels (C0, 2C0, 4C0),
+  as NASNet's skeleton does (cellsearch's choice).
+- ImageNet (cellsearch's own stem and depth, not the paper's ImageNet model): two 3x3 stride-2 convs,
+  then 4 stages built the same way (C0 .. 8C0), so a 224-pixel input leaves 7x7 features.
+``cells_per_stage`` is N, the cells between two reductions; ``channels`` is C0, the width of the first
+stage's cells (every primitive of a stage works at that stage's width). As we read the paper (sec. 4.1),
+its search model is ``cells_per_stage=1, channels=16`` and its CIFAR evaluation model
+``cells_per_stage=2, channels=64`` (the defaults here). There is no auxiliary head (``auxiliary=True`` is
+refused). Drop path applies to the edges of each cell's top motif that meet other edges at a node,
+scaled by depth like NASNet's.
 
 Feature maps (``feature_info``, ``forward_intermediates``): the stem and each stage's output.
 """
@@ -32,7 +35,7 @@ from torch import nn
 
 from cellsearch.space.genotype import GenotypeError, load_genotype
 from cellsearch.space.head import GenotypeNet
-from cellsearch.space.hierarchical import NONE, PRIMITIVES, SPACE, HierarchicalGenotype, Matrix, edge_pairs, motif_index
+from cellsearch.space.hierarchical import NONE, PRIMITIVES, SPACE, HierarchicalGenotype, Matrix, motif_index
 from cellsearch.space.spaces import genotype_from_dict
 from cellsearch.validation import fail, positive_int
 

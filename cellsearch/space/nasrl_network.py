@@ -25,11 +25,11 @@ What the shared constructor arguments mean here:
 Feature maps (``feature_info``, ``forward_intermediates``, ``features_only``): the stem's output, each
 layer's output, and last the classifier's input (the loose ends' concatenation), except that timm wants
 their reductions non-decreasing: a map that zero-padding keeps larger than an earlier map is left out
-(with strides fixed to 1, as in the paper's first space, none is). See :func:`feature_layers`.
+(with strides fixed to 1, as in the paper's first space, none is). See :func:`feature_maps`.
 """
 # No ``from __future__ import annotations``: see cellsearch/space/network.py (torch.fx and TorchScript).
 from pathlib import Path
-from typing import Any, List
+from typing import Callable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -57,19 +57,19 @@ def resolve_nasrl_genotype(genotype: "NasRLGenotype | str | Path | dict") -> Nas
     return resolved
 
 
-def feature_layers(genotype: NasRLGenotype) -> List[int]:
-    """The feature maps a network of ``genotype`` exposes, in order: -1 for the stem, i for layer i and
-    ``len(genotype.layers)`` for the classifier's input; each map is listed if its reduction (the larger
-    of height and width) is at least every listed map's before it, as timm's FeatureInfo requires."""
+def feature_maps(genotype: NasRLGenotype) -> List[Tuple[int, int]]:
+    """The feature maps a network of ``genotype`` exposes, in order, as (layer, reduction relative to the stem):
+    layer -1 is the stem, i is layer i and ``len(genotype.layers)`` the classifier's input; the reduction is
+    the larger of height's and width's. A map is listed if its reduction is at least every listed map's before
+    it, as timm's FeatureInfo requires."""
     reductions = layer_reductions(genotype)
     ends = genotype.loose_ends()
     final = max(min(reductions[i][0] for i in ends), min(reductions[i][1] for i in ends))
     candidates = [(i, max(r)) for i, r in enumerate(reductions)] + [(len(reductions), final)]
-    listed, deepest = [-1], 1
+    listed = [(-1, 1)]
     for layer, reduction in candidates:
-        if reduction >= deepest:
-            listed.append(layer)
-            deepest = reduction
+        if reduction >= listed[-1][1]:
+            listed.append((layer, reduction))
     return listed
 
 
@@ -121,12 +121,12 @@ class NasRLNet(GenotypeNet):
     # Declared here for TorchScript (an empty list's element type cannot be inferred).
     _inputs: List[List[int]]  # per layer, the earlier layers it reads ([]: the stem)
     _final: List[int]  # the layers joined into the classifier's input
-    _feature_layers: List[int]  # the layer of each feature map (see feature_layers)
+    _feature_layers: List[int]  # the layer of each feature map (see feature_maps)
 
     def __init__(
         self,
         genotype: NasRLGenotype,
-        stem_factory: Any,
+        stem_factory: Callable[[int, int], List[nn.Module]],
         stem_reduction: int,
         channels: "int | None",
         stem_channels: "int | None",
@@ -167,21 +167,18 @@ class NasRLNet(GenotypeNet):
         self._architecture = dict(channels=channels, stem_channels=stem_channels)
 
     def _init_feature_info(self, stem_width: int, stem_reduction: int, widths: List[int], num_features: int) -> None:
-        """``feature_info`` for the maps of :func:`feature_layers`, each with its hookable module."""
-        self._feature_layers = feature_layers(self.genotype)
-        reductions = layer_reductions(self.genotype)
-        final = len(widths)
+        """``feature_info`` for the maps of :func:`feature_maps`, each with its hookable module."""
+        maps = feature_maps(self.genotype)
+        self._feature_layers = [layer for layer, _ in maps]
         self.feature_info = []
-        for layer in self._feature_layers:
+        for layer, reduction in maps:
             if layer < 0:
-                info = dict(num_chs=stem_width, reduction=stem_reduction, module="stem")
-            elif layer == final:
-                size = [min(reductions[i][k] for i in self._final) for k in (0, 1)]
-                info = dict(num_chs=num_features, reduction=stem_reduction * max(size), module="loose_ends")
+                channels, module = stem_width, "stem"
+            elif layer == len(widths):
+                channels, module = num_features, "loose_ends"
             else:
-                info = dict(num_chs=widths[layer], reduction=stem_reduction * max(reductions[layer]),
-                            module=f"layers.{layer}")
-            self.feature_info.append(info)
+                channels, module = widths[layer], f"layers.{layer}"
+            self.feature_info.append(dict(num_chs=channels, reduction=stem_reduction * reduction, module=module))
 
     # --- training helpers ----------------------------------------------------------------------
     def set_drop_path_rate(self, rate: float) -> None:

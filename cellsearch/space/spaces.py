@@ -36,6 +36,10 @@ class Space(Protocol):
     ``layout.decisions`` lists the decisions in the order a controller emits them; each has ``name``
     (for logs), ``kind`` and ``num_choices``. ``layout.num_choices_list`` is their choice counts and
     ``layout.size`` their number.
+
+    Optional hooks, which evolution uses where a space has them: ``mutate(actions, rng)`` (a copy of an
+    action sequence with the space's own mutation; else NASNet's cell mutation) and ``trivial()`` (the
+    genotype a search starts from before random mutations, ``search.init_mutations``).
     """
 
     name: ClassVar[str]

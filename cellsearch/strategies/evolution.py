@@ -10,7 +10,7 @@
   hierarchical space's: the first ``population_size`` proposals are the trivial genotype (every motif a
   chain of identities) diversified by ``init_mutations`` random mutations (the paper: 1000), and no
   genotype is ever removed (``aging=false``); a tournament then samples the same share of the growing
-  population, ``sample_size / population_size``. The paper's population of 200 with tournaments of 5%
+  population, ``sample_size / population_size`` (the paper samples 5% of the population). The paper's population of 200 with tournaments of 5%
   is ``population_size=200 sample_size=10``.
 
 Both are asynchronous and steady-state. A mutation is the space's own (``space.mutate(actions, rng)``:
@@ -23,8 +23,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from cellsearch.space.spaces import Space
 from cellsearch.space.layout import CELL_TYPES
+from cellsearch.space.spaces import Space
 from cellsearch.strategies.base import Strategy
 from cellsearch.strategies.random_search import random_actions
 from cellsearch.validation import boolean, fail, integer, number_in, positive_int
@@ -100,7 +100,8 @@ class RegularizedEvolution(Strategy):
         self.num_withdrawn = 0  # withdrawn proposals do not count towards the random start
 
     def min_budget(self) -> tuple[int, str]:
-        return 2 * self.population_size, f"the first population_size={self.population_size} children are random"
+        start = "mutants of the trivial genotype" if self.init_mutations else "random"
+        return 2 * self.population_size, f"the first population_size={self.population_size} children are {start}"
 
     def signals(self) -> dict[str, float]:
         """The population's size and the mean and best learning reward of its members."""
