@@ -104,3 +104,26 @@ def test_a_table_refuses_another_space_in_one_line(small_table):
     failed = TableEvaluator(str(path)).evaluate(nasnet_genotype)
     assert not failed.ok and f"table 'small' covers space={space.name}" in failed.error
     assert f"experiment=testbed_{space.name}" in failed.error and "\n" not in failed.error
+
+
+def test_the_table_builder_packs_rows_of_another_space(compose, tmp_path):
+    from benchmark_modules import load_benchmark
+
+    build = load_benchmark("build_testbed_table")
+    cfg = compose("experiment=testbed_nasrl", "run_dir=.")
+    space = space_from_settings(cfg.space)
+    cells = build.random_cells(space, 3, seed=0)
+    assert len({tuple(c) for c in cells}) == 3
+    rows = tmp_path / "rows.jsonl"
+    for k, actions in enumerate(cells):
+        for seed in (0, 1):
+            build._append(rows, {"actions": actions, "origin": "random", "seed": seed, "status": "ok",
+                                 "val_accuracy": 0.3 + 0.1 * k + 0.02 * seed, "params": 100, "mult_adds": 1000,
+                                 "train_seconds": 2.0 + seed, "wall_seconds": 3.0, "error": ""})
+    table = build.pack(rows, tmp_path / "t.json.gz", space, dict(cfg.child), dict(cfg.data), "3 random", "t")
+    loaded = load_table(tmp_path / "t.json.gz")
+    assert loaded.space == space and [r.actions for r in loaded.rows] == [tuple(c) for c in cells]
+    assert [r.mean_accuracy for r in loaded.rows] == pytest.approx([0.31, 0.41, 0.51])
+    summary = build.summarise(table)
+    assert "3 genotypes of space=nasrl; seed-mean val accuracy 0.310 to 0.510" in summary
+    assert "CPU seconds per child (one thread): median 2.5" in summary and "std over seeds 0.014" in summary
