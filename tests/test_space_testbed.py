@@ -45,7 +45,7 @@ def test_each_preset_runs_its_default_strategy_over_its_space(compose, preset):
     assert search.num_asked == 3
 
 
-@pytest.mark.parametrize("preset", ["testbed_nasrl"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_shipped_table_covers_its_preset_and_a_search_over_it_runs(compose, preset, tmp_path):
     from test_train import load_train_module
 
