@@ -90,7 +90,8 @@ def test_cells_outside_the_table_space_and_bad_settings_fail_in_one_line(small_t
     path, _ = small_table
     result = TableEvaluator(table=str(path)).evaluate(load_genotype("nasnet_a"))
     assert not result.ok and "table 'small' covers ops ['identity', 'conv_3x3']" in result.error
-    with pytest.raises(ConfigError, match="not found.*shipped tables: \\['testbed', 'testbed_curves', 'testbed_hierarchical', 'testbed_nasrl'\\]"):
+    shipped = r"\['testbed', 'testbed_curves', 'testbed_hierarchical', 'testbed_nasrl'\]"
+    with pytest.raises(ConfigError, match=f"not found.*shipped tables: {shipped}"):
         TableEvaluator(table="no_such_table").check()
     with pytest.raises(ConfigError, match="unknown evaluator.lookup 'closest'"):
         TableEvaluator(lookup="closest")
