@@ -2,8 +2,10 @@
 
 Each search space names the features its genotypes are summarised by (``SPACE_FEATURES``): NASNet's
 cells below, NAS-RL's layers and hierarchical motifs in :mod:`cellsearch.evaluators.space_features`;
-the landscape (targets, weights, standardisation) is the same for all. For NASNet: the families of :mod:`cellsearch.evaluators.landscapes` score mostly what each slot holds (op,
-input, combine preferences and their pairwise interactions). Real accuracy also depends on what
+the landscape (targets, weights, standardisation) is the same for all.
+
+For NASNet: the families of :mod:`cellsearch.evaluators.landscapes` score mostly what each slot holds
+(op, input, combine preferences and their pairwise interactions). Real accuracy also depends on what
 no single slot decides: how far a cell sees (its receptive field), how deep it is, how big it is,
 how wide its output is, and its mix of convolutions, pools and skips. Here every cell (Normal and
 Reduction) is summarised by those features:
