@@ -71,6 +71,14 @@ def test_import_cellsearch_registers_the_timm_models_when_timm_loads():
     assert out[0] == "CellNetCifar" and int(out[1]) >= 11 and out[2] == "SourceFileLoader"
 
 
+def test_the_network_base_imports_before_timm():
+    """GenotypeNet's module first: importing timm then imports the entry points, whose networks subclass it."""
+    code = ("import cellsearch.space.head, timm\n"
+            "print(*(type(timm.create_model(name)).__name__ for name in ('nasrl_cifar', 'hierarchical_cifar')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["NasRLNetCifar", "HierarchicalNetCifar"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["search=foo"], "error: unknown option search=foo; choose one of: darts, evolution, ppo"),
     (["foo=bar"], "error: unknown config key 'foo'"),

@@ -11,10 +11,18 @@ and ``architecture_args`` come from here.
 from typing import Any
 
 import torch
-from timm.layers import create_classifier
 from torch import nn
 
 from cellsearch.validation import integer
+
+
+def _timm_create_classifier() -> Any:
+    """timm's ``create_classifier``, imported when a head is built: importing timm registers cellsearch's entry
+    points (cellsearch._timm_hook), whose networks subclass GenotypeNet, so this module must not import timm
+    while it is itself being imported."""
+    from timm.layers import create_classifier
+
+    return create_classifier
 
 
 class GenotypeNet(nn.Module):
@@ -26,6 +34,7 @@ class GenotypeNet(nn.Module):
     def _init_head(self, num_features: int, num_classes: int, in_chans: int, drop_rate: float,
                    global_pool: str) -> None:
         """The head over ``num_features`` channels (``num_classes=0``: none, timm's convention)."""
+        create_classifier = _timm_create_classifier()
         integer(num_classes, "num_classes", 0)
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -56,6 +65,7 @@ class GenotypeNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (``num_classes=0`` removes it; ``global_pool=''`` removes pooling)."""
+        create_classifier = _timm_create_classifier()
         integer(num_classes, "num_classes", 0)
         self.num_classes = num_classes
         pool_type = global_pool if global_pool is not None else self.global_pool.pool_type
