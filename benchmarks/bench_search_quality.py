@@ -42,8 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("ppo", "reinforce", "evolution", "progressive", "random")
 # Each space's testbed table (benchmarks/build_testbed_table.py), read by the table families.
 SPACE_TABLES = {"nasnet": "testbed", "nasrl": "testbed_nasrl", "hierarchical": "testbed_hierarchical"}
-# Each space's default strategy (its preset: conf/config.yaml for NASNet, conf/experiment/testbed_<space>.yaml).
-DEFAULT_STRATEGY = {"nasnet": "ppo", "nasrl": "reinforce", "hierarchical": "evolution"}
+
+
+def default_strategy(space: str) -> str:
+    """The space's default strategy, as its preset chooses it (conf/config.yaml for NASNet's cells,
+    conf/experiment/testbed_<space>.yaml for the others)."""
+    if space == "nasnet":
+        defaults = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
+        return next(entry["search"] for entry in defaults if isinstance(entry, dict) and "search" in entry)
+    defaults = yaml.safe_load((ROOT / "conf" / "experiment" / f"testbed_{space}.yaml").read_text())["defaults"]
+    return next(entry["override /search"] for entry in defaults if "override /search" in entry)
 
 
 def space_settings(name: str) -> Space:
@@ -238,7 +246,7 @@ def main() -> None:
                 random10.append(max(landscape(landscape.space.sample(rng), noise_seed=(seed, -i))
                                     for i in range(10 * budget)))
             curves[family, budget] = runs
-            print("\n".join(table(family, budget, runs, random10, DEFAULT_STRATEGY[space.name])), flush=True)
+            print("\n".join(table(family, budget, runs, random10, default_strategy(space.name))), flush=True)
     print("\nstrategy seconds in total (ask + tell + landscape): "
           + ", ".join(f"{n} {s:.0f}" for n, s in seconds.items()))
     if args.plot:

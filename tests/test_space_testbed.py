@@ -14,7 +14,7 @@ from cellsearch.space.spaces import space_from_settings
 from cellsearch.strategies import STRATEGIES as STRATEGY_CLASSES
 from cellsearch.validation import ConfigError
 
-PRESETS = {"testbed_nasrl": ("nasrl", "reinforce"), "testbed_hierarchical": ("hierarchical", "evolution")}
+PRESETS = {"testbed_nasrl": ("nasrl", "ppo"), "testbed_hierarchical": ("hierarchical", "evolution")}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
