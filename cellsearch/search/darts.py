@@ -57,6 +57,7 @@ from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchS
 from cellsearch.space.spaces import Space
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.space.support import require_nasnet
+from cellsearch.strategies import strategies_for
 from cellsearch.strategies.base import as_search_space
 from cellsearch.validation import ConfigError
 
@@ -144,7 +145,8 @@ class ArchitectureWeights(torch.nn.Module):
 def check_relaxable(space: Space) -> None:
     """Raise ConfigError for a space DARTS cannot relax, saying why."""
     require_nasnet(space.name, "DARTS relaxes NASNet cells", "cells to relax",
-                   f"use space=nasnet, or another search of space={space.name} (search=random) with evaluator=train")
+                   f"use space=nasnet, or another search of space={space.name} "
+                   f"(search={' or '.join(strategies_for(space.name))}) with evaluator=train")
     if "add" not in space.combines:
         raise ConfigError("DARTS cannot relax this space: its blocks combine by concat only, and concat makes a "
                           "block's width depend on the choice, which a softmax cannot mix; add 'add' to space.combines")

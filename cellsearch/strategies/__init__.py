@@ -23,6 +23,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+def strategies_for(space: str) -> list[str]:
+    """The ask/tell strategies that search ``space`` (their ``Strategy.spaces``), by name."""
+    return [name for name, cls in STRATEGIES.items() if cls.spaces is None or space in cls.spaces]
+
+
 def build_strategy(name: str, space: SearchSpace | Mapping[str, Any], seed: int = 0, **hyperparameters: Any) -> Strategy:
     """The strategy called ``name`` over ``space``.
 
@@ -58,5 +63,6 @@ __all__ = [
     "RegularizedEvolution",
     "Reinforce",
     "Strategy",
+    "strategies_for",
     "build_strategy",
 ]
