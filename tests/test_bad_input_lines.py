@@ -134,3 +134,13 @@ def test_an_immutable_run_directory_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (f"error: cannot write the log file {run_dir / 'train.log'} (Operation not permitted); "
                              f"choose a run directory you can write (hydra.run.dir=...)\n")
+
+
+def test_a_preset_for_another_space_is_one_line(tmp_path, compose):
+    """experiment=quick_cpu sets NASNet's space keys; over space=nasrl they are unknown settings, not a traceback."""
+    with pytest.raises(Exception) as info:
+        run_search(compose("experiment=quick_cpu", "space=nasrl", f"run_dir={tmp_path / 'run'}"))
+    assert load_train_module().error_message(info.value) == (
+        "space=nasrl: unknown setting(s) ['num_blocks', 'ops']; space=nasrl takes num_layers, filter_heights, "
+        "filter_widths, filters, strides")
+    assert not (tmp_path / "run" / "trials.db").exists()

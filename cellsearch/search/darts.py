@@ -54,11 +54,10 @@ from cellsearch.search.loop import check_budget
 from cellsearch.search.plots import weights_figure
 from cellsearch.search.settings import check_settings, search_settings
 from cellsearch.space.genotype import CELL_TYPES, Block, Cell, Genotype, SearchSpace
-from cellsearch.space.spaces import Space
+from cellsearch.space.spaces import Space, space_from_settings
 from cellsearch.space.supernet import SuperNet, parameter_free_ops
 from cellsearch.space.support import require_nasnet
 from cellsearch.strategies import strategies_for
-from cellsearch.strategies.base import as_search_space
 from cellsearch.validation import ConfigError
 
 __all__ = ["ArchitectureWeights", "DartsConfig", "run_darts"]
@@ -333,7 +332,7 @@ def run_darts(cfg: DictConfig) -> FinalReport:
     node = {k: v for k, v in OmegaConf.to_container(cfg.search, resolve=True).items() if k != "_target_"}
     config = dataclass_from_config(DartsConfig, node, "search")
     settings = search_settings(cfg)
-    space = as_search_space(settings["space"])
+    space = space_from_settings(settings["space"])  # GenotypeError (one line) for bad space settings
     check_relaxable(space)
     if as_data_config(cfg.data).name == "imagefolder":
         raise ConfigError("DARTS here trains on in-memory datasets (cifar10, cifar100, digits, synthetic)")

@@ -40,7 +40,7 @@ from cellsearch.search.resume import write_run_config
 from cellsearch.search.settings import (RUN_OPTIONS, SETTINGS_FILE, check_settings, check_version,
                                         search_settings)
 from cellsearch.search.store import TRIALS_FILE, TrialStore
-from cellsearch.strategies.base import as_search_space
+from cellsearch.space.spaces import space_from_settings
 from cellsearch.validation import ConfigError, integer
 
 __all__ = ["build_from_config", "record_device", "run_search"]
@@ -100,7 +100,7 @@ def _run_loop(cfg: DictConfig) -> Any:
     if cfg.export.name:  # fail now, not after the search
         export_paths(cfg.export.name, cfg.export.top_k, cfg.export.dir, cfg.export.overwrite)
     settings = search_settings(cfg)
-    space = as_search_space(settings["space"])
+    space = space_from_settings(settings["space"])  # GenotypeError (one line) for bad space settings
     search_node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
