@@ -225,7 +225,7 @@ def describe(s: Session) -> None:
 
 
 def models(s: Session) -> None:
-    s.run('python -c "import cellsearch, timm; print(timm.list_models(\'cellnet_*\'))"')
+    s.run('python -c "import cellsearch, timm; print(timm.list_models([\'cellnet_*\', \'nasrl_*\', \'hierarchical_*\']))"')
 
 
 def ask_tell(s: Session) -> None:
@@ -236,11 +236,33 @@ def genotypes(s: Session) -> None:
     s.run("python docs/examples/genotypes.py")
 
 
+def search_lines(lines: list[str]) -> list[str]:
+    """The first two lines, the last child line and what follows "search done" up to the best cell's line."""
+    done = next(i for i, line in enumerate(lines) if "search done" in line)
+    best = next(i for i, line in enumerate(lines) if line.startswith("best cell:"))
+    return lines[:2] + [f"[... {done - 3} more child lines ...]", lines[done - 1]] + lines[done:best + 1]
+
+
+def spaces(s: Session) -> None:
+    s.run("python train.py experiment=testbed_nasrl search.budget=20 export.name=nasrl_found hydra.run.dir=runs/nasrl",
+          select=search_lines)
+    s.run("cat runs/nasrl/nasrl_found.yaml")
+    s.run("python train.py experiment=testbed_hierarchical search.budget=12 search.population_size=6 "
+          "search.sample_size=2 export.name=hier_found hydra.run.dir=runs/hier", select=search_lines)
+    s.run("python -m cellsearch.describe runs/hier/hier_found.yaml -N 1 -F 16")
+    s.run('python -c "\nimport timm, torch, cellsearch\n'
+          "for name, cell in [('nasrl_cifar', 'runs/nasrl/nasrl_found.yaml'), ('hierarchical_imagenet', "
+          "'runs/hier/hier_found.yaml')]:\n"
+          "    model = timm.create_model(name, genotype=cell)\n"
+          "    size = model.pretrained_cfg['input_size']\n"
+          "    print(name, sum(p.numel() for p in model.parameters()), model(torch.randn(1, *size)).shape)\n\"")
+
+
 SNIPPETS: dict[str, Callable[[Session], None]] = {
     "help": help_, "paper": paper, "quick": quick, "table": table, "landscape": landscape, "models": models,
     "ask_tell": ask_tell, "genotypes": genotypes, "describe": describe, "export": export, "deploy": deploy,
     "errors": errors, "validation": validation, "resume": resume, "sweep": sweep, "retrain": retrain,
-    "constrained": constrained, "prejudge": prejudge, "oneshot": oneshot, "curves": curves,
+    "constrained": constrained, "prejudge": prejudge, "oneshot": oneshot, "curves": curves, "spaces": spaces,
 }
 NEEDS = {"export": ["quick"], "retrain": ["quick", "export"], "deploy": ["quick"]}
 NEED_DIRS = {"quick": "runs/quick", "export": "runs/export/quick_digits.yaml"}

@@ -18,7 +18,7 @@ OLDEST_RUN = FIXTURES / "schema1_run"
 # The search group of every strategy option as the oldest release recorded it (the run above used evolution).
 OLDEST_SEARCH_OPTIONS = FIXTURES / "schema1_search_options.yaml"
 # The groups whose options change the recorded keys (data and child options share their group's schema).
-GROUPS = ("search", "evaluator", "objective", "prejudge", "data", "child")
+GROUPS = ("space", "search", "evaluator", "objective", "prejudge", "data", "child")
 
 
 def recorded(run_dir: Path) -> dict:
@@ -32,8 +32,9 @@ def lacking_defaults(recorded_flat: dict, current_flat: dict) -> list[str]:
     old = fill_added_settings(recorded_flat)
 
     def option(flat: dict, group: str) -> object:
-        # The scheduler group's options are named, not built from a _target_ (scheduler_from_config)
-        return flat.get(f"{group}.name") if group == "scheduler" else flat.get(f"{group}._target_")
+        # The scheduler and space groups' options are named, not built from a _target_ (scheduler_from_config,
+        # space_from_settings)
+        return flat.get(f"{group}.name") if group in ("scheduler", "space") else flat.get(f"{group}._target_")
 
     def same_option(key: str) -> bool:
         group = key.split(".")[0]
