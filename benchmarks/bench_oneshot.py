@@ -18,8 +18,8 @@ uniform paths; Kendall tau and Spearman rho between the one-shot estimates and s
 accuracy, top-k precision, and the cost of each.
 
 ``estimators``: the one-shot rows of the estimator table (:func:`oneshot_rows`, which
-``bench_estimators.py`` calls too): every recipe of :data:`RECIPES` trains a supernet at the table's
-child size on the table's data, scores every truth cell, and is ranked against the table's mean
+``bench_estimators.py`` calls too): every recipe of :data:`RECIPES` trains a supernet (an ensemble recipe:
+several, each with its own seed) at the table's child size on the table's data, scores every truth cell, and is ranked against the table's mean
 accuracy (Kendall tau, Spearman, top-10% recall, junk-filter rate, each with a bootstrap interval), with
 its cost in CPU seconds of one torch thread (supernet training and every cell's score, data loading
 included) and that cost in stand-alone children (the table's median ``train_seconds``).
@@ -202,10 +202,10 @@ RECIPES = (
     Recipe("1x + path fine-tune 20 steps, likelihood (the default)", 1, {**FINETUNE_20, "estimate": "likelihood"}),
     Recipe("1x + path fine-tune 20 steps cosine, likelihood", 1,
            {**FINETUNE_20, **COSINE, "estimate": "likelihood"}),
-    Recipe("1x + path fine-tune 20 steps cosine lr 0.1, likelihood", 1,
-           {**FINETUNE_20, **COSINE, "finetune_lr": 0.1, "estimate": "likelihood"}),
     Recipe("1x + path fine-tune 30 steps cosine, likelihood", 1,
            {**FINETUNE_20, **COSINE, "finetune_steps": 30, "estimate": "likelihood"}),
+    Recipe("0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}),
     Recipe("2 supernets at 0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
            {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}, supernets=2),
     Recipe("2 supernets at 0.5x + path fine-tune 8 steps cosine, likelihood", 0.5,
