@@ -210,6 +210,8 @@ RECIPES = (
            {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}, supernets=2),
     Recipe("2 supernets at 0.5x + path fine-tune 8 steps cosine, likelihood", 0.5,
            {**FINETUNE_20, **COSINE, "finetune_steps": 8, "estimate": "likelihood"}, supernets=2),
+    Recipe("3 supernets at 0.25x + path fine-tune 5 steps cosine, likelihood", 0.25,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 5, "estimate": "likelihood"}, supernets=3),
 )
 
 
