@@ -2,7 +2,7 @@
 
     python benchmarks/bench_oneshot.py step       # memory and time of one step at proxy size
     python benchmarks/bench_oneshot.py ranking    # Kendall tau / Spearman over stand-alone trained cells
-    OMP_NUM_THREADS=1 python benchmarks/bench_oneshot.py estimators --table testbed_curves --seeds 0 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_oneshot.py estimators --table testbed_curves --seeds 0 1 2
                                                   # issue 22: one-shot recipes against the testbed truth
 
 ``step``: NASNet's proxy size (N=2, F=16, CIFAR-sized 32x32 images, batch 64, the full 13-op space
@@ -18,8 +18,8 @@ uniform paths; Kendall tau and Spearman rho between the one-shot estimates and s
 accuracy, top-k precision, and the cost of each.
 
 ``estimators``: the one-shot rows of the estimator table (:func:`oneshot_rows`, which
-``bench_estimators.py`` calls too): every recipe of :data:`RECIPES` trains a supernet at the table's
-child size on the table's data, scores every truth cell, and is ranked against the table's mean
+``bench_estimators.py`` calls too): every recipe of :data:`RECIPES` trains a supernet (an ensemble recipe:
+several, each with its own seed) at the table's child size on the table's data, scores every truth cell, and is ranked against the table's mean
 accuracy (Kendall tau, Spearman, top-10% recall, junk-filter rate, each with a bootstrap interval), with
 its cost in CPU seconds of one torch thread (supernet training and every cell's score, data loading
 included) and that cost in stand-alone children (the table's median ``train_seconds``).
@@ -176,31 +176,48 @@ def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A one-shot estimator: OneShotEvaluator settings, with ``warmup_epochs`` as a multiple of the child's."""
+    """A one-shot estimator: OneShotEvaluator settings, with ``warmup_epochs`` as a multiple of the child's, and
+    how many supernets (each trained and scoring every cell; an ensemble's estimate of a cell is the mean of its
+    members' log-estimates, so the geometric mean of their likelihoods)."""
 
     name: str
-    child_epochs: float                  # supernet training, in epochs of the stand-alone child
+    child_epochs: float                  # supernet training per supernet, in epochs of the stand-alone child
     settings: dict[str, Any] = field(default_factory=dict)
+    supernets: int = 1
 
 
 # Scores on 2 fixed validation batches of 256 images, BN recomputed on 2 training batches; the plain
-# recipes score the shared weights as they are, by accuracy (the evaluator before issue 22).
+# recipes score the shared weights as they are, by accuracy (the evaluator before issue 22), and a fine-tune
+# keeps its rate constant unless a recipe says otherwise.
 BASE_SETTINGS = {"batch_size": 64, "eval_batch_size": 256, "val_batches": 2, "bn_batches": 2, "finetune_steps": 0,
-                 "estimate": "accuracy"}
+                 "estimate": "accuracy", "finetune_schedule": "constant"}
 FINETUNE_5 = {"finetune_steps": 5, "finetune_lr": 0.01}
 FINETUNE_20 = {"finetune_steps": 20, "finetune_lr": 0.05}
+COSINE = {"finetune_schedule": "cosine"}
 RECIPES = (
     Recipe("1x", 1), Recipe("3x", 3), Recipe("10x", 10),
     Recipe("3x + path fine-tune 5 steps", 3, FINETUNE_5),
     Recipe("3x + path fine-tune 5 steps, likelihood", 3, {**FINETUNE_5, "estimate": "likelihood"}),
     Recipe("1x + path fine-tune 20 steps", 1, FINETUNE_20),
     Recipe("1x + path fine-tune 20 steps, likelihood (the default)", 1, {**FINETUNE_20, "estimate": "likelihood"}),
+    Recipe("1x + path fine-tune 20 steps cosine, likelihood", 1,
+           {**FINETUNE_20, **COSINE, "estimate": "likelihood"}),
+    Recipe("1x + path fine-tune 30 steps cosine, likelihood", 1,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 30, "estimate": "likelihood"}),
+    Recipe("0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}),
+    Recipe("2 supernets at 0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}, supernets=2),
+    Recipe("2 supernets at 0.5x + path fine-tune 8 steps cosine, likelihood", 0.5,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 8, "estimate": "likelihood"}, supernets=2),
+    Recipe("3 supernets at 0.25x + path fine-tune 5 steps cosine, likelihood", 0.25,
+           {**FINETUNE_20, **COSINE, "finetune_steps": 5, "estimate": "likelihood"}, supernets=3),
 )
 
 
 def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: dict[str, Any], space: SearchSpace,
                       recipe: Recipe, seed: int = 0) -> tuple[list[float], float]:
-    """Train a supernet as ``recipe`` says and score every cell on it.
+    """Train the supernets ``recipe`` asks for (seeds ``seed * supernets`` onwards) and score every cell on each.
 
     Returns:
         The estimates (a cell whose path cannot be scored ranks last, at -inf) and the CPU seconds of this
@@ -208,16 +225,23 @@ def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: di
     """
     start = time.process_time()
     settings = {**BASE_SETTINGS, **recipe.settings, "warmup_epochs": recipe.child_epochs * child["epochs"]}
-    evaluator = OneShotEvaluator(child, {**data, "num_workers": 0}, space, **settings)  # loading counts too
-    evaluator.train_until(1, seed)
-    values = []
-    for genotype in track(cells, f"one-shot {recipe.name}: scoring", units="cells", heartbeat=INTERVAL):
-        try:
-            values.append(evaluator.score(genotype, seed))
-        except UnscoredPath:
-            values.append(float("-inf"))
-    evaluator.release()
-    return values, time.process_time() - start
+    members = []
+    for member in range(seed * recipe.supernets, (seed + 1) * recipe.supernets):
+        evaluator = OneShotEvaluator(child, {**data, "num_workers": 0}, space, **settings)  # loading counts too
+        evaluator.train_until(1, member)
+        values = []
+        for genotype in track(cells, f"one-shot {recipe.name}: scoring", units="cells", heartbeat=INTERVAL):
+            try:
+                values.append(evaluator.score(genotype, member))
+            except UnscoredPath:
+                values.append(float("-inf"))
+        evaluator.release()
+        members.append(values)
+    if len(members) == 1:
+        return members[0], time.process_time() - start
+    with np.errstate(divide="ignore", invalid="ignore"):  # log 0 and log -inf: the cell ranks last
+        logs = np.log(np.array(members)).mean(axis=0)
+    return [float(v) if np.isfinite(v) else float("-inf") for v in np.exp(logs)], time.process_time() - start
 
 
 def decision_features(genotype: Genotype, space: SearchSpace) -> list[float]:

@@ -207,13 +207,37 @@ def test_a_path_is_fine_tuned_on_a_copy_that_is_put_back():
     assert all(p.grad is None for p in supernet.parameters())
 
 
+def test_a_cosine_fine_tune_halves_the_rate_of_the_second_of_two_steps():
+    from cellsearch.evaluators.oneshot import OneShotConfig
+    from cellsearch.evaluators.path_tuning import finetuned_path
+    from cellsearch.space.supernet import SuperNet
+
+    torch.manual_seed(0)
+    supernet = SuperNet(SPACE, cells_per_stage=1, channels=4, num_classes=10, in_chans=1)
+    genotype = SPACE.sample(random.Random(0))
+    first, second = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(2)]
+    plain = dict(momentum=0.0, weight_decay=0.0, grad_clip=0.0)  # no state carried from one step to the next
+    with finetuned_path(supernet, genotype, [first, second], lr=0.1, schedule="cosine", **plain) as tuned:
+        cosine = [p.detach().clone() for p in tuned.parameters()]
+    with finetuned_path(supernet, genotype, [first], lr=0.1, **plain) as once:  # step 0 of 2: the full rate
+        with finetuned_path(once, genotype, [second], lr=0.05, **plain) as twice:  # step 1 of 2: (1 + cos(pi/2))/2
+            by_hand = [p.detach().clone() for p in twice.parameters()]
+    for a, b in zip(cosine, by_hand):
+        torch.testing.assert_close(a, b)
+    with finetuned_path(supernet, genotype, [first, second], lr=0.1, **plain) as tuned:
+        assert any(not torch.equal(p, c) for p, c in zip(tuned.parameters(), cosine))  # a constant rate differs
+    with pytest.raises(ConfigError, match="finetune_schedule must be one of"):
+        OneShotConfig(finetune_schedule="linear")  # refused in one line
+
+
 def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(tmp_path):
-    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02, estimate="accuracy")  # as ADDED_OPTION_SETTINGS reads an old run
+    old = dict(warmup_epochs=0.5, finetune_steps=0, finetune_lr=0.02, estimate="accuracy",
+               finetune_schedule="constant")  # as ADDED_OPTION_SETTINGS reads an old run
     ev = evaluator(tmp_path, **old)
     genotype = SPACE.sample(random.Random(0))
     ev.train_until(1)
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
-    for key in ("finetune_steps", "finetune_lr", "estimate"):  # as a release before them wrote it
+    for key in ("finetune_steps", "finetune_lr", "estimate", "finetune_schedule"):  # as a release before them wrote it
         del state["settings"]["config"][key]
     torch.save(state, tmp_path / "supernet.pt")
     assert evaluator(tmp_path, **old).score(genotype) == ev.score(genotype)
@@ -221,7 +245,7 @@ def test_a_supernet_saved_before_path_fine_tuning_existed_resumes_as_it_scored(t
         evaluator(tmp_path, **{**old, "finetune_steps": 2}).score(genotype)
 
 
-def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
+def load_bench_oneshot(monkeypatch):
     import importlib.util
     from pathlib import Path
 
@@ -230,6 +254,11 @@ def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_oneshot", bench)  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
+    bench = load_bench_oneshot(monkeypatch)
     rng = random.Random(0)
     cells = [SPACE.sample(rng) for _ in range(6)]
     truth = [0.1 * i for i in range(6)]
@@ -245,6 +274,18 @@ def test_the_one_shot_rows_of_the_estimator_table(monkeypatch):
     same = cells[:3] * 2  # a cell's smoothed estimate pools the scores of every cell with its choices
     smoothed = bench.decision_smoothed([0.1, 0.2, 0.3, 0.3, 0.4, 0.5], same, SPACE, penalty=1e-6)
     assert smoothed == pytest.approx([0.2, 0.3, 0.4] * 2, abs=1e-3)
+
+
+def test_an_ensemble_recipe_scores_a_cell_by_the_geometric_mean_of_its_supernets(monkeypatch):
+    bench = load_bench_oneshot(monkeypatch)
+    cells = [SPACE.sample(random.Random(i)) for i in range(3)]
+    child = {**CHILD, "epochs": 1}
+    one = bench.Recipe("1x", 1, {"estimate": "likelihood", "val_batches": 1, "eval_batch_size": 100})
+    pair = bench.Recipe("2 supernets", 1, one.settings, supernets=2)
+    members = [bench.oneshot_estimates(cells, child, DATA, SPACE, one, seed)[0] for seed in (2, 3)]
+    ensemble, seconds = bench.oneshot_estimates(cells, child, DATA, SPACE, pair, seed=1)  # supernets 2 and 3
+    assert ensemble == pytest.approx([(a * b) ** 0.5 for a, b in zip(*members)]) and seconds > 0
+    assert members[0] != members[1]  # two supernets, two opinions
 
 
 def test_the_likelihood_estimate_is_exp_of_minus_the_paths_cross_entropy():

@@ -17,7 +17,8 @@ many SGD steps on fixed training batches, on a copy of its weights (:mod:`cellse
 and with ``estimate: likelihood`` (the default) its score is exp(-validation cross-entropy) rather than its
 accuracy: on the testbed (100 cells x 3 seeds, 9 epochs) these two take the supernet's Kendall tau against
 stand-alone accuracy from 0.10-0.15 to 0.44 at 8-10 stand-alone children of compute, where the parameter
-count reaches 0.20 (benchmarks/bench_oneshot.py estimators).
+count reaches 0.20 (benchmarks/bench_oneshot.py estimators). ``finetune_schedule: cosine`` lets the fine-tune's
+rate fall to 0 over its steps: steadier scores, the same ranking within noise.
 
 The supernet, its optimiser and the sampler state are saved atomically to ``run_dir/supernet.pt`` at the
 end of every phase; a run resumes from there, and refuses a file written with other supernet settings.
@@ -43,7 +44,7 @@ import torch.nn.functional as F
 from cellsearch.data import DataConfig, ImageDataModule, as_data_config, dataclass_from_config, describe_dataset
 from cellsearch.evaluators.base import EvalResult, Evaluator, failed_result
 from cellsearch.evaluators.child import ChildConfig, as_child_config, check_config, describe_error
-from cellsearch.evaluators.path_tuning import finetuned_path
+from cellsearch.evaluators.path_tuning import FINETUNE_SCHEDULES, finetuned_path
 from cellsearch.progress import track
 from cellsearch.search.estimates import SUPERNET_STEPS  # marks the reward as an estimate
 from cellsearch.space.genotype import Genotype, GenotypeError, SearchSpace
@@ -90,7 +91,8 @@ class OneShotConfig(SupernetTraining):
     bn_batches: int = 2              # training batches that recompute BN statistics for a path (0: batch stats)
     val_batches: int = 1             # validation batches per score (ENAS: one minibatch)
     finetune_steps: int = 20         # SGD steps on the path alone before it is scored, on a copy (0: none)
-    finetune_lr: float = 0.05        # their constant learning rate
+    finetune_lr: float = 0.05        # their learning rate (the first step's under a cosine schedule)
+    finetune_schedule: str = "constant"  # constant | cosine (falls to 0 over the steps: steadier scores)
     estimate: str = "likelihood"     # accuracy | likelihood (exp(-cross-entropy): ranks cells better, issue 22)
 
     def __post_init__(self) -> None:
@@ -110,6 +112,9 @@ class OneShotConfig(SupernetTraining):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"evaluator.{name} must be an integer >= 0, got {value!r}")
+        if self.finetune_schedule not in FINETUNE_SCHEDULES:
+            raise ConfigError(f"evaluator.finetune_schedule must be one of {list(FINETUNE_SCHEDULES)}, "
+                              f"got {self.finetune_schedule!r}")
         if self.estimate not in ESTIMATES:
             raise ConfigError(f"evaluator.estimate must be one of {list(ESTIMATES)}, got {self.estimate!r}")
         if self.path_sampler not in PATH_SAMPLERS:
@@ -385,7 +390,7 @@ class OneShotEvaluator(Evaluator):
         a copy when ``finetune_steps`` asks for it)."""
         runtime, c = self._setup(seed), self.config
         with finetuned_path(runtime["trainer"].supernet, genotype, runtime["finetune"], c.finetune_lr, c.momentum,
-                            c.weight_decay, c.grad_clip) as supernet:
+                            c.weight_decay, c.grad_clip, c.finetune_schedule) as supernet:
             return score_path(supernet, genotype, runtime["bn"], runtime["val"], c.estimate)
 
     def release(self) -> None:

@@ -78,6 +78,7 @@ ADDED_OPTION_SETTINGS: dict[str, dict[str, Any]] = {
         "evaluator.finetune_steps": 0,
         "evaluator.finetune_lr": 0.02,
         "evaluator.estimate": "accuracy",
+        "evaluator.finetune_schedule": "constant",  # since the cosine fine-tune option
     },
     "cellsearch.evaluators.table.TableEvaluator": {"evaluator.runs": "mean"},  # since issue 21: seed means
     "cellsearch.evaluators.LandscapeEvaluator": {"evaluator.curve": "saturating",  # since issue 21: no curves
