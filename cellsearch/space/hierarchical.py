@@ -403,7 +403,7 @@ class HierarchicalSpace:
 
     def mutate(self, actions: Sequence[int], rng: random.Random) -> list[int]:
         """A copy of ``actions`` with one edge changed (Liu et al., sec. 3.1): a level, a motif at that level,
-        a successor node j, a predecessor node i < j, and a new entry for [i][j] (``none`` or a motif of
+        a successor node j, a predecessor node i < j, and a new entry for ``[i][j]`` (``none`` or a motif of
         the level below) different from the current one: an edge added, altered or removed."""
         child = [int(a) for a in actions]
         level = 2 + rng.randrange(self.levels - 1)
