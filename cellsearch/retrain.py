@@ -16,14 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from cellsearch.evaluators.child import ChildConfig, as_child_config, build_training
 from cellsearch.validation import ConfigError
 from cellsearch.search.lock import is_main_rank, lock_run_dir
 from cellsearch.space.genotype import load_genotype
-from cellsearch.space.networks import build_network, space_of
+from cellsearch.space.networks import has_auxiliary_head, space_of
 from cellsearch.weights import export_weights
 
 log = logging.getLogger("cellsearch")
@@ -50,18 +49,6 @@ def run_retrain(cfg: DictConfig) -> RetrainResult:
         return _retrain(cfg, genotype, run_dir)
     with lock_run_dir(run_dir, "retrain"):
         return _retrain(cfg, genotype, run_dir)
-
-
-def has_auxiliary_head(genotype: Any) -> bool:
-    """Whether the network of ``genotype``'s space builds an auxiliary head (NASNet's does; a network without
-    one refuses ``auxiliary=True``). Probed on the meta device, which allocates nothing."""
-    with torch.device("meta"):
-        build_network(genotype)  # a genotype it cannot build fails here, as it would when training
-        try:
-            build_network(genotype, auxiliary=True)
-        except ValueError:  # ConfigError or GenotypeError: the head is what it refuses, the rest built above
-            return False
-    return True
 
 
 def retrain_child(genotype: Any, child: Any) -> ChildConfig:

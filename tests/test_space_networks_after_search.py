@@ -14,7 +14,8 @@ from cellsearch.deploy import TOLERANCE, export_network, load_network
 from cellsearch.describe import main as describe_main
 from cellsearch.evaluators.child import ChildConfig, ChildModule, evaluate_child
 from cellsearch.evaluators.zero_cost import ZeroCostScorer
-from cellsearch.retrain import has_auxiliary_head, retrain_child
+from cellsearch.retrain import retrain_child
+from cellsearch.space.networks import has_auxiliary_head
 from cellsearch.space.genotype import save_genotype
 from cellsearch.space.networks import NETWORK_CLASSES, TIMM_NAMES, build_network, network_class
 from cellsearch.space.spaces import SPACE_CLASSES, space_from_settings

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import sqlite3
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from cellsearch.search.resume import write_run_config
 from cellsearch.search.settings import (RUN_OPTIONS, SETTINGS_FILE, check_settings, check_version,
                                         search_settings)
 from cellsearch.search.store import TRIALS_FILE, TrialStore
+from cellsearch.space.networks import has_auxiliary_head
 from cellsearch.space.spaces import space_from_settings
 from cellsearch.validation import ConfigError, integer
 
@@ -104,6 +106,9 @@ def _run_loop(cfg: DictConfig) -> Any:
     search_node = {k: v for k, v in cfg.search.items() if k not in RUN_OPTIONS}
     strategy = build_from_config("search", search_node, space=space, seed=cfg.seed)
     child, data = as_child_config(cfg.child), as_data_config(cfg.data)
+    if child.auxiliary_weight > 0 and not has_auxiliary_head(space.sample(random.Random(0))):
+        raise ConfigError(f"child.auxiliary_weight={child.auxiliary_weight:g} trains an auxiliary head, which the "
+                          f"networks of space={space.name} do not have: set child.auxiliary_weight=0")
     evaluator = build_from_config("evaluator", cfg.evaluator, child=child, data=data, space=space)
     objective = build_from_config("objective", cfg.objective)
     objective.check(evaluator.metrics)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+import torch
+
 from cellsearch.space.spaces import SPACE_CLASSES
 
 # space -> ("module:class" for CIFAR, "module:class" for ImageNet)
@@ -42,3 +44,15 @@ def network_class(space: str, imagenet: bool = False) -> type:
 def build_network(genotype: Any, imagenet: bool = False, **kwargs: Any) -> Any:
     """The network for ``genotype`` of any space, with the skeleton arguments ``kwargs``."""
     return network_class(space_of(genotype), imagenet)(genotype, **kwargs)
+
+
+def has_auxiliary_head(genotype: Any) -> bool:
+    """Whether the network of ``genotype``'s space builds an auxiliary head (NASNet's does; a network without
+    one refuses ``auxiliary=True``). Probed on the meta device, which allocates nothing."""
+    with torch.device("meta"):
+        build_network(genotype)  # a genotype it cannot build fails here, as it would when training
+        try:
+            build_network(genotype, auxiliary=True)
+        except ValueError:  # ConfigError or GenotypeError: the head is what it refuses, the rest built above
+            return False
+    return True
