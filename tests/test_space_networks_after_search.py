@@ -15,9 +15,8 @@ from cellsearch.describe import main as describe_main
 from cellsearch.evaluators.child import ChildConfig, ChildModule, evaluate_child
 from cellsearch.evaluators.zero_cost import ZeroCostScorer
 from cellsearch.retrain import retrain_child
-from cellsearch.space.networks import has_auxiliary_head
-from cellsearch.space.genotype import save_genotype
-from cellsearch.space.networks import NETWORK_CLASSES, TIMM_NAMES, build_network, network_class
+from cellsearch.space.genotype import GenotypeError, save_genotype
+from cellsearch.space.networks import NETWORK_CLASSES, TIMM_NAMES, build_network, has_auxiliary_head, network_class
 from cellsearch.space.spaces import SPACE_CLASSES, space_from_settings
 from cellsearch.validation import ConfigError
 from cellsearch.weights import export_weights, model_from_checkpoint
@@ -125,3 +124,12 @@ def test_describe_any_space(name, tmp_path, capsys):
     if name != "nasnet":
         assert describe_main([str(path), "--reduction-in-stage"]) == 2
         assert "--reduction-in-stage is not an option of space=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", OTHER_SPACES)
+def test_a_nasnet_network_refuses_another_spaces_genotype_in_one_line(name, tmp_path):
+    path = save_genotype(_genotype(name, seed=5), tmp_path / "found.yaml")
+    for imagenet in (False, True):
+        with pytest.raises(GenotypeError, match=rf"^space=nasnet: .* space={name}; build it with its own space's "
+                                                rf"network \({name}_cifar or {name}_imagenet\)$"):
+            network_class("nasnet", imagenet)(path)

@@ -26,8 +26,10 @@ from timm.models._manipulate import checkpoint
 from torch import nn
 
 from cellsearch.space.cell import CellModule
-from cellsearch.space.genotype import Genotype, load_genotype
+from cellsearch.space.genotype import Genotype, GenotypeError, load_genotype
 from cellsearch.space.head import GenotypeNet
+from cellsearch.space.networks import TIMM_NAMES
+from cellsearch.space.spaces import genotype_from_dict
 from cellsearch.space.ops import BN_EPS
 from cellsearch.space.skeleton import AuxiliaryHead, CellSpec, ConvStemCell, stage_plan
 from cellsearch.validation import fail, integer, one_of, positive_int
@@ -35,10 +37,14 @@ from cellsearch.validation import fail, integer, one_of, positive_int
 STEM_TYPES = ("nasnet", "darts")
 
 def resolve_genotype(genotype: "Genotype | str | Path | dict") -> Genotype:
-    """A Genotype from a Genotype, a shipped name, a YAML path or plain data (``Genotype.to_dict()``)."""
-    if isinstance(genotype, dict):
-        return Genotype.from_dict(genotype)
-    return load_genotype(genotype)
+    """A Genotype from a Genotype, a shipped name, a YAML path or plain data (``Genotype.to_dict()``); a
+    genotype of another search space is refused in one line."""
+    resolved = genotype_from_dict(genotype) if isinstance(genotype, dict) else load_genotype(genotype)
+    if not isinstance(resolved, Genotype):
+        raise GenotypeError(f"space=nasnet: the cellnet networks build NASNet cells, got a genotype of "
+                            f"space={type(resolved).space}; build it with its own space's network "
+                            f"({' or '.join(TIMM_NAMES[type(resolved).space])})")
+    return resolved
 
 
 class CellNet(GenotypeNet):
