@@ -71,6 +71,7 @@ def test_import_cellsearch_registers_the_timm_models_when_timm_loads():
     assert out[0] == "CellNetCifar" and int(out[1]) >= 11 and out[2] == "SourceFileLoader"
 
 
+@pytest.mark.slow  # a fresh interpreter (4 s); the import order it guards changes rarely
 def test_the_network_base_imports_before_timm():
     """GenotypeNet's module first: importing timm then imports the entry points, whose networks subclass it."""
     code = ("import cellsearch.space.head, timm\n"

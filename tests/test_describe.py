@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from cellsearch.describe import main
 
 
@@ -20,6 +22,7 @@ def test_describe_bad_input_exits_2_with_one_line(capsys):
     assert main(["nasnet_a", "-F", "-3"]) == 2
 
 
+@pytest.mark.slow  # a subprocess (5 s); main() is tested in-process above
 def test_describe_runs_as_a_module(capsys):
     args = ["nasnet_a", "--skeleton", "imagenet", "-N", "1", "-F", "8"]  # tiny: the published sizes are checked above
     result = subprocess.run([sys.executable, "-m", "cellsearch.describe", *args], capture_output=True, text=True,

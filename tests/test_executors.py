@@ -199,7 +199,7 @@ def test_local_ray_cluster_evaluates_a_batch_with_a_failing_child():
 LONG_CHILD = ChildConfig(cells_per_stage=1, channels=4, epochs=10_000, batch_size=32, logger=None)
 
 
-@pytest.mark.parametrize("kind", ["local", "pool"])
+@pytest.mark.parametrize("kind", ["local", pytest.param("pool", marks=pytest.mark.slow)])  # pool: 7 s, slow tier
 def test_a_child_past_its_time_limit_is_stopped_and_recorded(kind):
     """A child that would train for hours is stopped after child_timeout seconds, with its process."""
     with build_executor(kind, TrainEvaluator(LONG_CHILD, DATA), seed=0, child_timeout=3) as executor:

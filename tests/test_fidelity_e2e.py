@@ -19,6 +19,7 @@ def _rows(run_dir):
     return rows, curves
 
 
+@pytest.mark.slow  # 8 s: the same decisions as the driver (test_fidelity_loop covers the loop fast)
 def test_a_table_search_with_asha_decides_as_the_benchmark_driver_does(tmp_path):
     seed, budget = 3, 30
     result = cli("experiment=testbed_curves", "search=random", f"search.budget={budget}", "scheduler=asha",

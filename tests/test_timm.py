@@ -345,6 +345,7 @@ def test_conversion_never_unpickles_arbitrary_objects(tmp_path):
         convert_checkpoint(ckpt, tmp_path / "out")
 
 
+@pytest.mark.slow  # a timm script in a subprocess (5 s)
 def test_run_command_lets_a_timm_script_create_cellnet_models(tmp_path):
     script = tmp_path / "script.py"
     script.write_text("import sys, timm\n"
