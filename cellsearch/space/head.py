@@ -48,6 +48,28 @@ class GenotypeNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # --- training helpers ----------------------------------------------------------------------
+    def drop_path_groups(self) -> list[list[nn.Module]]:
+        """The modules that drop paths, grouped by depth (a cell, a layer), shallowest first; each module
+        has a ``drop_prob`` attribute."""
+        raise NotImplementedError
+
+    def set_drop_path_rate(self, rate: float) -> None:
+        """Set the drop-path probability of the deepest group (cell, layer); earlier groups get it scaled
+        by depth (NASNet's ScheduledDropPath). Trainers ramp ``rate`` linearly from 0 over training."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
+        self.drop_path_rate = rate
+        groups = self.drop_path_groups()
+        for i, group in enumerate(groups):
+            for module in group:
+                module.drop_prob = rate * (i + 1) / len(groups)
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each cell's (layer's, stage's) activations in the backward pass instead of storing them."""
+        self.grad_checkpointing = enable
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
         return x if pre_logits else self.classifier(x)

@@ -122,11 +122,6 @@ class MotifModule(nn.Module):
             states.append(node(states))
         return states[-1]
 
-    def set_drop_prob(self, prob: float) -> None:
-        """Drop path on this motif's own edges (not those inside lower-level motifs)."""
-        for node in self.nodes:
-            node.drop_prob = prob
-
 
 def _below(entry: str) -> int:
     index = motif_index(entry)
@@ -179,19 +174,10 @@ class HierarchicalNet(GenotypeNet):
         return [m for stage in self.stages for m in stage if isinstance(m, MotifModule)]
 
     # --- training helpers ----------------------------------------------------------------------
-    def set_drop_path_rate(self, rate: float) -> None:
-        """Set the drop-path probability of the last cell; earlier cells get it scaled by depth."""
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
-        self.drop_path_rate = rate
-        cells = self.cells()
-        for i, cell in enumerate(cells):
-            cell.set_drop_prob(rate * (i + 1) / len(cells))
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each stage's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
+    def drop_path_groups(self) -> List[List[nn.Module]]:
+        """Per cell, the nodes of its own motif: drop path on the cell's edges, not on those inside
+        lower-level motifs (``set_drop_path_rate``: the last cell's rate, scaled by depth)."""
+        return [list(cell.nodes) for cell in self.cells()]
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:

@@ -181,19 +181,9 @@ class NasRLNet(GenotypeNet):
             self.feature_info.append(dict(num_chs=channels, reduction=stem_reduction * reduction, module=module))
 
     # --- training helpers ----------------------------------------------------------------------
-    def set_drop_path_rate(self, rate: float) -> None:
-        """Set the probability of dropping an input branch at the last layer; earlier layers get it
-        scaled by depth (as NASNet's ScheduledDropPath). Trainers ramp ``rate`` linearly from 0."""
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
-        self.drop_path_rate = rate
-        for i, layer in enumerate(self.layers):
-            layer.drop_prob = rate * (i + 1) / len(self.layers)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each layer's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
+    def drop_path_groups(self) -> List[List[nn.Module]]:
+        """Each layer drops its input branches (``set_drop_path_rate``: the last layer's rate, scaled by depth)."""
+        return [[layer] for layer in self.layers]
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:

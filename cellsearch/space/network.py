@@ -124,19 +124,9 @@ class CellNet(GenotypeNet):
         return f"cells.{layer + 1}." + ("conv.0" if isinstance(reader, ConvStemCell) else "preprocess1.0")
 
     # --- training helpers ----------------------------------------------------------------------
-    def set_drop_path_rate(self, rate: float) -> None:
-        """Set the drop-path probability of the last cell; earlier cells get it scaled by depth
-        (NASNet's ScheduledDropPath). Trainers ramp ``rate`` linearly from 0 over training."""
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
-        self.drop_path_rate = rate
-        for i, cell in enumerate(self.cells):
-            cell.drop_prob = rate * (i + 1) / len(self.cells)
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each cell's activations in the backward pass instead of storing them."""
-        self.grad_checkpointing = enable
+    def drop_path_groups(self) -> list[list[nn.Module]]:
+        """Each cell drops paths on its own (``set_drop_path_rate``: the last cell's rate, scaled by depth)."""
+        return [[cell] for cell in self.cells]
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
