@@ -30,7 +30,7 @@ import argparse
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -176,12 +176,13 @@ def bench_ranking(cells: int, base_epochs: float, seed: int) -> None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A one-shot estimator: OneShotEvaluator settings, with ``warmup_epochs`` as a multiple of the child's, and
-    how many supernets (each trained and scoring every cell; an ensemble's estimate of a cell is the mean of its
-    members' log-estimates, so the geometric mean of their likelihoods)."""
+    """A one-shot estimator: OneShotEvaluator settings, with ``warmup_epochs`` as a multiple of the child's
+    (``child_epochs``; None: the evaluator's own ``warmup_epochs``, in epochs), and how many supernets (each
+    trained and scoring every cell; an ensemble's estimate of a cell is the mean of its members'
+    log-estimates, so the geometric mean of their likelihoods)."""
 
     name: str
-    child_epochs: float                  # supernet training per supernet, in epochs of the stand-alone child
+    child_epochs: float | None           # supernet training per supernet, in epochs of the stand-alone child
     settings: dict[str, Any] = field(default_factory=dict)
     supernets: int = 1
 
@@ -193,25 +194,35 @@ BASE_SETTINGS = {"batch_size": 64, "eval_batch_size": 256, "val_batches": 2, "bn
                  "estimate": "accuracy", "finetune_schedule": "constant"}
 FINETUNE_5 = {"finetune_steps": 5, "finetune_lr": 0.01}
 FINETUNE_20 = {"finetune_steps": 20, "finetune_lr": 0.05}
-COSINE = {"finetune_schedule": "cosine"}
+COSINE = {**FINETUNE_20, "finetune_schedule": "cosine", "estimate": "likelihood"}
+COSINE_10 = {**COSINE, "finetune_steps": 10}
+# The evaluator as it ships (conf/evaluator/oneshot.yaml): its own warm-up length in epochs, its settings.
+EVALUATOR_DEFAULTS = {key: value for key, value in asdict(OneShotConfig()).items()
+                      if key not in ("cells_per_stage", "channels")}  # the child's size, as every recipe
+THE_DEFAULTS = "the evaluator's defaults"
 RECIPES = (
     Recipe("1x", 1), Recipe("3x", 3), Recipe("10x", 10),
     Recipe("3x + path fine-tune 5 steps", 3, FINETUNE_5),
     Recipe("3x + path fine-tune 5 steps, likelihood", 3, {**FINETUNE_5, "estimate": "likelihood"}),
     Recipe("1x + path fine-tune 20 steps", 1, FINETUNE_20),
-    Recipe("1x + path fine-tune 20 steps, likelihood (the default)", 1, {**FINETUNE_20, "estimate": "likelihood"}),
-    Recipe("1x + path fine-tune 20 steps cosine, likelihood", 1,
-           {**FINETUNE_20, **COSINE, "estimate": "likelihood"}),
-    Recipe("1x + path fine-tune 30 steps cosine, likelihood", 1,
-           {**FINETUNE_20, **COSINE, "finetune_steps": 30, "estimate": "likelihood"}),
-    Recipe("0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
-           {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}),
-    Recipe("2 supernets at 0.5x + path fine-tune 10 steps cosine, likelihood", 0.5,
-           {**FINETUNE_20, **COSINE, "finetune_steps": 10, "estimate": "likelihood"}, supernets=2),
+    Recipe("1x + path fine-tune 20 steps, likelihood", 1, {**FINETUNE_20, "estimate": "likelihood"}),
+    Recipe("1x + path fine-tune 20 steps cosine, likelihood", 1, COSINE),
+    Recipe("1x + path fine-tune 30 steps cosine, likelihood", 1, {**COSINE, "finetune_steps": 30}),
+    Recipe("0.5x + path fine-tune 10 steps cosine, likelihood", 0.5, COSINE_10),
+    Recipe("2 supernets at 0.5x + path fine-tune 10 steps cosine, likelihood", 0.5, COSINE_10, supernets=2),
     Recipe("2 supernets at 0.5x + path fine-tune 8 steps cosine, likelihood", 0.5,
-           {**FINETUNE_20, **COSINE, "finetune_steps": 8, "estimate": "likelihood"}, supernets=2),
+           {**COSINE, "finetune_steps": 8}, supernets=2),
     Recipe("3 supernets at 0.25x + path fine-tune 5 steps cosine, likelihood", 0.25,
-           {**FINETUNE_20, **COSINE, "finetune_steps": 5, "estimate": "likelihood"}, supernets=3),
+           {**COSINE, "finetune_steps": 5}, supernets=3),
+    # Third round: the warm-up's length (longer ranks worse) and the evaluator as it ships.
+    Recipe("3x + path fine-tune 10 steps cosine, likelihood", 3, COSINE_10),
+    Recipe("2x + path fine-tune 10 steps cosine, likelihood", 2, COSINE_10),
+    Recipe("0.25x + path fine-tune 10 steps cosine, likelihood", 0.25, COSINE_10),
+    Recipe("0.1x + path fine-tune 10 steps cosine, likelihood", 0.1, COSINE_10),
+    Recipe("0.01x + path fine-tune 10 steps cosine, likelihood", 0.01, COSINE_10),
+    Recipe("0.25x + path fine-tune 20 steps cosine, likelihood", 0.25, COSINE),
+    Recipe("0.25x + path fine-tune 20 steps, likelihood", 0.25, {**FINETUNE_20, "estimate": "likelihood"}),
+    Recipe(THE_DEFAULTS, None, EVALUATOR_DEFAULTS),
 )
 
 
@@ -224,7 +235,9 @@ def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: di
         process that it all took, data loading included.
     """
     start = time.process_time()
-    settings = {**BASE_SETTINGS, **recipe.settings, "warmup_epochs": recipe.child_epochs * child["epochs"]}
+    settings = {**BASE_SETTINGS, **recipe.settings}
+    if recipe.child_epochs is not None:
+        settings["warmup_epochs"] = recipe.child_epochs * child["epochs"]
     members = []
     for member in range(seed * recipe.supernets, (seed + 1) * recipe.supernets):
         evaluator = OneShotEvaluator(child, {**data, "num_workers": 0}, space, **settings)  # loading counts too
@@ -242,6 +255,39 @@ def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: di
     with np.errstate(divide="ignore", invalid="ignore"):  # log 0 and log -inf: the cell ranks last
         logs = np.log(np.array(members)).mean(axis=0)
     return [float(v) if np.isfinite(v) else float("-inf") for v in np.exp(logs)], time.process_time() - start
+
+
+def reference_child_seconds(cells: Sequence[Genotype], child: dict[str, Any], data: dict[str, Any],
+                            count: int = 3) -> float:
+    """The median CPU seconds of this process to train ``count`` of ``cells`` stand-alone as ``child`` says
+    (data loading in this process, as the one-shot recipes count it): the cost unit "children" measured in the
+    same run as the recipes, on the same machine and load."""
+    seconds = []
+    for genotype in track(list(cells)[:count], "reference children", units="children", heartbeat=INTERVAL):
+        start = time.process_time()
+        result = evaluate_child(genotype, child, {**data, "num_workers": 0}, seed=0)
+        if result.status != "ok":
+            raise RuntimeError(f"the reference child failed: {result.error}")
+        seconds.append(time.process_time() - start)
+    return statistics.median(seconds)
+
+
+def short_training_rows(truth_cells: Sequence[tuple[Genotype, Any]], epochs: Sequence[int], resamples: int,
+                        child_seconds: float | None) -> list[dict[str, Any]]:
+    """The reference a one-shot recipe must beat at equal compute: each cell trained stand-alone for its first
+    ``epochs`` epochs, read from the table's own learning curves (epoch k of a training run of the child's full
+    length), one row per training seed. Optimistic for these rows: the truth averages the same seeds' final
+    accuracy, so a seed's early accuracy shares that seed's noise with the truth."""
+    truth = [row.mean_accuracy for _, row in truth_cells]
+    rows = []
+    for epoch in epochs:
+        for seed in range(len(truth_cells[0][1].curves)):
+            estimates = [row.curves[seed][epoch - 1] for _, row in truth_cells]
+            seconds = sum(row.curve_cpu_seconds[seed][epoch - 1] for _, row in truth_cells)
+            rows.append({"estimator": f"stand-alone, first {epoch} epoch(s) of the child's training run", "seed": seed,
+                         **rank_report(estimates, truth, resamples, seed), "cpu_seconds": seconds,
+                         "children": seconds / child_seconds if child_seconds else None, "estimates": estimates})
+    return rows
 
 
 def decision_features(genotype: Genotype, space: SearchSpace) -> list[float]:
@@ -300,24 +346,39 @@ def oneshot_rows(cells: Sequence[Genotype], truth: Sequence[float], child: dict[
     return rows
 
 
-def bench_estimators(table_name: str, seeds: Sequence[int], resamples: int, names: Sequence[str]) -> None:
+def bench_estimators(table_name: str, seeds: Sequence[int], resamples: int, names: Sequence[str],
+                     reference_children: int) -> None:
     table = load_table(table_name)
     truth_cells = ground_truth(table_name, 3)
     cells, truth = [g for g, _ in truth_cells], [r.mean_accuracy for _, r in truth_cells]
     child = {**table.child, "accelerator": "cpu", "logger": None, "enable_progress_bar": False}
-    child_seconds = statistics.median(r.train_seconds for _, r in truth_cells) or None  # mean over seeds, per cell
+    table_child_seconds = statistics.median(r.train_seconds for _, r in truth_cells) or None  # mean over seeds
     recipes = [r for r in RECIPES if not names or r.name in names]
+    unknown = sorted(set(names) - {r.name for r in recipes})
+    if unknown:
+        raise SystemExit(f"--recipes: no recipe {unknown}; the recipes are {[r.name for r in RECIPES]}")
+    child_seconds = table_child_seconds
+    if reference_children:
+        child_seconds = reference_child_seconds(cells, child, dict(table.data), reference_children)
     rows = oneshot_rows(cells, truth, child, dict(table.data), table.space, seeds, recipes, resamples, child_seconds)
+    if table.curve_epochs:  # the table's own timings, so in the table's children
+        rows += short_training_rows(truth_cells, (1, 2), resamples, table_child_seconds)
+    unit = (f"{child_seconds:.1f} CPU s, the median of {reference_children} trained in this run (the table's "
+            f"median: {table_child_seconds or float('nan'):.1f} s)" if reference_children
+            else f"{child_seconds or float('nan'):.1f} CPU s (the table's median)")
     print(f"{len(cells)} cells of table {table.name!r} with 3 seeds (mean accuracy {min(truth):.3f}..{max(truth):.3f}); "
           f"one-shot at the child's size (N={child['cells_per_stage']}, F={child['channels']}); {resamples} bootstrap "
-          f"resamples, 95% intervals; a stand-alone child: {child_seconds or float('nan'):.1f} CPU s (median); "
-          f"{torch.get_num_threads()} thread")
+          f"resamples, 95% intervals; a stand-alone child: {unit}; {torch.get_num_threads()} thread")
     print("| estimator | seed | Kendall tau | Spearman | top-10% recall | junk filter | CPU s | children |")
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         children = "-" if row["children"] is None else f"{row['children']:.1f}"
         print(f"| {row['estimator']} | {row['seed']} | {row['kendall_tau']} | {row['spearman_rho']} | "
               f"{row['top10_recall']} | {row['junk_filter']} | {row['cpu_seconds']:.0f} | {children} |")
+    for recipe in recipes:  # the mean over supernet seeds: a recipe is judged over seeds, not on one
+        taus = [row["kendall_tau"].value for row in rows if row["estimator"] == f"one-shot {recipe.name}"]
+        print(f"mean Kendall tau over {len(taus)} supernet seed(s), {recipe.name}: {statistics.mean(taus):.3f} "
+              f"(min {min(taus):.3f}, max {max(taus):.3f})")
 
 
 def main() -> None:
@@ -333,13 +394,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="estimators: supernet seeds")
     parser.add_argument("--resamples", type=int, default=1000, help="estimators: bootstrap resamples")
     parser.add_argument("--recipes", nargs="*", default=[], help="estimators: recipe names (default: all)")
+    parser.add_argument("--reference-children", type=int, default=3,
+                        help="estimators: stand-alone children trained in this run as the cost unit (0: the table's "
+                             "median train_seconds)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     if args.part == "step":
         bench_step(args.repeats, args.darts_batch)
     elif args.part == "estimators":
-        bench_estimators(args.table, args.seeds, args.resamples, args.recipes)
+        bench_estimators(args.table, args.seeds, args.resamples, args.recipes, args.reference_children)
     else:
         bench_ranking(args.cells, args.base_epochs, args.seed)
 

@@ -89,7 +89,7 @@ def test_darts_discretises_to_a_genotype_of_the_space_and_refuses_concat_only():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["enas", "oneshot_random"])
+@pytest.mark.parametrize("experiment", ["enas", "oneshot_random", "testbed_oneshot"])
 def test_weight_sharing_presets_run_then_name_the_best_cell_on_standalone_accuracy(tmp_path, experiment, compose,
                                                                                  tiny_search):
     cfg = compose(f"experiment={experiment}", *tiny_search, *TINY_ONESHOT, "evaluator.cells_per_stage=1",
@@ -147,6 +147,21 @@ def test_quick_cpu_preset_composes_as_documented(tmp_path, compose):
     assert cfg.data.name == "digits" and cfg.search._target_.endswith("RegularizedEvolution")
     assert cfg.evaluator.final_candidates >= 8 and cfg.executor._target_.endswith("LocalExecutor")
     assert "concat" in cfg.space.combines and cfg.evaluator.path_sampler == "uniform"
+
+
+def test_the_testbed_preset_searches_the_tables_space_with_its_child_and_the_measured_estimator(tmp_path, compose):
+    from cellsearch.evaluators.table import load_table
+    from cellsearch.space.spaces import space_from_settings
+
+    cfg = compose("experiment=testbed_oneshot", f"run_dir={tmp_path}")
+    table = load_table("testbed_curves")  # the truth its one-shot ranking was measured against
+    assert space_from_settings(cfg.space) == table.space and cfg.data.name == table.data["name"]
+    assert {k: cfg.child[k] for k in ("cells_per_stage", "channels", "epochs", "batch_size", "lr")} == \
+        {k: table.child[k] for k in ("cells_per_stage", "channels", "epochs", "batch_size", "lr")}
+    measured = {"warmup_epochs": 1.0, "finetune_steps": 20, "finetune_lr": 0.05, "finetune_schedule": "constant",
+                "estimate": "likelihood", "val_batches": 1, "bn_batches": 2, "path_sampler": "uniform"}
+    assert {k: cfg.evaluator[k] for k in measured} == measured  # bench_oneshot's "the evaluator's defaults"
+    assert cfg.search._target_.endswith("RandomSearch") and cfg.executor._target_.endswith("LocalExecutor")
 
 
 def test_a_path_with_nan_logits_is_unscored_in_one_line_and_others_still_score():
@@ -286,6 +301,23 @@ def test_an_ensemble_recipe_scores_a_cell_by_the_geometric_mean_of_its_supernets
     ensemble, seconds = bench.oneshot_estimates(cells, child, DATA, SPACE, pair, seed=1)  # supernets 2 and 3
     assert ensemble == pytest.approx([(a * b) ** 0.5 for a, b in zip(*members)]) and seconds > 0
     assert members[0] != members[1]  # two supernets, two opinions
+
+
+def test_the_short_training_rows_read_each_seeds_early_accuracy_and_its_cost_from_the_curves(monkeypatch):
+    from cellsearch.evaluators.table import TableRow
+
+    bench = load_bench_oneshot(monkeypatch)
+    rows = [(None, TableRow(actions=(i,), val_accuracy=(0.5 + 0.1 * i, 0.6 + 0.1 * i), seeds=(0, 1), params=1,
+                            mult_adds=1, train_seconds=2.0,
+                            curves=((0.1 * i, 0.2 * i), (0.3 - 0.1 * i, 0.2 * i)), curve_cpu_seconds=((1, 2), (1, 3))))
+            for i in range(4)]
+    out = bench.short_training_rows(rows, epochs=(1, 2), resamples=20, child_seconds=2.0)
+    assert [(r["estimator"].split(",")[1], r["seed"]) for r in out] == [
+        (" first 1 epoch(s) of the child's training run", 0), (" first 1 epoch(s) of the child's training run", 1),
+        (" first 2 epoch(s) of the child's training run", 0), (" first 2 epoch(s) of the child's training run", 1)]
+    assert out[0]["estimates"] == pytest.approx([0.0, 0.1, 0.2, 0.3]) and out[0]["kendall_tau"].value == pytest.approx(1)
+    assert out[1]["kendall_tau"].value == pytest.approx(-1)  # seed 1's first epoch ranks the cells backwards
+    assert out[3]["cpu_seconds"] == 12 and out[3]["children"] == 6  # 4 cells x 3 CPU s, in children of 2 s
 
 
 def test_the_likelihood_estimate_is_exp_of_minus_the_paths_cross_entropy():
