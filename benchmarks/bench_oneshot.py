@@ -22,7 +22,11 @@ accuracy, top-k precision, and the cost of each.
 several, each with its own seed) at the table's child size on the table's data, scores every truth cell, and is ranked against the table's mean
 accuracy (Kendall tau, Spearman, top-10% recall, junk-filter rate, each with a bootstrap interval), with
 its cost in CPU seconds of one torch thread (supernet training and every cell's score, data loading
-included) and that cost in stand-alone children (the table's median ``train_seconds``).
+included) and that cost in stand-alone children: the median CPU seconds of ``--reference-children``
+children trained in the same run (0: the table's median ``train_seconds``). The recipe "the evaluator's
+defaults" is the evaluator as it ships (its own warm-up in epochs, every setting from ``OneShotConfig``).
+A table with learning curves adds the reference at equal compute: each cell's accuracy after its first
+one and two epochs of stand-alone training, read from the table.
 """
 from __future__ import annotations
 
