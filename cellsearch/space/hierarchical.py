@@ -17,13 +17,13 @@ Parsing lives here; ``hierarchical_network.py`` turns a genotype into modules.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Mapping, Sequence
 
 from cellsearch.space.genotype import GenotypeError
+from cellsearch.space.spaces import compact_json, genotype_header, header_yaml_lines
 
 # Level-1 primitives (Liu et al. 2018, sec. 2.3); every conv is followed by batch norm and ReLU.
 PRIMITIVES: tuple[str, ...] = ("conv_1x1", "dw_conv_3x3", "sep_conv_3x3", "max_pool_3x3", "avg_pool_3x3",
@@ -83,26 +83,15 @@ class HierarchicalGenotype:
 
     # --- plain-data views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"space": SPACE}
-        if self.name:
-            data["name"] = self.name
-        if self.source:
-            data["source"] = self.source
-        data["levels"] = [[[list(row) for row in matrix] for matrix in motifs] for motifs in self.levels]
-        return data
+        return {**genotype_header(SPACE, self.name, self.source), "levels": [[[list(row) for row in matrix] for matrix in motifs] for motifs in self.levels]}
 
     def to_json(self) -> str:
         """Compact one-line text form, as the trial store keeps genotypes."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return compact_json(self.to_dict())
 
     def to_yaml(self) -> str:
         """Readable YAML: one flow-style line per matrix row, a comment per level and motif."""
-        lines = [f"space: {SPACE}"]
-        if self.name:
-            lines.append(f"name: {json.dumps(self.name)}")
-        if self.source:
-            lines.append(f"source: {json.dumps(self.source)}")
-        lines.append("levels:")
+        lines = [*header_yaml_lines(genotype_header(SPACE, self.name, self.source)), "levels:"]
         for level, motifs in enumerate(self.levels, start=2):
             below = "primitives" if level == 2 else f"level-{level - 1} motifs"
             count = f"{len(motifs)} motifs" if len(motifs) > 1 else "one motif"

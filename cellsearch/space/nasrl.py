@@ -16,7 +16,6 @@ this space: strides fixed to 1 make none) followed by one binary anchor decision
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from functools import cached_property
 from typing import Any, ClassVar, Mapping, Sequence
 
 from cellsearch.space.genotype import GenotypeError
+from cellsearch.space.spaces import compact_json, genotype_header, header_yaml_lines
 
 SPACE = "nasrl"
 # The size decisions of a layer, in emission order; each is a field of Layer and a choice list of the space.
@@ -69,26 +69,15 @@ class NasRLGenotype:
 
     # --- plain-data views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"space": SPACE}
-        if self.name:
-            data["name"] = self.name
-        if self.source:
-            data["source"] = self.source
-        data["layers"] = [layer.to_dict() for layer in self.layers]
-        return data
+        return {**genotype_header(SPACE, self.name, self.source), "layers": [layer.to_dict() for layer in self.layers]}
 
     def to_json(self) -> str:
         """Compact one-line text form, as the trial store keeps it."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+        return compact_json(self.to_dict())
 
     def to_yaml(self) -> str:
         """Readable YAML: one flow-style line per layer."""
-        lines = [f"space: {SPACE}"]
-        if self.name:
-            lines.append(f"name: {json.dumps(self.name)}")
-        if self.source:
-            lines.append(f"source: {json.dumps(self.source)}")
-        lines.append("layers:")
+        lines = [*header_yaml_lines(genotype_header(SPACE, self.name, self.source)), "layers:"]
         for layer in self.layers:
             sizes = ", ".join(f"{name}: {getattr(layer, name)}" for name in SIZE_FIELDS)
             lines.append(f"  - {{{sizes}, inputs: [{', '.join(str(j) for j in layer.inputs)}]}}")

@@ -92,6 +92,29 @@ def space_name_of(data: Any) -> str:
     return name
 
 
+def genotype_header(space: str, name: str, source: str) -> dict[str, Any]:
+    """The first keys of a genotype of a space other than NASNet's: ``space``, then ``name`` and ``source``
+    where set (NASNet's genotypes name no space, so that files from before other spaces read as NASNet)."""
+    header: dict[str, Any] = {"space": space}
+    if name:
+        header["name"] = name
+    if source:
+        header["source"] = source
+    return header
+
+
+def header_yaml_lines(header: Mapping[str, Any]) -> list[str]:
+    """:func:`genotype_header`'s keys as the first lines of a genotype's YAML (name and source quoted as JSON
+    strings, which YAML reads back as they were)."""
+    return [f"space: {header['space']}"] + [f"{key}: {json.dumps(header[key])}" for key in ("name", "source")
+                                            if key in header]
+
+
+def compact_json(data: Mapping[str, Any]) -> str:
+    """A genotype's plain data as the one-line JSON the trial store keeps (sorted keys, no spaces)."""
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
 def genotype_from_dict(data: Any) -> Any:
     """A genotype of any space from its plain data (``to_dict()``, a genotype file's YAML)."""
     return _space_class(space_name_of(data)).parse(data)
