@@ -315,7 +315,8 @@ def test_the_short_training_rows_read_each_seeds_early_accuracy_and_its_cost_fro
     assert [(r["estimator"].split(",")[1], r["seed"]) for r in out] == [
         (" first 1 epoch(s) of the child's training run", 0), (" first 1 epoch(s) of the child's training run", 1),
         (" first 2 epoch(s) of the child's training run", 0), (" first 2 epoch(s) of the child's training run", 1)]
-    assert out[0]["estimates"] == pytest.approx([0.0, 0.1, 0.2, 0.3]) and out[0]["kendall_tau"].value == pytest.approx(1)
+    assert out[0]["estimates"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert out[0]["kendall_tau"].value == pytest.approx(1)
     assert out[1]["kendall_tau"].value == pytest.approx(-1)  # seed 1's first epoch ranks the cells backwards
     assert out[3]["cpu_seconds"] == 12 and out[3]["children"] == 6  # 4 cells x 3 CPU s, in children of 2 s
 

@@ -16,7 +16,7 @@ misjudge any single one. With ``finetune_steps`` (default 20) the path is first 
 many SGD steps on fixed training batches, on a copy of its weights (:mod:`cellsearch.evaluators.path_tuning`),
 and with ``estimate: likelihood`` (the default) its score is exp(-validation cross-entropy) rather than its
 accuracy. On the testbed (100 cells x 3 seeds, 9 epochs) the defaults (a 1-epoch warm-up, these two) rank
-cells at Kendall tau 0.59 against stand-alone accuracy (the mean of 5 supernet seeds, 0.53-0.63) for the CPU
+cells at Kendall tau 0.59 against stand-alone accuracy (the mean of 6 supernet seeds, 0.53-0.63) for the CPU
 of about 8 stand-alone children, where the parameter count reaches 0.20 and the supernet scored as trained
 0.10-0.15 (benchmarks/bench_oneshot.py estimators). Keep the warm-up short when paths are fine-tuned: with
 a warm-up of a child's 9 epochs the same scores ranked at 0.43. ``finetune_schedule: cosine`` lets the

@@ -83,7 +83,8 @@ class HierarchicalGenotype:
 
     # --- plain-data views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {**genotype_header(SPACE, self.name, self.source), "levels": [[[list(row) for row in matrix] for matrix in motifs] for motifs in self.levels]}
+        levels = [[[list(row) for row in matrix] for matrix in motifs] for motifs in self.levels]
+        return {**genotype_header(SPACE, self.name, self.source), "levels": levels}
 
     def to_json(self) -> str:
         """Compact one-line text form, as the trial store keeps genotypes."""

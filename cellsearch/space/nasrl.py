@@ -69,7 +69,8 @@ class NasRLGenotype:
 
     # --- plain-data views -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {**genotype_header(SPACE, self.name, self.source), "layers": [layer.to_dict() for layer in self.layers]}
+        layers = [layer.to_dict() for layer in self.layers]
+        return {**genotype_header(SPACE, self.name, self.source), "layers": layers}
 
     def to_json(self) -> str:
         """Compact one-line text form, as the trial store keeps it."""
