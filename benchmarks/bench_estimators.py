@@ -89,16 +89,12 @@ def oneshot_rows(truth: Truth, recipes: list[str], seed: int) -> dict[str, Estim
         return {}
     import bench_oneshot  # beside this file; heavy (the supernet), so only when one-shot rows are asked for
 
-    known = {recipe.name: recipe for recipe in bench_oneshot.RECIPES}
-    unknown = [name for name in recipes if name not in known]
-    if unknown:
-        raise SystemExit(f"--oneshot: no recipe {unknown}; the recipes are {list(known)}")
     child = {**truth.table.child, "accelerator": "cpu", "logger": None, "enable_progress_bar": False}
     rows = {}
-    for name in recipes:
+    for recipe in bench_oneshot.recipes_named(recipes, "--oneshot"):
         values, seconds = bench_oneshot.oneshot_estimates(truth.cells, child, dict(truth.table.data),
-                                                         truth.table.space, known[name], seed)
-        rows[f"one-shot {name}"] = (values, [seconds / len(truth.cells)] * len(truth.cells))
+                                                         truth.table.space, recipe, seed)
+        rows[f"one-shot {recipe.name}"] = (values, [seconds / len(truth.cells)] * len(truth.cells))
     return rows
 
 

@@ -261,6 +261,25 @@ def oneshot_estimates(cells: Sequence[Genotype], child: dict[str, Any], data: di
     return [float(v) if np.isfinite(v) else float("-inf") for v in np.exp(logs)], time.process_time() - start
 
 
+def recipes_named(names: Sequence[str], option: str) -> list[Recipe]:
+    """The recipes of :data:`RECIPES` called ``names``, in that order; an unknown name ends the benchmark in one
+    line that lists the recipes (``option``: the command-line option that named them)."""
+    known = {recipe.name: recipe for recipe in RECIPES}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"{option}: no recipe {unknown}; the recipes are {list(known)}")
+    return [known[name] for name in names]
+
+
+def ranked_row(estimator: str, seed: int, estimates: Sequence[float], truth: Sequence[float], resamples: int,
+               cpu_seconds: float, child_seconds: float | None) -> dict[str, Any]:
+    """A row of the estimator table: every statistic of ``estimates`` against ``truth`` with its bootstrap
+    interval, the cost in CPU seconds and in stand-alone children (None without ``child_seconds``)."""
+    report: dict[str, Interval] = rank_report(estimates, truth, resamples, seed)
+    return {"estimator": estimator, "seed": seed, **report, "cpu_seconds": cpu_seconds,
+            "children": cpu_seconds / child_seconds if child_seconds else None, "estimates": list(estimates)}
+
+
 def reference_child_seconds(cells: Sequence[Genotype], child: dict[str, Any], data: dict[str, Any],
                             count: int = 3) -> float:
     """The median CPU seconds of this process to train ``count`` of ``cells`` stand-alone as ``child`` says
@@ -288,9 +307,8 @@ def short_training_rows(truth_cells: Sequence[tuple[Genotype, Any]], epochs: Seq
         for seed in range(len(truth_cells[0][1].curves)):
             estimates = [row.curves[seed][epoch - 1] for _, row in truth_cells]
             seconds = sum(row.curve_cpu_seconds[seed][epoch - 1] for _, row in truth_cells)
-            rows.append({"estimator": f"stand-alone, first {epoch} epoch(s) of the child's training run", "seed": seed,
-                         **rank_report(estimates, truth, resamples, seed), "cpu_seconds": seconds,
-                         "children": seconds / child_seconds if child_seconds else None, "estimates": estimates})
+            rows.append(ranked_row(f"stand-alone, first {epoch} epoch(s) of the child's training run", seed, estimates,
+                                   truth, resamples, seconds, child_seconds))
     return rows
 
 
@@ -344,9 +362,7 @@ def oneshot_rows(cells: Sequence[Genotype], truth: Sequence[float], child: dict[
             values, seconds = oneshot_estimates(cells, child, data, space, recipe, seed)
             for name, estimates in ((recipe.name, values),
                                     (f"{recipe.name} + decision smoothing", decision_smoothed(values, cells, space))):
-                report: dict[str, Interval] = rank_report(estimates, truth, resamples, seed)
-                rows.append({"estimator": f"one-shot {name}", "seed": seed, **report, "cpu_seconds": seconds,
-                             "children": seconds / child_seconds if child_seconds else None, "estimates": estimates})
+                rows.append(ranked_row(f"one-shot {name}", seed, estimates, truth, resamples, seconds, child_seconds))
     return rows
 
 
@@ -357,10 +373,7 @@ def bench_estimators(table_name: str, seeds: Sequence[int], resamples: int, name
     cells, truth = [g for g, _ in truth_cells], [r.mean_accuracy for _, r in truth_cells]
     child = {**table.child, "accelerator": "cpu", "logger": None, "enable_progress_bar": False}
     table_child_seconds = statistics.median(r.train_seconds for _, r in truth_cells) or None  # mean over seeds
-    recipes = [r for r in RECIPES if not names or r.name in names]
-    unknown = sorted(set(names) - {r.name for r in recipes})
-    if unknown:
-        raise SystemExit(f"--recipes: no recipe {unknown}; the recipes are {[r.name for r in RECIPES]}")
+    recipes = recipes_named(names, "--recipes") if names else list(RECIPES)
     child_seconds = table_child_seconds
     if reference_children:
         child_seconds = reference_child_seconds(cells, child, dict(table.data), reference_children)
